@@ -1,0 +1,140 @@
+// The arithmetic and ordering rules of select_rules (design.md section 4.1), shared by the
+// C++ CPU kernel, the CUDA kernel and the C++ unit tests, so that every compiled backend
+// rounds and ranks exactly like the PyTorch reference. Plain C++: no torch headers, so
+// nvcc compiles it alone.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define RAMO_HD __host__ __device__ __forceinline__
+#else
+#define RAMO_HD inline
+#endif
+
+namespace ramo {
+
+// Fast paths keep the running top-k in fixed arrays of this size; larger k uses the reference.
+constexpr int kMaxFastK = 64;
+
+// Each arithmetic step is rounded on its own: a fused multiply-add would round once and make
+// the criterion differ from the reference in the last bit, which can flip a near-tie. On the
+// host this relies on -ffp-contract=off; on the device the _rn intrinsics are never fused.
+RAMO_HD float sub_rn(float x, float y) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(x, y);
+#else
+  return x - y;
+#endif
+}
+RAMO_HD float mul_rn(float x, float y) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(x, y);
+#else
+  return x * y;
+#endif
+}
+RAMO_HD float add_rn(float x, float y) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(x, y);
+#else
+  return x + y;
+#endif
+}
+RAMO_HD double sub_rn(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(x, y);
+#else
+  return x - y;
+#endif
+}
+RAMO_HD double mul_rn(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(x, y);
+#else
+  return x * y;
+#endif
+}
+RAMO_HD double add_rn(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(x, y);
+#else
+  return x + y;
+#endif
+}
+
+// |x| by clearing the sign bit, as torch.abs does (|-0| = +0, NaN stays NaN); branch-free,
+// so the CPU loops vectorise.
+RAMO_HD float abs_exact(float x) { return fabsf(x); }
+RAMO_HD double abs_exact(double x) { return fabs(x); }
+
+// criterion = discrepancy_weight * |a - b| + relevance_weight * rel, each step rounded.
+template <typename acc_t>
+RAMO_HD acc_t criterion(acc_t a, acc_t b, acc_t discrepancy_weight) {
+  return mul_rn(discrepancy_weight, abs_exact(sub_rn(a, b)));
+}
+template <typename acc_t>
+RAMO_HD acc_t criterion(acc_t a, acc_t b, acc_t rel, acc_t discrepancy_weight,
+                        acc_t relevance_weight) {
+  return add_rn(criterion(a, b, discrepancy_weight), mul_rn(relevance_weight, rel));
+}
+
+// The value a criterion is ranked by: NaN (reachable only through overflow, e.g. 0 * inf)
+// ranks like -inf, so the order is total and every backend agrees on it.
+template <typename acc_t>
+RAMO_HD acc_t rank_key(acc_t c) {
+  return c != c ? -static_cast<acc_t>(INFINITY) : c;
+}
+
+// True when (key_x, idx_x) comes first: larger key, then lower rule index.
+template <typename acc_t>
+RAMO_HD bool ranks_before(acc_t key_x, int64_t idx_x, acc_t key_y, int64_t idx_y) {
+  return key_x > key_y || (key_x == key_y && idx_x < idx_y);
+}
+
+template <typename acc_t>
+RAMO_HD bool is_finite(acc_t x) {
+  return x - x == acc_t(0);  // false for inf and NaN; needs no <cmath> on the device
+}
+
+// The k best (key, index) pairs seen so far, best first. Candidates must arrive in
+// increasing index order, so a newcomer loses every tie with what is already held.
+template <typename acc_t, int KMAX>
+struct TopK {
+  acc_t key[KMAX];
+  acc_t value[KMAX];  // the criterion as computed (differs from key only for NaN)
+  int64_t index[KMAX];
+  int k;
+  int size;
+
+  RAMO_HD explicit TopK(int k_) : k(k_), size(0) {}
+
+  // A candidate with key <= threshold() cannot enter a full list.
+  RAMO_HD bool full() const { return size == k; }
+  RAMO_HD acc_t threshold() const { return key[k - 1]; }
+
+  RAMO_HD void offer(acc_t c, int64_t idx) {
+    const acc_t kk = rank_key(c);
+    if (size == k && !(kk > key[k - 1])) return;
+    int pos = size < k ? size : k - 1;
+    while (pos > 0 && kk > key[pos - 1]) {
+      key[pos] = key[pos - 1];
+      value[pos] = value[pos - 1];
+      index[pos] = index[pos - 1];
+      --pos;
+    }
+    key[pos] = kk;
+    value[pos] = c;
+    index[pos] = idx;
+    if (size < k) ++size;
+  }
+};
+
+// Rewards are summed in selection order starting from +0, exactly as the reference does.
+template <typename acc_t>
+RAMO_HD int8_t preference_of(acc_t margin, acc_t tie_tolerance) {
+  return margin > tie_tolerance ? int8_t(1) : (margin < -tie_tolerance ? int8_t(-1) : int8_t(0));
+}
+
+}  // namespace ramo
