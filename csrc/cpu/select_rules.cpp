@@ -1,0 +1,67 @@
+// CPU implementation of ramo::select_rules: torch glue around select_rules_kernel.h.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <atomic>
+
+#include "../select_rules.h"
+#include "select_rules_kernel.h"
+
+namespace ramo {
+
+namespace {
+
+SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor& scores_b,
+                                   const std::optional<at::Tensor>& relevance,
+                                   const std::optional<at::Tensor>& valid, int64_t k,
+                                   double discrepancy_weight, double relevance_weight,
+                                   double tie_tolerance) {
+  const SelectRulesInputs in =
+      prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
+  SelectRulesResult out = empty_select_rules_outputs(in, k);
+  const int64_t n = in.scores_a.size(0), r = in.scores_a.size(1);
+  if (n == 0) return out;
+
+  std::atomic<int64_t> first_bad{n};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scores_a.scalar_type(),
+                                  "select_rules_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    cpu::SelectRulesArgs<acc_t> p{};
+    p.r = r;
+    p.k = static_cast<int>(k);
+    p.relevance = in.relevance ? in.relevance->data_ptr<acc_t>() : nullptr;
+    p.relevance_row_stride = in.relevance_row_stride;
+    p.valid = in.valid ? in.valid->data_ptr<bool>() : nullptr;
+    p.valid_row_stride = in.valid_row_stride;
+    p.discrepancy_weight = static_cast<acc_t>(discrepancy_weight);
+    p.relevance_weight = static_cast<acc_t>(relevance_weight);
+    p.tie_tolerance = static_cast<acc_t>(tie_tolerance);
+    p.indices = std::get<4>(out).data_ptr<int64_t>();
+    p.criterion = std::get<0>(out).data_ptr<acc_t>();
+    p.reward_a = std::get<1>(out).data_ptr<acc_t>();
+    p.reward_b = std::get<2>(out).data_ptr<acc_t>();
+    p.margin = std::get<3>(out).data_ptr<acc_t>();
+    p.preference = std::get<5>(out).data_ptr<int8_t>();
+    const scalar_t* a = in.scores_a.data_ptr<scalar_t>();
+    const scalar_t* b = in.scores_b.data_ptr<scalar_t>();
+    // About 64 KiB of scores per task keeps the scheduling overhead small at any R.
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (r * 2 * sizeof(scalar_t)));
+    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+      const int64_t bad = cpu::select_rules_range<scalar_t, acc_t>(a, b, p, begin, end);
+      if (bad < end) {
+        int64_t seen = first_bad.load();
+        while (bad < seen && !first_bad.compare_exchange_weak(seen, bad)) {
+        }
+      }
+    });
+  });
+  if (first_bad.load() < n) raise_non_finite(in, first_bad.load());
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ramo, CPU, m) { m.impl("select_rules", &select_rules_cpu); }
+
+}  // namespace ramo

@@ -1,0 +1,87 @@
+// CUDA implementation of ramo::select_rules: torch glue around kernels/cuda/select_rules.cu.
+// Built only when torch has CUDA (setup.py defines RAMO_WITH_CUDA then).
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../../kernels/cuda/select_rules.cuh"
+#include "../select_rules.h"
+
+namespace ramo {
+
+namespace {
+
+cuda::ScoreType score_type(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return cuda::ScoreType::kFloat16;
+    case at::kBFloat16: return cuda::ScoreType::kBFloat16;
+    case at::kFloat: return cuda::ScoreType::kFloat32;
+    default: return cuda::ScoreType::kFloat64;
+  }
+}
+
+template <typename acc_t>
+cuda::SelectRulesParams<acc_t> params(const SelectRulesInputs& in, SelectRulesResult& out,
+                                      const at::Tensor& bad_row, int64_t k, double wd, double wr,
+                                      double tol) {
+  cuda::SelectRulesParams<acc_t> p{};
+  p.scores_a = in.scores_a.data_ptr();
+  p.scores_b = in.scores_b.data_ptr();
+  p.relevance = in.relevance ? in.relevance->data_ptr<acc_t>() : nullptr;
+  p.relevance_row_stride = in.relevance_row_stride;
+  p.valid = in.valid ? in.valid->data_ptr<bool>() : nullptr;
+  p.valid_row_stride = in.valid_row_stride;
+  p.n = in.scores_a.size(0);
+  p.r = in.scores_a.size(1);
+  p.k = static_cast<int>(k);
+  p.discrepancy_weight = static_cast<acc_t>(wd);
+  p.relevance_weight = static_cast<acc_t>(wr);
+  p.tie_tolerance = static_cast<acc_t>(tol);
+  p.indices = std::get<4>(out).data_ptr<int64_t>();
+  p.criterion = std::get<0>(out).data_ptr<acc_t>();
+  p.reward_a = std::get<1>(out).data_ptr<acc_t>();
+  p.reward_b = std::get<2>(out).data_ptr<acc_t>();
+  p.margin = std::get<3>(out).data_ptr<acc_t>();
+  p.preference = std::get<5>(out).data_ptr<int8_t>();
+  p.bad_row = reinterpret_cast<unsigned long long*>(bad_row.data_ptr<int64_t>());
+  return p;
+}
+
+SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor& scores_b,
+                                    const std::optional<at::Tensor>& relevance,
+                                    const std::optional<at::Tensor>& valid, int64_t k,
+                                    double discrepancy_weight, double relevance_weight,
+                                    double tie_tolerance) {
+  const c10::cuda::CUDAGuard guard(scores_a.device());
+  const SelectRulesInputs in =
+      prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
+  SelectRulesResult out = empty_select_rules_outputs(in, k);
+  const int64_t n = in.scores_a.size(0);
+  if (n == 0) return out;
+
+  const at::Tensor bad_row = at::full({1}, n, in.scores_a.options().dtype(at::kLong));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaError_t err =
+      in.acc_type == at::kDouble
+          ? cuda::launch_select_rules(
+                score_type(in.scores_a.scalar_type()),
+                params<double>(in, out, bad_row, k, discrepancy_weight, relevance_weight,
+                               tie_tolerance),
+                stream)
+          : cuda::launch_select_rules(
+                score_type(in.scores_a.scalar_type()),
+                params<float>(in, out, bad_row, k, discrepancy_weight, relevance_weight,
+                              tie_tolerance),
+                stream);
+  TORCH_CHECK(err == cudaSuccess, "select_rules: CUDA launch failed: ", cudaGetErrorString(err));
+  // Reading the flag synchronises with the stream: the price of raising on NaN / inf.
+  const int64_t bad = bad_row.item<int64_t>();
+  if (bad < n) raise_non_finite(in, bad);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ramo, CUDA, m) { m.impl("select_rules", &select_rules_cuda); }
+
+}  // namespace ramo

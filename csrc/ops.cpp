@@ -1,0 +1,28 @@
+// ramo::* operator schemas (one string per op) and the ramo._C Python module.
+// Kernels register in csrc/cpu and csrc/cuda; fake kernels and autograd are registered
+// from Python (ramo/ops).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "../kernels/common/select_rules.h"
+
+TORCH_LIBRARY(ramo, m) {
+  // Float outputs come first: torch.library.opcheck's autograd test sums every output into
+  // the first one, which fails when that one is an integer tensor. ramo.ops.select_rules
+  // returns them in RuleSelection's order.
+  m.def(
+      "select_rules(Tensor scores_a, Tensor scores_b, Tensor? relevance, Tensor? valid, "
+      "int k, float discrepancy_weight, float relevance_weight, float tie_tolerance) "
+      "-> (Tensor criterion, Tensor reward_a, Tensor reward_b, Tensor margin, "
+      "Tensor indices, Tensor preference)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ramo's compiled kernels; the ops are torch.ops.ramo.*";
+#ifdef RAMO_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
+  m.attr("max_fast_k") = ramo::kMaxFastK;
+}

@@ -1,0 +1,197 @@
+// C++ unit tests of the CPU select_rules kernel (csrc/cpu/select_rules_kernel.h) against a
+// brute-force selection: a full sort of the valid rules by (criterion desc, index asc).
+// Exercises every path: the filtered SIMD lists (k up to 2 vector widths), the scalar list,
+// ties, masks, NaN criteria and the non-finite check. Exit code 0 when all pass.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "../cpu/select_rules_kernel.h"
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      ++failures;                                          \
+      std::printf("FAIL %s:%d: %s | ", __FILE__, __LINE__, #cond); \
+      std::printf(__VA_ARGS__);                            \
+      std::printf("\n");                                   \
+    }                                                      \
+  } while (0)
+
+template <typename T>
+bool same_bits(T x, T y) {
+  return (std::isnan(x) && std::isnan(y)) || x == y;
+}
+
+template <typename acc_t>
+struct Case {
+  int64_t n, r;
+  int k;
+  std::vector<acc_t> a, b, rel;  // rel empty, [r] or [n * r]
+  std::vector<char> valid;       // empty, [r] or [n * r]
+  acc_t wd = acc_t(0.5), wr = acc_t(1), tol = acc_t(0);
+};
+
+template <typename acc_t>
+Case<acc_t> random_case(std::mt19937& g, int64_t n, int64_t r, int k, bool ties, int rel_kind,
+                        int valid_kind) {
+  Case<acc_t> c{n, r, k, {}, {}, {}, {}};
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::uniform_int_distribution<int> q(-2, 2);
+  auto draw = [&] { return ties ? acc_t(q(g) * 0.5) : acc_t(u(g)); };
+  for (int64_t i = 0; i < n * r; ++i) {
+    c.a.push_back(draw());
+    c.b.push_back(draw());
+  }
+  const int64_t rel_size = rel_kind == 0 ? 0 : (rel_kind == 1 ? r : n * r);
+  for (int64_t i = 0; i < rel_size; ++i) c.rel.push_back(ties ? acc_t(q(g) * 0.25) : draw());
+  const int64_t valid_size = valid_kind == 0 ? 0 : (valid_kind == 1 ? r : n * r);
+  std::bernoulli_distribution keep(0.6);
+  for (int64_t i = 0; i < valid_size; ++i) c.valid.push_back(keep(g));
+  for (int64_t i = 0; i < valid_size; ++i) {  // invalid slots may hold NaN
+    if (c.valid[i]) continue;
+    for (int64_t row = 0; row < n; ++row) {  // a shared mask covers every row's slot i
+      if (valid_size == r || row == i / r) c.a[row * r + i % r] = std::numeric_limits<acc_t>::quiet_NaN();
+    }
+  }
+  return c;
+}
+
+template <typename acc_t>
+void check_case(const Case<acc_t>& c, const char* label) {
+  const int64_t n = c.n, r = c.r;
+  const int k = c.k;
+  std::vector<int64_t> idx(n * k);
+  std::vector<acc_t> crit(n * k), ra(n), rb(n), m(n);
+  std::vector<int8_t> pref(n);
+  const int64_t rel_stride = c.rel.size() == static_cast<size_t>(n * r) ? r : 0;
+  const int64_t valid_stride = c.valid.size() == static_cast<size_t>(n * r) ? r : 0;
+  std::unique_ptr<bool[]> valid(new bool[c.valid.size() + 1]);
+  for (size_t i = 0; i < c.valid.size(); ++i) valid[i] = c.valid[i];
+
+  ramo::cpu::SelectRulesArgs<acc_t> p{};
+  p.r = r;
+  p.k = k;
+  p.relevance = c.rel.empty() ? nullptr : c.rel.data();
+  p.relevance_row_stride = rel_stride;
+  p.valid = c.valid.empty() ? nullptr : valid.get();
+  p.valid_row_stride = valid_stride;
+  p.discrepancy_weight = c.wd;
+  p.relevance_weight = c.wr;
+  p.tie_tolerance = c.tol;
+  p.indices = idx.data();
+  p.criterion = crit.data();
+  p.reward_a = ra.data();
+  p.reward_b = rb.data();
+  p.margin = m.data();
+  p.preference = pref.data();
+  const int64_t bad = ramo::cpu::select_rules_range<acc_t, acc_t>(c.a.data(), c.b.data(), p, 0, n);
+  CHECK(bad == n, "%s: unexpected non-finite report at row %lld", label, (long long)bad);
+
+  for (int64_t row = 0; row < n; ++row) {
+    std::vector<acc_t> cr(r), key(r);
+    std::vector<int64_t> order;
+    for (int64_t j = 0; j < r; ++j) {
+      const acc_t x = c.a[row * r + j], y = c.b[row * r + j];
+      cr[j] = c.rel.empty() ? ramo::criterion(x, y, c.wd)
+                            : ramo::criterion(x, y, c.rel[row * rel_stride + j], c.wd, c.wr);
+      key[j] = ramo::rank_key(cr[j]);
+      if (c.valid.empty() || c.valid[row * valid_stride + j]) order.push_back(j);
+    }
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t x, int64_t y) { return key[x] > key[y]; });
+    acc_t want_a = 0, want_b = 0;
+    for (int j = 0; j < k; ++j) {
+      const bool used = j < static_cast<int>(order.size());
+      const int64_t want = used ? order[j] : -1;
+      CHECK(idx[row * k + j] == want, "%s row %lld slot %d: got %lld want %lld", label,
+            (long long)row, j, (long long)idx[row * k + j], (long long)want);
+      const acc_t want_crit = used ? cr[want] : -std::numeric_limits<acc_t>::infinity();
+      CHECK(same_bits(crit[row * k + j], want_crit), "%s row %lld slot %d criterion", label,
+            (long long)row, j);
+      if (used) {
+        want_a = want_a + c.a[row * r + want];
+        want_b = want_b + c.b[row * r + want];
+      }
+    }
+    CHECK(same_bits(ra[row], want_a) && same_bits(rb[row], want_b), "%s row %lld rewards",
+          label, (long long)row);
+    CHECK(pref[row] == ramo::preference_of(acc_t(want_a - want_b), c.tol), "%s row %lld pref",
+          label, (long long)row);
+  }
+}
+
+template <typename acc_t>
+void random_sweep(const char* type_name) {
+  std::mt19937 g(1234);
+  const int64_t rs[] = {1, 2, 5, 8, 15, 16, 17, 40, 64, 100, 129, 300, 1024};
+  int cases = 0;
+  for (int64_t r : rs) {
+    for (int k : {1, 2, 4, 5, 8, 9, 16, 17, 33, 64}) {
+      if (k > r) continue;
+      for (int variant = 0; variant < 6; ++variant) {
+        auto c = random_case<acc_t>(g, 7, r, k, variant % 2 == 0, variant % 3, (variant / 2) % 3);
+        char label[96];
+        std::snprintf(label, sizeof(label), "%s r=%lld k=%d variant=%d", type_name, (long long)r,
+                      k, variant);
+        check_case(c, label);
+        ++cases;
+      }
+    }
+  }
+  std::printf("%s: %d random cases\n", type_name, cases);
+}
+
+void extreme_values() {
+  const float big = std::numeric_limits<float>::max();
+  Case<float> c{1, 24, 6, {}, {}, {}, {}};
+  for (int j = 0; j < 24; ++j) {
+    c.a.push_back(j % 3 == 0 ? big : float(j) / 24);
+    c.b.push_back(j % 3 == 0 ? -big : 0.0f);  // a - b overflows to inf
+  }
+  for (float wd : {0.5f, 0.0f}) {  // 0 * inf = NaN criteria, ranked as -inf
+    c.wd = wd;
+    check_case(c, wd == 0 ? "extreme wd=0" : "extreme wd=0.5");
+  }
+}
+
+void non_finite_is_reported() {
+  Case<float> c{4, 20, 3, std::vector<float>(80, 0.25f), std::vector<float>(80, 0.0f), {}, {}};
+  c.b[2 * 20 + 7] = std::numeric_limits<float>::infinity();
+  std::vector<int64_t> idx(12);
+  std::vector<float> crit(12), ra(4), rb(4), m(4);
+  std::vector<int8_t> pref(4);
+  ramo::cpu::SelectRulesArgs<float> p{};
+  p.r = 20;
+  p.k = 3;
+  p.discrepancy_weight = 0.5f;
+  p.relevance_weight = 1.0f;
+  p.indices = idx.data();
+  p.criterion = crit.data();
+  p.reward_a = ra.data();
+  p.reward_b = rb.data();
+  p.margin = m.data();
+  p.preference = pref.data();
+  const int64_t bad = ramo::cpu::select_rules_range<float, float>(c.a.data(), c.b.data(), p, 0, 4);
+  CHECK(bad == 2, "the row holding inf must be reported, got %lld", (long long)bad);
+}
+
+}  // namespace
+
+int main() {
+  random_sweep<float>("float");
+  random_sweep<double>("double");
+  extreme_values();
+  non_finite_is_reported();
+  std::printf("%s: %d failures\n", failures ? "FAILED" : "OK", failures);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,3 @@
+from ramo.cli import main
+
+raise SystemExit(main())

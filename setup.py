@@ -1,0 +1,54 @@
+"""Builds ramo._C: the C++ CPU kernels and torch.library registrations, plus the CUDA
+kernels when the installed torch has CUDA and a CUDA toolkit is found (CUDA_HOME).
+Anything else builds CPU-only without complaint. Set RAMO_NO_CUDA=1 to skip CUDA anyway."""
+
+import os
+
+from setuptools import setup
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError as exc:  # an isolated build has no torch: say how to build instead
+    raise SystemExit(
+        "ramo compiles against the installed torch. Install torch first, then build with "
+        "`pip install --no-build-isolation .`"
+    ) from exc
+
+CXX_FLAGS = [
+    "-O3",
+    "-std=c++17",
+    # Keep a*b+c as two roundings: every backend must round like the PyTorch reference.
+    "-ffp-contract=off",
+]
+SOURCES = ["csrc/ops.cpp", "csrc/select_rules.cpp", "csrc/cpu/select_rules.cpp"]
+CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu"]
+
+
+def with_cuda() -> bool:
+    return (
+        torch.version.cuda is not None
+        and cpp_extension.CUDA_HOME is not None
+        and os.environ.get("RAMO_NO_CUDA") != "1"
+    )
+
+
+def extension():
+    if with_cuda():
+        return cpp_extension.CUDAExtension(
+            "ramo._C",
+            SOURCES + CUDA_SOURCES,
+            extra_compile_args={
+                "cxx": CXX_FLAGS + ["-DRAMO_WITH_CUDA"],
+                "nvcc": ["-O3", "-std=c++17", "-DRAMO_WITH_CUDA"],
+            },
+        )
+    return cpp_extension.CppExtension("ramo._C", SOURCES, extra_compile_args=CXX_FLAGS)
+
+
+setup(
+    packages=["ramo", "ramo.ops", "ramo.reference", "ramo.triton_kernels"],
+    package_dir={"ramo.triton_kernels": "kernels/triton"},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+)
