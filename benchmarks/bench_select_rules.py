@@ -1,0 +1,162 @@
+"""Benchmark select_rules against what a user would write in PyTorch.
+
+Baselines (imported from the tests, which check that they compute the same thing):
+eager PyTorch (criterion, topk, gather, sum, compare) and that composition under
+torch.compile. Against them: ramo's cpu backend on CPU, cuda and triton on a GPU.
+
+Prints, per shape, the median time, the achieved bandwidth (bytes that must move: both score
+matrices and the relevance read once, the outputs written once), that bandwidth as a share
+of the copy bandwidth measured in the same run, and the speedups. Writes JSON and markdown
+(and a PNG when matplotlib is installed) to --out.
+
+    python benchmarks/bench_select_rules.py                 # all shapes, this machine's CPU
+    python benchmarks/bench_select_rules.py --quick         # N = 65536 only
+    python benchmarks/bench_select_rules.py --device cuda   # eager, compile, cuda, triton
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ramo  # noqa: E402
+from benchmarks import common  # noqa: E402
+from python_tests.baselines import select_rules_compiled, select_rules_eager  # noqa: E402
+
+FULL_N = (4096, 65536, 262144)
+QUICK_N = (65536,)
+R_VALUES = (100, 1024)
+K_VALUES = (5, 16)
+
+
+def bytes_moved(n: int, r: int, k: int, element_size: int = 4) -> int:
+    reads = 2 * n * r * element_size + r * 4
+    writes = n * k * (8 + 4) + n * (3 * 4 + 1)  # indices, criterion; rewards, margin, preference
+    return reads + writes
+
+
+def methods(device: torch.device) -> dict:
+    def ramo_backend(backend):
+        return lambda a, b, rel, k: ramo.select_rules(a, b, rel, k=k, backend=backend)
+
+    out = {"eager": select_rules_eager, "compile": select_rules_compiled}
+    if device.type == "cpu":
+        out["ramo cpu"] = ramo_backend("cpu")
+    else:
+        out["ramo cuda"] = ramo_backend("cuda")
+        out["ramo triton"] = ramo_backend("triton")
+    return out
+
+
+def run(device: torch.device, n_values, min_time_s: float) -> dict:
+    copy_gbs = common.copy_bandwidth_gbs(device)
+    print(f"# select_rules on {device} ({common.machine()}); copy bandwidth {copy_gbs:.1f} GB/s",
+          flush=True)
+    rows = []
+    for n, r, k in itertools.product(n_values, R_VALUES, K_VALUES):
+        gen = torch.Generator(device=device).manual_seed(0)
+        a = torch.rand(n, r, device=device, generator=gen) * 2 - 1
+        b = torch.rand(n, r, device=device, generator=gen) * 2 - 1
+        rel = torch.rand(r, device=device, generator=gen)
+        torch._dynamo.reset()  # a fresh compile per shape, clear of the recompile limit
+        nbytes = bytes_moved(n, r, k)
+        row = {"N": n, "R": r, "k": k, "MB": nbytes / 1e6,
+               "floor_ms": nbytes / (copy_gbs * 1e9) * 1e3}
+        for name, fn in methods(device).items():
+            ms = common.median_ms(lambda: fn(a, b, rel, k), device, min_time_s)
+            row[f"{name} ms"] = ms
+            row[f"{name} GB/s"] = nbytes / (ms * 1e-3) / 1e9
+        for name in methods(device):
+            row[f"{name} x eager"] = row["eager ms"] / row[f"{name} ms"]
+            row[f"{name} x compile"] = row["compile ms"] / row[f"{name} ms"]
+            row[f"{name} % copy bw"] = 100 * row[f"{name} GB/s"] / copy_gbs
+        rows.append(row)
+        fast = [m for m in methods(device) if m.startswith("ramo")]
+        print(f"N={n:7d} R={r:5d} k={k:3d}  eager {row['eager ms']:9.2f} ms  compile "
+              f"{row['compile ms']:9.2f} ms  "
+              + "  ".join(f"{m} {row[f'{m} ms']:8.2f} ms ({row[f'{m} x eager']:.1f}x eager, "
+                          f"{row[f'{m} x compile']:.1f}x compile, "
+                          f"{row[f'{m} % copy bw']:.0f}% of copy bw)" for m in fast),
+              flush=True)
+        del a, b, rel
+    return {"device": str(device), "machine": common.machine(), "copy_bandwidth_GBs": copy_gbs,
+            "rows": rows}
+
+
+def to_markdown(result: dict) -> str:
+    fast = [m for m in methods(torch.device(result["device"])) if m.startswith("ramo")]
+    columns = [("N", "N", "d"), ("R", "R", "d"), ("k", "k", "d"),
+               ("eager ms", "eager ms", ".2f"), ("compile ms", "compile ms", ".2f")]
+    for m in fast:
+        columns += [(f"{m} ms", f"{m} ms", ".2f"), (f"{m} x eager", "x eager", ".1f"),
+                    (f"{m} x compile", "x compile", ".1f"), (f"{m} GB/s", "GB/s", ".1f"),
+                    (f"{m} % copy bw", "% copy bw", ".0f")]
+    m = result["machine"]
+    header = (f"select_rules, {result['device']}, {m.get('gpu', m['processor'])}, "
+              f"torch {m['torch']}, {m['threads']} threads; copy bandwidth measured in the "
+              f"same run: {result['copy_bandwidth_GBs']:.1f} GB/s (bytes read + written). "
+              f"Medians; fp32; relevance [R].\n\n")
+    return header + common.markdown_table(result["rows"], columns)
+
+
+def plot(result: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fast = [m for m in methods(torch.device(result["device"])) if m.startswith("ramo")]
+    labels = [f"N={r['N']}\nR={r['R']} k={r['k']}" for r in result["rows"]]
+    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
+    width = 0.8 / (len(fast) + 1)
+    for i, name in enumerate(["compile"] + fast):
+        ax.bar([x + i * width for x in range(len(labels))],
+               [r[f"{name} x eager"] for r in result["rows"]], width, label=name)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xticks([x + width * len(fast) / 2 for x in range(len(labels))], labels, fontsize=7)
+    ax.set_ylabel("speedup over eager PyTorch")
+    ax.set_title(f"select_rules on {result['device']}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the CPU run (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="only N = 65536")
+    parser.add_argument("--min-time", type=float, default=0.5,
+                        help="seconds of timed calls per method and shape (at least 5 calls)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
+                        help="folder for the JSON, markdown and PNG results")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(device, QUICK_N if args.quick else FULL_N, args.min_time)
+    markdown = to_markdown(result)
+    stem = f"select_rules_{device.type}" + ("_quick" if args.quick else "")
+    written = common.save_results(args.out, stem, result, markdown)
+    png = plot(result, args.out / f"{stem}.png")
+    print("\n" + markdown)
+    print("\nwrote " + ", ".join(str(p) for p in written + ([png] if png else [])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,361 @@
+// CUDA select_rules kernel (design.md section 4.1); ramo/reference/select_rules.py is the
+// specification, reproduced bit for bit.
+//
+// Every thread scans an interleaved subset of a row's rules (lane, lane + stride, ...) into a
+// private TopK list, which arrives in increasing rule order as TopK requires. A warp then
+// merges its lanes' lists one output slot at a time: each lane offers the best entry it has
+// not given yet and a shuffle reduction agrees on the best offer under the full order (rank
+// key, then rule index). Since rule indices are distinct, the winner is unique and the result
+// does not depend on scheduling.
+//   * Rows of up to kWarpPathMaxR rules: one warp per row, several rows per block.
+//   * Longer rows: one block per row; each warp merges into a list in shared memory, then
+//     warp 0 merges those lists the same way.
+// Rewards are summed by one warp after the selection is known, serially in selection order,
+// so the rounding matches the reference's running sum.
+#include "select_rules.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <climits>
+#include <cstdint>
+
+#include "../common/select_rules.h"
+
+namespace ramo {
+namespace cuda {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarpSize = 32;
+constexpr int kThreads = 256;  // per block, in both paths
+constexpr int kWarpsPerBlock = kThreads / kWarpSize;
+// Up to here a lane sees at most 32 rules of a row, so a warp per row keeps the lists short
+// and the block free of barriers; beyond it a row needs more threads to be read quickly.
+constexpr int64_t kWarpPathMaxR = 1024;
+// Rows beyond what the grid covers are taken by a grid-stride loop.
+constexpr int64_t kMaxBlocks = int64_t{1} << 20;
+// Loads issued before the first of them is consumed, so that each thread keeps several
+// memory requests in flight.
+constexpr int kBatch = 4;
+// Index of "no entry": ranks after every real entry, even one whose key is -inf.
+constexpr int64_t kNoIndex = INT64_MAX;
+
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t neg_inf() {
+  return -static_cast<acc_t>(INFINITY);
+}
+
+// The inputs of one row; rel and valid are nullptr when absent.
+template <typename scalar_t, typename acc_t>
+struct RowInputs {
+  const scalar_t* a;
+  const scalar_t* b;
+  const acc_t* rel;
+  const unsigned char* valid;  // torch bools are single bytes holding 0 or 1
+};
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ RowInputs<scalar_t, acc_t> row_inputs(const SelectRulesParams<acc_t>& p,
+                                                                 int64_t row) {
+  RowInputs<scalar_t, acc_t> in;
+  in.a = static_cast<const scalar_t*>(p.scores_a) + row * p.r;
+  in.b = static_cast<const scalar_t*>(p.scores_b) + row * p.r;
+  in.rel = p.relevance ? p.relevance + row * p.relevance_row_stride : nullptr;
+  in.valid = p.valid ? reinterpret_cast<const unsigned char*>(p.valid) + row * p.valid_row_stride
+                     : nullptr;
+  return in;
+}
+
+// How many entries the list of the thread that scans start, start + stride, ... needs: no
+// more than k, and no more than it sees (at least 1, which TopK requires).
+__host__ __device__ __forceinline__ int list_capacity(int64_t r, int k, int64_t start,
+                                                      int64_t stride) {
+  const int64_t seen = start < r ? (r - 1 - start) / stride + 1 : 0;
+  const int64_t cap = seen < k ? seen : k;
+  return cap < 1 ? 1 : static_cast<int>(cap);
+}
+
+// Offers rules start, start + stride, ... of the row to list, in increasing order. Returns
+// true when a candidate has a non-finite score or relevance.
+template <typename scalar_t, typename acc_t, int KMAX>
+__device__ __forceinline__ bool scan_row(const RowInputs<scalar_t, acc_t>& in,
+                                         const SelectRulesParams<acc_t>& p, int64_t start,
+                                         int64_t stride, TopK<acc_t, KMAX>& list) {
+  const acc_t wd = p.discrepancy_weight;
+  const acc_t wr = p.relevance_weight;
+  // The list's last key, kept in a register: most rules fail this test and never touch the
+  // list, whose dynamically indexed arrays live in local memory.
+  acc_t threshold = neg_inf<acc_t>();
+  bool bad = false;
+  for (int64_t base = start; base < p.r; base += kBatch * stride) {
+    acc_t crit[kBatch];
+    bool take[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t j = base + u * stride;
+      take[u] = j < p.r;
+      crit[u] = acc_t(0);
+      if (take[u]) {
+        // Loaded whether or not the rule is valid, so no load waits for another.
+        const acc_t x = to_acc(__ldg(in.a + j));
+        const acc_t y = to_acc(__ldg(in.b + j));
+        if (in.valid) take[u] = __ldg(in.valid + j) != 0;
+        bool finite = is_finite(x) & is_finite(y);
+        if (in.rel) {
+          const acc_t rel = __ldg(in.rel + j);
+          finite &= is_finite(rel);
+          crit[u] = ramo::criterion(x, y, rel, wd, wr);
+        } else {
+          crit[u] = ramo::criterion(x, y, wd);
+        }
+        bad |= take[u] & !finite;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (take[u] && (!list.full() || rank_key(crit[u]) > threshold)) {
+        list.offer(crit[u], base + u * stride);
+        if (list.full()) threshold = list.threshold();
+      }
+    }
+  }
+  return bad;
+}
+
+// Leaves in (key, index) of every lane the best of the lanes' pairs. The order is total on
+// distinct indices (keys hold no NaN), so every lane ends with the same pair.
+template <typename acc_t>
+__device__ __forceinline__ void warp_best(acc_t& key, int64_t& index) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    const acc_t other_key = __shfl_xor_sync(kFullMask, key, offset);
+    const int64_t other_index = __shfl_xor_sync(kFullMask, index, offset);
+    if (ranks_before(other_key, other_index, key, index)) {
+      key = other_key;
+      index = other_index;
+    }
+  }
+}
+
+// A lane's private list as a merge source.
+template <typename acc_t, int KMAX>
+struct ListSource {
+  const TopK<acc_t, KMAX>& list;
+  int head;
+  __device__ bool has() const { return head < list.size; }
+  __device__ acc_t key() const { return list.key[head]; }
+  __device__ acc_t value() const { return list.value[head]; }
+  __device__ int64_t index() const { return list.index[head]; }
+};
+
+// A warp's merged list in shared memory as a merge source.
+template <typename acc_t>
+struct SharedSource {
+  const acc_t* keys;
+  const acc_t* values;
+  const int64_t* indices;
+  int size;
+  int head;
+  __device__ bool has() const { return head < size; }
+  __device__ acc_t key() const { return keys[head]; }
+  __device__ acc_t value() const { return values[head]; }
+  __device__ int64_t index() const { return indices[head]; }
+};
+
+// Merges the lanes' sorted sources into the first (up to) k entries of the full order:
+// emit(j, key, index, value, mine) is called by every lane for output slot j, with value
+// meaningful only where mine (the lane that held the entry). Returns the number of entries,
+// less than k when the sources run out. Called by all 32 lanes of the warp.
+template <typename acc_t, typename Source, typename Emit>
+__device__ __forceinline__ int warp_merge(Source& src, int k, Emit&& emit) {
+  int taken = 0;
+  for (; taken < k; ++taken) {
+    const bool has = src.has();
+    acc_t key = has ? src.key() : neg_inf<acc_t>();
+    int64_t index = has ? src.index() : kNoIndex;
+    warp_best(key, index);
+    if (index == kNoIndex) break;  // every source is empty (uniform across the warp)
+    const bool mine = has && src.index() == index;
+    emit(taken, key, index, mine ? src.value() : acc_t(0), mine);
+    if (mine) ++src.head;
+  }
+  return taken;
+}
+
+// Padding, rewards, margin and preference of a row whose first `taken` outputs are written;
+// lane l holds the rule of slot l in sel_lo and of slot l + 32 in sel_hi. Called by one
+// whole warp.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void finish_row(const SelectRulesParams<acc_t>& p,
+                                           const RowInputs<scalar_t, acc_t>& in, int64_t row,
+                                           int taken, int64_t sel_lo, int64_t sel_hi, int lane) {
+  for (int j = taken + lane; j < p.k; j += kWarpSize) {
+    p.indices[row * p.k + j] = -1;
+    p.criterion[row * p.k + j] = neg_inf<acc_t>();
+  }
+  // Gather in parallel, then add serially in slot order: one rounding per step, as the
+  // reference's running sum.
+  acc_t a_lo = 0, b_lo = 0, a_hi = 0, b_hi = 0;
+  if (lane < taken) {
+    a_lo = to_acc(__ldg(in.a + sel_lo));
+    b_lo = to_acc(__ldg(in.b + sel_lo));
+  }
+  if (lane + kWarpSize < taken) {
+    a_hi = to_acc(__ldg(in.a + sel_hi));
+    b_hi = to_acc(__ldg(in.b + sel_hi));
+  }
+  acc_t reward_a = 0, reward_b = 0;
+  for (int j = 0; j < taken; ++j) {
+    const bool lo = j < kWarpSize;
+    reward_a = add_rn(reward_a, __shfl_sync(kFullMask, lo ? a_lo : a_hi, j % kWarpSize));
+    reward_b = add_rn(reward_b, __shfl_sync(kFullMask, lo ? b_lo : b_hi, j % kWarpSize));
+  }
+  if (lane == 0) {
+    const acc_t margin = sub_rn(reward_a, reward_b);
+    p.reward_a[row] = reward_a;
+    p.reward_b[row] = reward_b;
+    p.margin[row] = margin;
+    p.preference[row] = preference_of(margin, p.tie_tolerance);
+  }
+}
+
+// One warp per row.
+template <typename scalar_t, typename acc_t, int KMAX>
+__global__ void __launch_bounds__(kThreads)
+    select_rules_warp_kernel(const SelectRulesParams<acc_t> p) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t row_step = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp; row < p.n;
+       row += row_step) {
+    const RowInputs<scalar_t, acc_t> in = row_inputs<scalar_t>(p, row);
+    TopK<acc_t, KMAX> list(list_capacity(p.r, p.k, lane, kWarpSize));
+    const bool bad = scan_row(in, p, lane, kWarpSize, list);
+    if (__any_sync(kFullMask, bad)) {
+      if (lane == 0) atomicMin(p.bad_row, static_cast<unsigned long long>(row));
+      continue;
+    }
+    int64_t* out_index = p.indices + row * p.k;
+    acc_t* out_crit = p.criterion + row * p.k;
+    int64_t sel_lo = 0, sel_hi = 0;
+    ListSource<acc_t, KMAX> src{list, 0};
+    const int taken =
+        warp_merge<acc_t>(src, p.k, [&](int j, acc_t, int64_t index, acc_t value, bool mine) {
+          if (mine) {
+            out_index[j] = index;
+            out_crit[j] = value;
+          }
+          if (j == lane) sel_lo = index;
+          if (j == lane + kWarpSize) sel_hi = index;
+        });
+    finish_row(p, in, row, taken, sel_lo, sel_hi, lane);
+  }
+}
+
+// One block per row.
+template <typename scalar_t, typename acc_t, int KMAX>
+__global__ void __launch_bounds__(kThreads)
+    select_rules_block_kernel(const SelectRulesParams<acc_t> p) {
+  __shared__ acc_t s_key[kWarpsPerBlock][kMaxFastK];
+  __shared__ acc_t s_value[kWarpsPerBlock][kMaxFastK];
+  __shared__ int64_t s_index[kWarpsPerBlock][kMaxFastK];
+  __shared__ int s_size[kWarpsPerBlock];
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % kWarpSize;
+  const int warp = tid / kWarpSize;
+  for (int64_t row = blockIdx.x; row < p.n; row += gridDim.x) {
+    const RowInputs<scalar_t, acc_t> in = row_inputs<scalar_t>(p, row);
+    TopK<acc_t, KMAX> list(list_capacity(p.r, p.k, tid, kThreads));
+    const bool bad = scan_row(in, p, tid, kThreads, list);
+    // Also the barrier after which the previous row's shared lists may be overwritten.
+    if (__syncthreads_or(bad)) {
+      if (tid == 0) atomicMin(p.bad_row, static_cast<unsigned long long>(row));
+      continue;
+    }
+    ListSource<acc_t, KMAX> src{list, 0};
+    const int size =
+        warp_merge<acc_t>(src, p.k, [&](int j, acc_t key, int64_t index, acc_t value, bool mine) {
+          if (mine) {
+            s_key[warp][j] = key;
+            s_value[warp][j] = value;
+            s_index[warp][j] = index;
+          }
+        });
+    if (lane == 0) s_size[warp] = size;
+    __syncthreads();
+    if (warp != 0) continue;
+
+    int64_t* out_index = p.indices + row * p.k;
+    acc_t* out_crit = p.criterion + row * p.k;
+    int64_t sel_lo = 0, sel_hi = 0;
+    const int w = lane < kWarpsPerBlock ? lane : 0;
+    SharedSource<acc_t> shared{s_key[w], s_value[w], s_index[w],
+                               lane < kWarpsPerBlock ? s_size[w] : 0, 0};
+    const int taken =
+        warp_merge<acc_t>(shared, p.k, [&](int j, acc_t, int64_t index, acc_t value, bool mine) {
+          if (mine) {
+            out_index[j] = index;
+            out_crit[j] = value;
+          }
+          if (j == lane) sel_lo = index;
+          if (j == lane + kWarpSize) sel_hi = index;
+        });
+    finish_row(p, in, row, taken, sel_lo, sel_hi, lane);
+  }
+}
+
+template <typename scalar_t, typename acc_t, int KMAX>
+cudaError_t launch(const SelectRulesParams<acc_t>& p, cudaStream_t stream) {
+  if (p.r <= kWarpPathMaxR) {
+    const int64_t rows_of_blocks = (p.n + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    const auto blocks = static_cast<unsigned>(rows_of_blocks < kMaxBlocks ? rows_of_blocks
+                                                                          : kMaxBlocks);
+    select_rules_warp_kernel<scalar_t, acc_t, KMAX><<<blocks, kThreads, 0, stream>>>(p);
+  } else {
+    const auto blocks = static_cast<unsigned>(p.n < kMaxBlocks ? p.n : kMaxBlocks);
+    select_rules_block_kernel<scalar_t, acc_t, KMAX><<<blocks, kThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+// Picks the smallest private list that holds what the busiest thread can keep: short lists
+// cost fewer registers and less local memory.
+template <typename scalar_t, typename acc_t>
+cudaError_t dispatch(const SelectRulesParams<acc_t>& p, cudaStream_t stream) {
+  if (p.n == 0) return cudaSuccess;
+  if (p.n < 0 || p.r < 1 || p.k < 1 || p.k > kMaxFastK || p.k > p.r) return cudaErrorInvalidValue;
+  const int64_t stride = p.r <= kWarpPathMaxR ? kWarpSize : kThreads;
+  const int cap = list_capacity(p.r, p.k, 0, stride);
+  if (cap <= 8) return launch<scalar_t, acc_t, 8>(p, stream);
+  if (cap <= 16) return launch<scalar_t, acc_t, 16>(p, stream);
+  if (cap <= 32) return launch<scalar_t, acc_t, 32>(p, stream);
+  return launch<scalar_t, acc_t, kMaxFastK>(p, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_select_rules(ScoreType type, const SelectRulesParams<float>& p,
+                                cudaStream_t stream) {
+  switch (type) {
+    case ScoreType::kFloat16: return dispatch<__half, float>(p, stream);
+    case ScoreType::kBFloat16: return dispatch<__nv_bfloat16, float>(p, stream);
+    case ScoreType::kFloat32: return dispatch<float, float>(p, stream);
+    default: return cudaErrorInvalidValue;  // fp64 scores accumulate in fp64
+  }
+}
+
+cudaError_t launch_select_rules(ScoreType type, const SelectRulesParams<double>& p,
+                                cudaStream_t stream) {
+  if (type != ScoreType::kFloat64) return cudaErrorInvalidValue;
+  return dispatch<double, double>(p, stream);
+}
+
+}  // namespace cuda
+}  // namespace ramo

@@ -1,0 +1,1 @@
+"""Triton kernels of ramo (shipped as ramo.triton_kernels)."""
