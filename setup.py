@@ -18,6 +18,9 @@ except ImportError as exc:  # an isolated build has no torch: say how to build i
 CXX_FLAGS = [
     "-O3",
     "-std=c++17",
+    # at::parallel_for is inlined from ATen's OpenMP header: without -fopenmp its pragma is
+    # ignored and the kernel runs on one thread.
+    "-fopenmp",
     # Keep a*b+c as two roundings: every backend must round like the PyTorch reference.
     "-ffp-contract=off",
 ]
@@ -42,8 +45,10 @@ def extension():
                 "cxx": CXX_FLAGS + ["-DRAMO_WITH_CUDA"],
                 "nvcc": ["-O3", "-std=c++17", "-DRAMO_WITH_CUDA"],
             },
+            extra_link_args=["-fopenmp"],
         )
-    return cpp_extension.CppExtension("ramo._C", SOURCES, extra_compile_args=CXX_FLAGS)
+    return cpp_extension.CppExtension("ramo._C", SOURCES, extra_compile_args=CXX_FLAGS,
+                                      extra_link_args=["-fopenmp"])
 
 
 setup(
