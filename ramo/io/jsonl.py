@@ -1,0 +1,79 @@
+"""JSON Lines reading shared by the rule and pair loaders (plain or gzip-compressed)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ramo.io._problems import Problems
+
+_BOM = b"\xef\xbb\xbf"
+_SKIP = object()  # what _parse_line returns for a line that yields no record
+
+
+def is_gzip(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+def read_jsonl(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
+    """Every non-blank line of `path` as ("line N", parsed value), N counted from 1.
+
+    Malformed lines go to `problems` and are left out, so one pass reports them all. Blank
+    lines are skipped (editors leave a trailing one) but still counted, so N is the line an
+    editor shows.
+    """
+    records: list[tuple[str, Any]] = []
+    try:
+        with _open_binary(path) as f:
+            # Iterating bytes splits only at b"\n"; str.splitlines would also split inside
+            # JSON strings holding U+2028 or U+0085, which JSON allows unescaped.
+            for number, raw in enumerate(f, start=1):
+                where = f"line {number}"
+                value = _parse_line(raw, number, where, problems)
+                if value is not _SKIP:
+                    records.append((where, value))
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        # A truncated or non-gzip .gz file: name the file instead of a bare gzip error.
+        raise ValueError(f"{os.fspath(path)}: cannot read: {e}") from e
+    return records
+
+
+
+def _open_binary(path: str | os.PathLike):
+    return gzip.open(path, "rb") if is_gzip(path) else Path(path).open("rb")
+
+
+def _parse_line(raw: bytes, number: int, where: str, problems: Problems) -> Any:
+    if number == 1 and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        problems.add(where, f"not valid UTF-8 ({e.reason} at byte {e.start})")
+        return _SKIP
+    if not text.strip():
+        return _SKIP
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        problems.add(where, f"malformed JSON: {e.msg} (column {e.colno})")
+        return _SKIP
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A whole JSON document; a syntax error names the file and line."""
+    try:
+        with Path(path).open("r", encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{os.fspath(path)}: line {e.lineno}: malformed JSON: {e.msg} (column {e.colno})"
+        ) from e
+    except UnicodeDecodeError as e:
+        where = f"{os.fspath(path)}: not valid UTF-8"
+        raise ValueError(f"{where} ({e.reason} at byte {e.start})") from e

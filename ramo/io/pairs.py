@@ -1,0 +1,227 @@
+"""Preference pairs: loading from JSONL, Parquet or JSON, with validation (design.md §5)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ramo.io._problems import Problems, coerce_id, type_name
+from ramo.io.jsonl import read_json, read_jsonl
+
+HH_ASSISTANT = "\n\nAssistant:"
+
+# Longest suffixes first, so "x.jsonl.gz" is matched before anything shorter.
+_KINDS = (
+    (".jsonl.gz", "jsonl"),
+    (".jsonl", "jsonl"),
+    (".parquet", "parquet"),
+    (".json", "json"),
+)
+_AB_COLUMNS = ("prompt", "response_a", "response_b")
+_CR_COLUMNS = ("chosen", "rejected")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prompt with two responses.
+
+    label: 0 when response_a is the preferred one, 1 when response_b is, None when unknown.
+    extra: the row's other columns (e.g. RewardBench's "subset"), untouched. It takes part in
+    equality but not in the hash, so pairs stay hashable.
+    """
+
+    id: str
+    prompt: str
+    response_a: str
+    response_b: str
+    label: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) -> list[Pair]:
+    """Load preference pairs, in file order.
+
+    Formats, chosen by suffix: .jsonl or .jsonl.gz (one object per line), .parquet, .json
+    (a list of objects). Each row has either
+      - `prompt`, `response_a`, `response_b`, and optionally `label` (0, 1 or null); or
+      - `chosen`, `rejected`, and optionally `prompt`: response_a = chosen, response_b =
+        rejected, label = 0. Without `prompt`, chosen and rejected are taken to be whole
+        hh-rlhf transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ..."): the prompt is their shared
+        prefix up to and including its last "\\n\\nAssistant:", the responses are the rest,
+        so prompt + response_a == chosen exactly (see `split_hh`).
+    `id` is optional (a string or an integer, stored as a string); where it is missing the id
+    is the 0-based row number as a string (blank JSONL lines are not rows). Other columns go
+    to `Pair.extra`.
+
+    Nothing is loaded if any row is bad: the ValueError names the file and lists up to the
+    first 5 bad rows (JSONL: 1-based line numbers; JSON and Parquet: 0-based row numbers),
+    each with its problems: malformed JSON, missing columns, non-string fields, an empty
+    (whitespace-only) prompt or response, a bad label, a duplicate id (both rows named).
+
+    allow_empty_responses: accept empty or whitespace-only responses (prompts must still be
+    non-empty). hh-rlhf's harmless split has a few pairs whose preferred reply is silence.
+    """
+    problems = Problems(path)
+    pairs: list[Pair] = []
+    first_seen: dict[str, str] = {}
+    for index, (where, row) in enumerate(_records(path, problems)):
+        pair, issues = _pair_from_row(row, index, allow_empty_responses)
+        if pair is not None and pair.id in first_seen:
+            issues.append(f"duplicate id {pair.id!r} (first at {first_seen[pair.id]})")
+        if issues:
+            problems.add(where, issues)
+            continue
+        first_seen[pair.id] = where
+        pairs.append(pair)
+    problems.raise_if_any()
+    return pairs
+
+
+def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
+    """(prompt, chosen response, rejected response) from two hh-rlhf transcripts, or None.
+
+    The cut is the last "\\n\\nAssistant:" inside the prefix both transcripts share, not the
+    last one in each: in real hh-rlhf data a response sometimes holds "\\n\\nAssistant:" or
+    "Human:" itself, and cutting each transcript at its own last marker would give the two
+    sides different prompts.
+    """
+    shared = len(os.path.commonprefix([chosen, rejected]))
+    cut = chosen.rfind(HH_ASSISTANT, 0, shared)
+    if cut < 0:
+        return None
+    cut += len(HH_ASSISTANT)
+    # Responses keep their leading space: prompt + response is then the original transcript,
+    # which is also how TRL formats hh-rlhf.
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _kind(path: str | os.PathLike) -> str:
+    name = Path(path).name.lower()
+    for suffix, kind in _KINDS:
+        if name.endswith(suffix):
+            return kind
+    known = ", ".join(s for s, _ in _KINDS)
+    raise ValueError(f"{os.fspath(path)}: unknown pair file format (expected one of {known})")
+
+
+def _records(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
+    """(position, raw row) for each row in the file."""
+    kind = _kind(path)
+    if kind == "jsonl":
+        return read_jsonl(path, problems)
+    rows = _read_parquet(path) if kind == "parquet" else read_json(path)
+    if not isinstance(rows, list):
+        raise ValueError(
+            f"{os.fspath(path)}: expected a list of pair objects, got {type_name(rows)}"
+        )
+    return [(f"row {i}", row) for i, row in enumerate(rows)]
+
+
+def _read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pyarrow is optional: only Parquet files need it
+        raise ImportError(
+            f"{os.fspath(path)}: reading Parquet needs pyarrow (pip install pyarrow)"
+        ) from e
+    try:
+        return pq.read_table(path).to_pylist()
+    except pa.ArrowException as e:
+        raise ValueError(f"{os.fspath(path)}: not a readable Parquet file: {e}") from e
+
+
+def _pair_from_row(row: Any, index: int, allow_empty: bool) -> tuple[Pair | None, list[str]]:
+    """The pair a row describes, and every problem with it (pair is None if any)."""
+    if not isinstance(row, dict):
+        return None, [f"expected an object, got {type_name(row)}"]
+    has_ab = "response_a" in row or "response_b" in row
+    has_cr = "chosen" in row or "rejected" in row
+    if has_ab and has_cr:
+        return None, ["ambiguous row: has both response_a/response_b and chosen/rejected"]
+    if has_ab:
+        fields, names, issues = _ab_fields(row)
+    elif has_cr:
+        fields, names, issues = _cr_fields(row)
+    else:
+        return None, [
+            "missing columns: expected 'prompt', 'response_a', 'response_b', "
+            "or 'chosen', 'rejected' (with or without 'prompt')"
+        ]
+    pair_id = str(index)
+    if "id" in row:
+        pair_id, problem = coerce_id(row["id"])
+        if problem:
+            issues.append(problem)
+    if not issues:
+        issues = _empty_fields(fields, names, allow_empty)
+    if issues:
+        return None, issues
+    used = {"id", "prompt", *_AB_COLUMNS, *_CR_COLUMNS} | ({"label"} if has_ab else set())
+    extra = {k: v for k, v in row.items() if k not in used}
+    return Pair(id=pair_id, extra=extra, **fields), []
+
+
+# Each *_fields function returns (Pair fields, the name the user knows each text field by,
+# problems), so a message about an empty response names the column the user wrote.
+_Fields = tuple[dict[str, Any], dict[str, str], list[str]]
+
+
+def _ab_fields(row: dict[str, Any]) -> _Fields:
+    issues = _missing_or_non_string(row, _AB_COLUMNS)
+    label = row.get("label")
+    if not _valid_label(label):
+        issues.append(f"'label' must be 0, 1 or null, got {label!r}")
+    fields = {name: row.get(name) for name in _AB_COLUMNS}
+    fields["label"] = label
+    return fields, {name: repr(name) for name in _AB_COLUMNS}, issues
+
+
+def _valid_label(label: Any) -> bool:
+    # bool and float are excluded although True == 1 == 1.0: such a label is a mistake in the
+    # file, not a preference.
+    if label is None:
+        return True
+    return isinstance(label, int) and not isinstance(label, bool) and label in (0, 1)
+
+
+def _cr_fields(row: dict[str, Any]) -> _Fields:
+    columns = ("prompt", *_CR_COLUMNS) if "prompt" in row else _CR_COLUMNS
+    issues = _missing_or_non_string(row, columns)
+    if issues:
+        return {}, {}, issues
+    chosen, rejected = row["chosen"], row["rejected"]
+    names = {"prompt": "'prompt'", "response_a": "'chosen'", "response_b": "'rejected'"}
+    if "prompt" in row:
+        prompt = row["prompt"]
+    else:
+        split = split_hh(chosen, rejected)
+        if split is None:
+            return {}, {}, [
+                "no 'prompt' column, and 'chosen'/'rejected' are not hh-rlhf transcripts "
+                f"(no shared prefix ending in {HH_ASSISTANT!r})"
+            ]
+        prompt, chosen, rejected = split
+        names = {
+            "prompt": "shared prompt of 'chosen' and 'rejected'",
+            "response_a": "'chosen' response (after the shared prompt)",
+            "response_b": "'rejected' response (after the shared prompt)",
+        }
+    fields = {"prompt": prompt, "response_a": chosen, "response_b": rejected, "label": 0}
+    return fields, names, []
+
+
+def _missing_or_non_string(row: dict[str, Any], columns: tuple[str, ...]) -> list[str]:
+    missing = [name for name in columns if name not in row]
+    issues = [f"missing column(s) {', '.join(repr(m) for m in missing)}"] if missing else []
+    for name in columns:
+        if name in row and not isinstance(row[name], str):
+            issues.append(f"{name!r} must be a string, got {type_name(row[name])}")
+    return issues
+
+
+def _empty_fields(fields: dict[str, Any], names: dict[str, str], allow_empty: bool) -> list[str]:
+    checked = ("prompt",) if allow_empty else ("prompt", "response_a", "response_b")
+    return [f"{names[f]} is empty" for f in checked if not fields[f].strip()]
