@@ -1,0 +1,390 @@
+"""The ratings store (ramo/ratings): round trips, one judge and template per store, all-or-nothing
+adds, atomic exports, dense tensors, concurrent writer processes and SIGKILL safety."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import torch
+
+from ramo.ratings import (
+    COLUMNS,
+    DuplicateRatingError,
+    Rating,
+    RatingStore,
+    StoreError,
+    StoreMismatchError,
+    export_rows,
+)
+from ramo.ratings.export import _BATCH_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+JUDGE, TEMPLATE = "judge:3f9a", "template:rule-last:vocab"
+RULES = [f"r{i:03d}" for i in range(100)]
+PAIRS = [f"p{i:03d}" for i in range(100)]
+
+
+def _open(path, judge=JUDGE, template=TEMPLATE, **kwargs) -> RatingStore:
+    return RatingStore(path, judge_fingerprint=judge, template_fingerprint=template, **kwargs)
+
+
+def _values(pair_id: str, side: int, rule_id: str) -> tuple[float, ...]:
+    """Deterministic made-up judge output; crc32 is the same in every process (hash() is not)."""
+    h = zlib.crc32(f"{pair_id}/{side}/{rule_id}".encode())
+    a, b, c = 1 + h % 97, 1 + (h >> 8) % 89, 1 + (h >> 16) % 83
+    p_yes, p_no, p_other = a / 1000, b / 1000, c / 1000
+    return p_yes, p_no, p_other, p_yes - p_no, (p_yes + p_no) / (p_yes + p_no + p_other)
+
+
+def unit_rows(pair_id: str, side: int, rule_ids=RULES) -> list[tuple]:
+    """One unit of work: one response rated on every rule."""
+    return [(pair_id, side, r, *_values(pair_id, side, r)) for r in rule_ids]
+
+
+def write_all(db, pair_ids=PAIRS, rule_ids=RULES, pause: float = 0.0) -> None:
+    """A resumable rating loop: rates only the missing units, committing one unit at a time."""
+    with _open(db) as store:
+        for pair_id, side in store.missing_units(pair_ids, rule_ids):
+            store.add(unit_rows(pair_id, side, rule_ids))
+            time.sleep(pause)
+
+
+def _count(db: Path) -> int:
+    """Rows committed so far, read without creating or locking anything."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            return con.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def _unit_sizes(db: Path) -> set[int]:
+    with closing(sqlite3.connect(db)) as con:
+        return {n for (n,) in con.execute("SELECT COUNT(*) FROM ratings GROUP BY pair_id, side")}
+
+
+# ---- round trip, meta, resumption ---------------------------------------------------------------
+
+
+def test_round_trip_and_reopen(tmp_path):
+    db = tmp_path / "sub" / "ratings.db"  # missing folders are created
+    rows = unit_rows("b", 1, RULES[:3]) + unit_rows("a", 0, RULES[:3]) + [
+        {"pair_id": "a", "side": 1, "rule_id": "r000", "p_yes": 0.25, "p_no": 0.5,
+         "p_other": 0.25, "score": -0.25, "relevance": 0.75}]
+    with _open(db, judge_info={"model": "tiny", "dtype": "float32"},
+               template_info={"template": "rule-last"}) as store:
+        assert store.add(rows) == 7
+        assert store.add([]) == 0
+        assert store.count() == 7
+    with _open(db) as store:  # info is recorded once, at creation
+        assert store.judge_info == {"model": "tiny", "dtype": "float32"}
+        assert store.template_info == {"template": "rule-last"}
+        got = store.read()
+    expected = sorted(tuple(r.values()) if isinstance(r, dict) else r for r in rows)
+    assert got == expected and all(isinstance(r, Rating) for r in got)
+    assert got[0].pair_id == "a" and got[0].side == 0
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()  # closing twice is harmless
+    with pytest.raises(ValueError, match="closed"):
+        store.count()
+
+
+def test_missing_units_and_completed_pairs(tmp_path):
+    with _open(tmp_path / "r.db") as store:
+        store.add(unit_rows("p1", 0) + unit_rows("p1", 1))
+        store.add(unit_rows("p2", 1))
+        store.add(unit_rows("p3", 0, RULES[:50]))  # a unit from a smaller rule pool
+        store.add(unit_rows("p4", 0, ["other"]))   # a rule not asked about is ignored
+        assert store.missing_units(["p3", "p1", "p2", "p4"], RULES) == [
+            ("p3", 0), ("p3", 1), ("p2", 0), ("p4", 0), ("p4", 1)]
+        assert store.missing_units(["p3", "p1", "p2"], RULES[:50], sides=(0,)) == [("p2", 0)]
+        assert store.missing_units([], RULES) == []
+        assert store.completed_pairs(RULES) == {"p1"}
+        assert store.completed_pairs(["other"]) == set()
+        with pytest.raises(ValueError, match="twice"):
+            store.missing_units(["p1", "p1"], RULES)
+        with pytest.raises(ValueError, match="empty"):
+            store.missing_units(["p1"], [])
+        # Completing the partial unit: its stored rows are kept, only the new ones written.
+        assert store.add(unit_rows("p3", 0), skip_existing=True) == 50
+        assert store.missing_units(["p3"], RULES) == [("p3", 1)]
+
+
+# ---- one judge, one template --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("judge, template, named", [
+    ("judge:other", TEMPLATE, ["judge:3f9a", "judge:other"]),
+    (JUDGE, "template:rule-first:vocab", ["template:rule-last:vocab", "template:rule-first:vocab"]),
+    ("judge:other", "template:x", ["judge:other", "template:x"]),
+])
+def test_another_judge_or_template_is_refused(tmp_path, judge, template, named):
+    db = tmp_path / "r.db"
+    with _open(db, judge_info={"model": "a"}) as store:
+        store.add(unit_rows("p1", 0))
+    with pytest.raises(StoreMismatchError) as err:
+        _open(db, judge=judge, template=template)
+    assert isinstance(err.value, ValueError)
+    assert all(repr(name) in str(err.value) for name in named), str(err.value)
+    with _open(db) as store:  # untouched
+        assert store.count() == len(RULES) and store.judge_info == {"model": "a"}
+
+
+def test_what_is_not_a_store_is_refused_and_left_alone(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_text("not a database, just some text that is long enough " * 20)
+    with pytest.raises(StoreError, match="not a ratings store"):
+        _open(text)
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as con:
+        con.execute("CREATE TABLE t (x)")
+        con.commit()
+    with pytest.raises(StoreError, match="not a ratings store"):
+        _open(other)
+    with closing(sqlite3.connect(other)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with pytest.raises(ValueError, match="judge_fingerprint"):
+        _open(tmp_path / "new.db", judge="")
+    with pytest.raises(ValueError, match="JSON"):
+        _open(tmp_path / "new.db", judge_info={"x": object()})
+    assert not (tmp_path / "new.db").exists()  # bad arguments create nothing
+
+
+# ---- all or nothing -----------------------------------------------------------------------------
+
+
+BAD_ROWS = {
+    "side 2": ("p", 2, "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "side -1": ("p", -1, "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "side bool": ("p", True, "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "side str": ("p", "0", "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "nan": ("p", 0, "r", float("nan"), 0.2, 0.7, -0.1, 0.3),
+    "inf": ("p", 0, "r", 0.1, 0.2, 0.7, -0.1, float("inf")),
+    "str value": ("p", 0, "r", "0.1", 0.2, 0.7, -0.1, 0.3),
+    "None value": ("p", 0, "r", 0.1, None, 0.7, -0.1, 0.3),
+    "empty pair id": ("", 0, "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "empty rule id": ("p", 0, "", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "int pair id": (7, 0, "r", 0.1, 0.2, 0.7, -0.1, 0.3),
+    "short": ("p", 0, "r", 0.1, 0.2, 0.7, -0.1),
+    "not a row": "p0r",
+    "dict missing key": {"pair_id": "p", "side": 0, "rule_id": "r", "p_yes": 0.1},
+    "dict extra key": dict(zip(COLUMNS + ("relevence",), ("p", 0, "r", 0.1, 0.2, 0.7, -0.1, 0.3, 0.3))),
+}
+
+
+@pytest.mark.parametrize("name", BAD_ROWS)
+def test_a_bad_row_writes_nothing(tmp_path, name):
+    with _open(tmp_path / "r.db") as store:
+        store.add(unit_rows("p0", 0, RULES[:2]))
+        with pytest.raises(ValueError, match="row 3") as err:
+            store.add(unit_rows("p1", 0, RULES[:3]) + [BAD_ROWS[name]] + unit_rows("p2", 0, RULES[:3]))
+        assert "nothing was written" in str(err.value)
+        assert store.count() == 2
+
+
+def test_duplicates_are_refused_never_stored(tmp_path):
+    """Decision: adding a stored key is an error (the loop writes only missing units, so a
+    duplicate means overlapping shards or a bug); skip_existing=True skips stored keys. A
+    stored rating is never replaced and no key is ever stored twice."""
+    with _open(tmp_path / "r.db") as store:
+        store.add(unit_rows("p1", 0))
+        before = store.read()
+        again = [("p1", 0, RULES[5], 0.9, 0.05, 0.05, 0.85, 0.95)]
+        with pytest.raises(DuplicateRatingError, match="'p1', 0, 'r005'"):
+            store.add(unit_rows("p2", 0) + again)  # the new unit is not written either
+        with pytest.raises(DuplicateRatingError, match="rows 0 and 2"):
+            store.add(unit_rows("p3", 0, ["x", "y"]) + unit_rows("p3", 0, ["x"]))
+        assert store.read() == before
+        assert store.add(unit_rows("p2", 0) + again, skip_existing=True) == len(RULES)
+        assert store.count() == 2 * len(RULES)
+        assert [r for r in store.read() if r.pair_id == "p1"] == before
+
+
+# ---- export -------------------------------------------------------------------------------------
+
+
+def _read_export(path: Path) -> list[tuple]:
+    if path.suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [tuple(json.loads(line)[c] for c in COLUMNS) for line in lines]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    assert table.column_names == list(COLUMNS)
+    return list(zip(*(table.column(c).to_pylist() for c in COLUMNS)))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_export_round_trip(tmp_path, suffix):
+    db = tmp_path / "r.db"
+    with _open(db) as store:
+        target = tmp_path / f"out{suffix}"
+        store.export(target)  # an empty store exports an empty table
+        assert _read_export(target) == []
+        store.add(unit_rows("é/ü", 1, RULES[:7]) + unit_rows("p0", 0, RULES[:7]))
+        assert store.export(target) == target  # replaces the previous export
+        assert _read_export(target) == store.read()  # bit-exact floats, sorted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out" + suffix, "r.db"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_export_is_atomic(tmp_path, suffix):
+    target = tmp_path / f"out{suffix}"
+
+    def failing_rows(n):
+        for i in range(n):
+            yield unit_rows(f"p{i}", 0, RULES[:1])[0]
+        raise RuntimeError("the disk went away")
+
+    # Fails in the first batch and, for Parquet, after a whole row group was written.
+    for n in (3, _BATCH_ROWS + 5):
+        with pytest.raises(RuntimeError, match="disk went away"):
+            export_rows(failing_rows(n), target)
+        assert list(tmp_path.iterdir()) == []  # no target, no temporary file
+    export_rows(unit_rows("p", 0, RULES[:2]), target)
+    previous = target.read_bytes()
+    with pytest.raises(RuntimeError):
+        export_rows(failing_rows(3), target)
+    assert target.read_bytes() == previous and list(tmp_path.iterdir()) == [target]
+
+
+def test_export_refuses_other_suffixes(tmp_path):
+    with _open(tmp_path / "r.db") as store:
+        for name in ("out.csv", "out.json", "out"):
+            with pytest.raises(ValueError, match=".parquet or .jsonl"):
+                store.export(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+
+
+# ---- dense tensors -------------------------------------------------------------------------------
+
+
+def test_to_tensors(tmp_path):
+    pairs, rules = ["p2", "p0", "p1"], ["r003", "r000", "r007", "r001"]
+    with _open(tmp_path / "r.db") as store:
+        for pair_id in pairs + ["unasked"]:
+            store.add(unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
+        scores, relevance = store.to_tensors(pairs, rules)
+        assert scores.shape == relevance.shape == (3, 2, 4)
+        assert scores.dtype == relevance.dtype == torch.float32
+        expected = torch.tensor([[[_values(p, side, r)[3:] for r in rules] for side in (0, 1)]
+                                 for p in pairs], dtype=torch.float64).float()
+        assert torch.equal(scores, expected[..., 0]) and torch.equal(relevance, expected[..., 1])
+        empty, _ = store.to_tensors([], rules)
+        assert empty.shape == (0, 2, 4)
+        missing = r"10 of 16 ratings are missing.*\('p0', 0, 'r099'\).* and 5 more"
+        with pytest.raises(ValueError, match=missing):
+            store.to_tensors(["p0", "p9"], rules[:3] + ["r099"])
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+
+def _shard_writer(db: str, shard: int, barrier) -> None:
+    barrier.wait()  # both open the (not yet existing) store at the same moment
+    write_all(db, PAIRS[shard::2], RULES[:20])
+
+
+def test_two_writer_processes(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    db = tmp_path / "two.db"
+    procs = [ctx.Process(target=_shard_writer, args=(str(db), shard, barrier)) for shard in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    write_all(tmp_path / "one.db", PAIRS, RULES[:20])
+    with _open(db) as two, _open(tmp_path / "one.db") as one:
+        assert two.count() == len(PAIRS) * 2 * 20
+        assert two.read() == one.read()
+
+
+def _python(code: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_midway_then_resume(tmp_path):
+    killed, reference = tmp_path / "killed.db", tmp_path / "reference.db"
+    total = len(PAIRS) * 2 * len(RULES)
+    proc = _python("from python_tests.test_ratings_store import write_all\n"
+                   f"write_all({str(killed)!r}, pause=0.002)")
+    try:
+        deadline = time.monotonic() + 60
+        while _count(killed) < 10 * len(RULES) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    partial = _count(killed)
+    assert 0 < partial < total, "the kill did not land mid-run"
+    assert partial % len(RULES) == 0 and _unit_sizes(killed) == {len(RULES)}  # whole units only
+
+    write_all(killed)  # the resumed run writes only what is missing
+    write_all(reference)
+    with _open(killed) as resumed, _open(reference) as uninterrupted:
+        rows = resumed.read()
+        assert len(rows) == total == len({r[:3] for r in rows})
+        assert rows == uninterrupted.read()
+
+
+_STALLED_ADD = """
+import sys, time
+from python_tests.test_ratings_store import _open, unit_rows, PAIRS
+store = _open(sys.argv[1])
+store.add(unit_rows("p000", 0))
+store._con.execute("PRAGMA cache_size=10")  # spills the uncommitted rows into the WAL
+
+
+class StallInsideTransaction:
+    def __init__(self, con):
+        self._c = con
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def executemany(self, sql, rows):
+        rows = list(rows)
+        self._c.executemany(sql, rows[: len(rows) // 2])
+        print("inside", flush=True)
+        time.sleep(60)
+
+
+store._con = StallInsideTransaction(store._con)
+store.add([row for p in PAIRS[1:] for side in (0, 1) for row in unit_rows(p, side)])
+"""
+
+
+def test_sigkill_inside_a_transaction_leaves_nothing_of_it(tmp_path):
+    db = tmp_path / "r.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_ADD, str(db)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        inside = proc.stdout.readline()
+        wal_size = Path(f"{db}-wal").stat().st_size if inside else 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert inside == "inside\n", err
+    assert wal_size > 200_000  # the half-written transaction really is in the WAL file
+    assert proc.returncode == -signal.SIGKILL
+    with _open(db) as store:
+        assert store.read() == sorted(unit_rows("p000", 0))
+        assert store.missing_units(PAIRS[:2], RULES) == [("p000", 1), ("p001", 0), ("p001", 1)]

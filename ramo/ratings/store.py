@@ -1,0 +1,488 @@
+"""The ratings store: one sqlite file holding one judge's ratings under one template.
+
+One row per (pair_id, side, rule_id), side 0 for response A and 1 for response B, with the
+judge's p_yes, p_no, p_other, score and relevance for that rule on that response.
+
+Guarantees, and what gives them:
+- One judge, one template: the meta table records both fingerprints when the store is
+  created; opening it with others raises StoreMismatchError, so ratings are never mixed.
+- No duplicates: (pair_id, side, rule_id) is the primary key. Adding a key that is already
+  stored raises DuplicateRatingError (or is skipped with skip_existing=True); a stored
+  rating is never overwritten.
+- All or nothing: `add` validates every row first, then writes them in one transaction.
+  A killed process loses at most its uncommitted transaction and never leaves part of one.
+- Several processes (torchrun ranks) may write at once: WAL lets readers run beside the one
+  writer, and writers wait for each other for up to `timeout` seconds.
+
+The rating loop works in units of one response (pair, side) with all R rules (one judge
+prefill serves them all) and commits whole units, so `missing_units` is what it resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ramo.ratings.export import COLUMNS, export_rows
+
+SCHEMA_VERSION = "1"
+_VALUE_COLUMNS = COLUMNS[3:]
+_FETCH_ROWS = 65536
+
+_CREATE = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
+    # WITHOUT ROWID: the table is stored in key order, so reads in key order need no sort
+    # and per-pair lookups are range scans.
+    "CREATE TABLE ratings ("
+    " pair_id TEXT NOT NULL CHECK (length(pair_id) > 0),"
+    " side INTEGER NOT NULL CHECK (side IN (0, 1)),"
+    " rule_id TEXT NOT NULL CHECK (length(rule_id) > 0),"
+    + "".join(f" {name} REAL NOT NULL," for name in _VALUE_COLUMNS)
+    + " PRIMARY KEY (pair_id, side, rule_id)) WITHOUT ROWID",
+)
+_INSERT = f"INSERT INTO ratings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM ratings ORDER BY pair_id, side, rule_id"
+
+
+class Rating(NamedTuple):
+    """One stored rating; a plain tuple in COLUMNS order, so it can be passed back to `add`."""
+
+    pair_id: str
+    side: int
+    rule_id: str
+    p_yes: float
+    p_no: float
+    p_other: float
+    score: float
+    relevance: float
+
+
+assert Rating._fields == COLUMNS
+
+
+class StoreError(ValueError):
+    """The path is not a ratings store this code can use."""
+
+
+class StoreMismatchError(StoreError):
+    """The store holds ratings from another judge or another template."""
+
+
+class DuplicateRatingError(ValueError):
+    """`add` was given a (pair_id, side, rule_id) that is already stored."""
+
+
+class RatingStore:
+    """Judge ratings in one sqlite file, for one judge fingerprint and one template fingerprint.
+
+    judge_info / template_info: JSON-serialisable descriptions, recorded when the store is
+    created (later opens neither need nor change them). timeout: seconds a writer waits for
+    another process's transaction before giving up.
+
+    A connection belongs to the process (and thread) that opened the store: open it after
+    forking, not before.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, judge_fingerprint: str,
+                 template_fingerprint: str, judge_info: Any = None, template_info: Any = None,
+                 timeout: float = 60.0):
+        self.path = Path(path)
+        # Everything the caller gave is checked before the file is created or touched.
+        wanted = {
+            "schema_version": SCHEMA_VERSION,
+            "judge_fingerprint": _check_fingerprint("judge_fingerprint", judge_fingerprint),
+            "template_fingerprint": _check_fingerprint("template_fingerprint", template_fingerprint),
+            "judge_info": _to_json("judge_info", judge_info),
+            "template_info": _to_json("template_info", template_info),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every one is explicit (see _write).
+        self._con: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None)
+        try:
+            self._meta = self._open(wanted, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- opening -----------------------------------------------------------------------------
+
+    def _open(self, wanted: dict[str, str | None], timeout: float) -> dict[str, str | None]:
+        con = self._con
+        # Durability. WAL with synchronous=NORMAL would already survive a SIGKILL: COMMIT
+        # returns once the transaction is in the WAL file (in the OS page cache, which outlives
+        # the process), and recovery ignores frames of a transaction without its commit frame,
+        # so a partial transaction never shows. NORMAL can still lose the last commits to an OS
+        # crash or power loss. FULL fsyncs the WAL at every commit, so a returned commit
+        # survives those too; its price, one fsync per transaction, is nothing next to the
+        # judge work a transaction holds (at least one prefill over R rules).
+        try:
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA temp_store=MEMORY")
+            # Checked, or created, before switching to WAL: a database that is not a store
+            # is left exactly as it was. IMMEDIATE serialises concurrent first opens, so
+            # exactly one of them creates the schema and the others check against it.
+            with self._write():
+                tables = {name for (name,) in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables:
+                    for statement in _CREATE:
+                        con.execute(statement)
+                    con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
+                    meta = wanted
+                elif {"meta", "ratings"} <= tables:
+                    meta = dict(con.execute("SELECT key, value FROM meta"))
+                    self._check_meta(meta, wanted)
+                else:
+                    raise StoreError(f"{self.path} is an sqlite database but not a ratings store "
+                                     f"(its tables: {', '.join(sorted(tables))})")
+        except sqlite3.OperationalError:
+            raise  # locked past the timeout, disk full...: not a statement about the file
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
+        _enable_wal(con, self.path, timeout)
+        return meta
+
+    def _check_meta(self, meta: dict[str, str | None], wanted: dict[str, str | None]) -> None:
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"ratings store {self.path} has schema version "
+                             f"{meta.get('schema_version')!r}; this ramo reads {SCHEMA_VERSION!r}")
+        differ = [what for what in ("judge", "template")
+                  if meta.get(f"{what}_fingerprint") != wanted[f"{what}_fingerprint"]]
+        if differ:
+            details = "; ".join(f"{what} fingerprint: the store has "
+                                f"{meta.get(f'{what}_fingerprint')!r}, this run has "
+                                f"{wanted[f'{what}_fingerprint']!r}" for what in differ)
+            raise StoreMismatchError(
+                f"ratings store {self.path} holds ratings from another {' and '.join(differ)} "
+                f"({details}); a store holds one judge and one template, so use another path")
+
+    # ---- properties ----------------------------------------------------------------------------
+
+    @property
+    def judge_fingerprint(self) -> str:
+        return self._meta["judge_fingerprint"]
+
+    @property
+    def template_fingerprint(self) -> str:
+        return self._meta["template_fingerprint"]
+
+    @property
+    def judge_info(self) -> Any:
+        """The description recorded when the store was created, or None."""
+        return _from_json(self._meta.get("judge_info"))
+
+    @property
+    def template_info(self) -> Any:
+        return _from_json(self._meta.get("template_info"))
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def add(self, rows: Iterable[Sequence | Mapping], *, skip_existing: bool = False) -> int:
+        """Store rows in one transaction: all of them or, on any error, none.
+
+        Each row is a tuple (pair_id, side, rule_id, p_yes, p_no, p_other, score, relevance)
+        or a dict with exactly those keys. Ids must be non-empty strings, side 0 or 1, the
+        values finite numbers; a bad row raises ValueError before anything is written.
+        A key given twice, or already stored, raises DuplicateRatingError and writes nothing;
+        with skip_existing=True stored keys are skipped instead (the stored values are kept).
+        Returns the number of rows written.
+        """
+        checked = _check_rows(rows)
+        if not checked:
+            return 0
+        con = self._db
+        sql = _INSERT + (" ON CONFLICT (pair_id, side, rule_id) DO NOTHING" if skip_existing else "")
+        before = con.total_changes
+        try:
+            with self._write():
+                con.executemany(sql, checked)
+        except sqlite3.IntegrityError as exc:
+            # Only the primary key can fail here: everything else was checked above.
+            key = self._first_stored(checked)
+            raise DuplicateRatingError(
+                f"rating {key} is already in {self.path}; nothing from this add was written "
+                "(stored ratings are never replaced; skip_existing=True skips them)") from exc
+        return con.total_changes - before
+
+    def _first_stored(self, rows: list[tuple]) -> tuple | None:
+        for row in rows:
+            if self._db.execute("SELECT 1 FROM ratings WHERE pair_id = ? AND side = ? AND rule_id = ?",
+                                row[:3]).fetchone():
+                return row[:3]
+        return None
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        con = self._db
+        # IMMEDIATE takes the write lock up front, where the busy timeout applies; a deferred
+        # transaction that upgrades from reading to writing can fail at once with SQLITE_BUSY.
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:  # a failed COMMIT can leave it open
+                con.execute("ROLLBACK")
+            raise
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+
+    def read(self) -> list[Rating]:
+        """Every row, sorted by (pair_id, side, rule_id)."""
+        return [Rating(*row) for row in self._db.execute(_SELECT_ALL)]
+
+    def missing_units(self, pair_ids: Sequence[str], rule_ids: Sequence[str],
+                      sides: Sequence[int] = (0, 1)) -> list[tuple[str, int]]:
+        """The (pair_id, side) units that lack a rating for at least one of rule_ids.
+
+        In the order of pair_ids, then sides: what a resumed rating loop still has to do.
+        Ratings of rules not in rule_ids are ignored. A unit that has some of the rules
+        (stored when the pool was smaller) is listed; its stored rows are kept, so add the
+        new ones with skip_existing=True or only the missing rules.
+        """
+        sides = _check_sides(sides)
+        pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
+        n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
+        complete = {(pos, side) for pos, side, n in self._db.execute(
+            "SELECT p.pos, r.side, COUNT(*) FROM temp.want_pairs p"
+            " CROSS JOIN ratings r ON r.pair_id = p.id"
+            " JOIN temp.want_rules w ON w.id = r.rule_id"
+            " GROUP BY p.pos, r.side") if n == n_rules}
+        return [(pair_id, side) for pos, pair_id in enumerate(pair_ids) for side in sides
+                if (pos, side) not in complete]
+
+    def completed_pairs(self, rule_ids: Sequence[str]) -> set[str]:
+        """Pairs rated on both sides for every one of rule_ids."""
+        n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
+        return {pair_id for (pair_id,) in self._db.execute(
+            "SELECT r.pair_id FROM ratings r JOIN temp.want_rules w ON w.id = r.rule_id"
+            " GROUP BY r.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
+
+    def to_tensors(self, pair_ids: Sequence[str], rule_ids: Sequence[str]):
+        """(scores, relevance), each a float32 tensor [N, 2, R] in the order of the arguments.
+
+        Raises ValueError naming missing ratings when any (pair, side, rule) is absent.
+        Relevance is per response; a pair's relevance is the mean over dim 1 (design.md 4.2).
+        """
+        import torch
+
+        pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
+        rule_ids = self._load_ids("want_rules", "rule_ids", rule_ids)
+        n_pairs, n_rules = len(pair_ids), len(rule_ids)
+        rows = self._db.execute(
+            "SELECT (p.pos * 2 + r.side) * ? + w.pos, r.score, r.relevance"
+            " FROM temp.want_pairs p CROSS JOIN ratings r ON r.pair_id = p.id"
+            " JOIN temp.want_rules w ON w.id = r.rule_id", (n_rules,)).fetchall()
+        size = n_pairs * 2 * n_rules
+        if len(rows) != size:  # the keys are unique, so fewer rows means missing ratings
+            self._raise_missing(pair_ids, rule_ids, {flat for flat, _, _ in rows}, size)
+        flat, scores, relevance = zip(*rows) if rows else ((), (), ())
+        index = torch.tensor(flat, dtype=torch.long)
+        out = []
+        for values in (scores, relevance):
+            # Filled in float64, as stored, and rounded once to float32.
+            dense = torch.empty(size, dtype=torch.float64)
+            dense[index] = torch.tensor(values, dtype=torch.float64)
+            out.append(dense.to(torch.float32).view(n_pairs, 2, n_rules))
+        return out[0], out[1]
+
+    def _raise_missing(self, pair_ids, rule_ids, present: set[int], size: int) -> None:
+        n_rules = len(rule_ids)
+        absent = [flat for flat in range(size) if flat not in present]
+        shown = [(pair_ids[flat // (2 * n_rules)], flat // n_rules % 2, rule_ids[flat % n_rules])
+                 for flat in absent[:5]]
+        more = f" and {len(absent) - len(shown)} more" if len(absent) > len(shown) else ""
+        raise ValueError(f"{len(absent)} of {size} ratings are missing from {self.path}: "
+                         f"{', '.join(map(str, shown))}{more}")
+
+    def _load_ids(self, table: str, what: str, ids: Iterable[str],
+                  allow_empty: bool = False) -> list[str]:
+        """Put ids with their positions into a connection-private temporary table to join on."""
+        if isinstance(ids, str):
+            raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
+        ids = list(ids)
+        if not ids and not allow_empty:
+            raise ValueError(f"{what} is empty")
+        seen: set[str] = set()
+        for i in ids:
+            _check_id(what, i)
+            if i in seen:
+                raise ValueError(f"{what} lists {i!r} twice")
+            seen.add(i)
+        con = self._db
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} "
+                    "(pos INTEGER NOT NULL, id TEXT PRIMARY KEY) WITHOUT ROWID")
+        con.execute(f"DELETE FROM temp.{table}")
+        con.executemany(f"INSERT INTO temp.{table} (pos, id) VALUES (?, ?)", enumerate(ids))
+        return ids
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write every row, sorted, to a .parquet or .jsonl file (by suffix), atomically.
+
+        The export is one consistent snapshot even while other processes keep writing.
+        """
+        return export_rows(self._iter_rows(), path)
+
+    def _iter_rows(self) -> Iterator[tuple]:
+        # One statement, one read transaction: under WAL it sees a single snapshot throughout.
+        cursor = self._db.execute(_SELECT_ALL)
+        try:
+            while batch := cursor.fetchmany(_FETCH_ROWS):
+                yield from batch
+        finally:
+            cursor.close()
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise ValueError(f"ratings store {self.path} is closed")
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> RatingStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        meta = getattr(self, "_meta", {})  # absent when opening failed
+        state = "closed" if self._con is None else "open"
+        return (f"RatingStore({str(self.path)!r}, "
+                f"judge_fingerprint={meta.get('judge_fingerprint')!r}, "
+                f"template_fingerprint={meta.get('template_fingerprint')!r}, {state})")
+
+
+def _enable_wal(con: sqlite3.Connection, path: Path, timeout: float) -> None:
+    # Persistent in the file, so a no-op after the first open. Switching needs the database
+    # to itself for a moment; retried because concurrent first opens can hold it briefly and
+    # this pragma does not always wait through the busy handler.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    if mode.lower() != "wal":
+        raise StoreError(f"{path}: sqlite cannot use WAL here (journal mode {mode!r}); "
+                         "a ratings store needs a local file system")
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+
+def _check_rows(rows: Iterable[Sequence | Mapping]) -> list[tuple]:
+    if isinstance(rows, (str, bytes, Mapping)):
+        raise ValueError("add() takes an iterable of rows, not a single row")
+    checked: list[tuple] = []
+    first_seen: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        try:
+            values = _check_row(row)
+        except ValueError as exc:
+            raise ValueError(f"rating row {i}: {exc}; nothing was written") from None
+        key = values[:3]
+        if key in first_seen:
+            raise DuplicateRatingError(f"rating rows {first_seen[key]} and {i} have the same key "
+                                       f"{key}; nothing was written")
+        first_seen[key] = i
+        checked.append(values)
+    return checked
+
+
+def _check_row(row: Sequence | Mapping) -> tuple:
+    if isinstance(row, Mapping):
+        missing = [c for c in COLUMNS if c not in row]
+        extra = sorted(map(str, set(row) - set(COLUMNS)))
+        if missing or extra:
+            raise ValueError(f"keys must be exactly {', '.join(COLUMNS)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(extra)}" if extra else ""))
+        values = [row[c] for c in COLUMNS]
+    elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+        if len(row) != len(COLUMNS):
+            raise ValueError(f"expected {len(COLUMNS)} values ({', '.join(COLUMNS)}), got {len(row)}")
+        values = list(row)
+    else:
+        raise ValueError(f"expected a tuple or a dict, got {type(row).__name__}")
+    return (_check_id("pair_id", values[0]), _check_side(values[1]), _check_id("rule_id", values[2]),
+            *(_check_float(name, v) for name, v in zip(_VALUE_COLUMNS, values[3:])))
+
+
+def _check_id(name: str, value: Any) -> str:
+    # Strings only: converting 7 to "7" here would let one pair hide under two ids.
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: sqlite would fail mid-transaction
+        raise ValueError(f"{name} {value!r} is not valid text") from None
+    return value
+
+
+def _check_side(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
+        raise ValueError(f"side must be 0 (response A) or 1 (response B), got {value!r}")
+    return int(value)
+
+
+def _check_sides(sides: Sequence[int]) -> list[int]:
+    sides = [_check_side(s) for s in sides]
+    if not sides or len(set(sides)) != len(sides):
+        raise ValueError(f"sides must list 0 and/or 1 once each, got {sides!r}")
+    return sides
+
+
+def _check_float(name: str, value: Any) -> float:
+    # float("0.5") would work; a string here means the caller mixed up its columns.
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def _check_fingerprint(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _to_json(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serialisable: {exc}") from None
+
+
+def _from_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
