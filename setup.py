@@ -24,8 +24,10 @@ CXX_FLAGS = [
     # Keep a*b+c as two roundings: every backend must round like the PyTorch reference.
     "-ffp-contract=off",
 ]
-SOURCES = ["csrc/ops.cpp", "csrc/select_rules.cpp", "csrc/cpu/select_rules.cpp"]
-CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu"]
+SOURCES = ["csrc/ops.cpp", "csrc/select_rules.cpp", "csrc/cpu/select_rules.cpp",
+           "csrc/judge_scores.cpp", "csrc/cpu/judge_scores.cpp"]
+CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu",
+                "csrc/cuda/judge_scores.cpp", "kernels/cuda/judge_scores.cu"]
 
 
 def with_cuda() -> bool:
@@ -52,7 +54,8 @@ def extension():
 
 
 setup(
-    packages=["ramo", "ramo.ops", "ramo.reference", "ramo.triton_kernels"],
+    packages=["ramo", "ramo.io", "ramo.ops", "ramo.ratings", "ramo.reference",
+              "ramo.triton_kernels"],
     package_dir={"ramo.triton_kernels": "kernels/triton"},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},

@@ -80,3 +80,59 @@ def save_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> list
     write_atomic(json_path, json.dumps(payload, indent=2) + "\n")
     write_atomic(md_path, markdown + "\n")
     return [json_path, md_path]
+
+
+def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """FLOP/s of a large square matmul: the compute ceiling here, in GFLOP/s."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = median_ms(lambda: a @ b, device)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def interleaved_median_ms(fns: dict, device: torch.device, min_time_s: float = 0.5,
+                          min_reps: int = 5, max_reps: int = 200) -> dict:
+    """Median wall time in ms of each fn() in `fns`, timed in alternation (one call of each
+    per round, after one warm-up call each), so that a slow spell of a shared machine lands
+    on every method alike instead of on whichever ran then."""
+    for fn in fns.values():
+        fn()
+    sync(device)
+    times: dict = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_reps and (rounds < min_reps
+                                 or time.perf_counter() - start < min_time_s * len(fns)):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class PeakHWM:
+    """Peak resident memory of this process above the level at entry, from the kernel's own
+    high-water mark (VmHWM, reset on entry through /proc/self/clear_refs): exact, no
+    sampling. `.extra_mb` (MiB) after exit. Linux only; freed memory must go back to the
+    system for the level at entry to be the true baseline, so run it in a process started
+    with MALLOC_MMAP_THRESHOLD_ set (glibc then maps every large block afresh)."""
+
+    @staticmethod
+    def _status_kb(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"/proc/self/status has no {key}")
+
+    def __enter__(self):
+        self.base_kb = self._status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := current RSS
+        return self
+
+    def __exit__(self, *exc):
+        self.extra_mb = (self._status_kb("VmHWM") - self.base_kb) / 1024
+        return False

@@ -2,7 +2,7 @@
 # The one prepared check for a lent GPU machine (well under 8 minutes on an H100 / H200):
 # build ramo._C with CUDA against the machine's torch (editable install), print `ramo info`, run the whole test
 # suite (cuda and triton tests included: on a GPU Triton runs compiled, not interpreted), and
-# run the select_rules benchmark on the GPU. Logs and results go to $OUT (the device tool's
+# run the select_rules and judge_scores benchmarks on the GPU. Logs and results go to $OUT (the device tool's
 # folder) or benchmarks/results/gpu; copy them into benchmarks/results/ afterwards.
 #
 #   bash benchmarks/gpu_check.sh
@@ -33,6 +33,11 @@ timeout 240 "$PY" -m pytest python_tests -q -p no:cacheprovider 2>&1 | tee "$OUT
 echo "== benchmark ($(date +%T))"
 timeout 240 "$PY" benchmarks/bench_select_rules.py --device cuda --min-time 0.2 --out "$OUT" \
   2>&1 | tee "$OUT/bench.log" | tail -20
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== judge_scores benchmark ($(date +%T))"
+timeout 240 "$PY" benchmarks/bench_judge_scores.py --device cuda --min-time 0.2 --out "$OUT" \
+  2>&1 | tee "$OUT/bench_judge_scores.log" | tail -20
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "== done ($(date +%T)), status $status"
 exit "$status"

@@ -15,6 +15,12 @@ TORCH_LIBRARY(ramo, m) {
       "int k, float discrepancy_weight, float relevance_weight, float tie_tolerance) "
       "-> (Tensor criterion, Tensor reward_a, Tensor reward_b, Tensor margin, "
       "Tensor indices, Tensor preference)");
+  // ids: the yes ids, then the no ids, then the other ids (n_yes and n_no say where each set
+  // ends); normalize is "vocab" or "choices". Inference only: no backward.
+  m.def(
+      "judge_scores(Tensor hidden, Tensor weight, Tensor? bias, Tensor ids, int n_yes, "
+      "int n_no, str normalize) "
+      "-> (Tensor p_yes, Tensor p_no, Tensor p_other, Tensor score, Tensor relevance)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

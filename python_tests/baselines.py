@@ -16,3 +16,19 @@ def select_rules_eager(scores_a, scores_b, relevance, k, discrepancy_weight=0.5,
 
 
 select_rules_compiled = torch.compile(select_rules_eager, dynamic=False)
+
+
+def judge_scores_eager(hidden, weight, yes_ids, no_ids, other_ids=(), bias=None):
+    """Plain PyTorch for ramo.ops.judge_scores(normalize="vocab"): the full [B, V] logits,
+    softmax over the vocabulary, gathers and sums. Returns (p_yes, p_no, p_other, score,
+    relevance)."""
+    logits = hidden @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    probs = torch.softmax(logits, dim=-1)
+    p_yes = probs[:, list(yes_ids)].sum(1)
+    p_no = probs[:, list(no_ids)].sum(1)
+    p_other = probs[:, list(other_ids)].sum(1)
+    total = p_yes + p_no + p_other
+    relevance = torch.where(total > 0, (p_yes + p_no) / total, torch.zeros_like(total))
+    return p_yes, p_no, p_other, p_yes - p_no, relevance

@@ -12,20 +12,11 @@
 #include <vector>
 
 #include "../cpu/select_rules_kernel.h"
+#include "check.h"
 
 namespace {
 
-int failures = 0;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      std::printf("FAIL %s:%d: %s | ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
+using ramo_test::failures;
 
 template <typename T>
 bool same_bits(T x, T y) {

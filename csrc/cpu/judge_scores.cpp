@@ -1,0 +1,108 @@
+// CPU implementation of ramo::judge_scores: torch glue around judge_scores_kernel.h.
+//
+// "vocab" mode never holds the [B, V] logits: the vocabulary is cut into chunks; each chunk's
+// [B, chunk] logits come from one BLAS matmul (at::mm_out into a buffer reused by every chunk,
+// so the chunks run about as fast as one big matmul) and are folded into a running
+// (max, sum of exp) per row, rows split over threads. The listed ids' logits come from a
+// separate small matmul over only those rows of weight, which is all "choices" mode reads.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../judge_scores.h"
+#include "judge_scores_kernel.h"
+
+namespace ramo {
+
+namespace {
+
+// Vocabulary rows per chunk: the [B, chunk] block is at most ~1/32 of the [B, V] logits it
+// replaces and at most 4096 columns (a row's slice then sits in L1/L2 while it is reduced),
+// but not below 256 columns, where the matmuls would get too thin to run at full speed.
+int64_t chunk_columns(int64_t vocab) {
+  const int64_t thirty_second = (vocab + 31) / 32;
+  const int64_t rounded = (thirty_second + 15) / 16 * 16;
+  return std::min(vocab, std::min<int64_t>(4096, std::max<int64_t>(256, rounded)));
+}
+
+// For fp16 / bf16 weights each chunk is converted to the accumulation dtype first (a matmul
+// in the narrow dtype would round the logits to it); the converted copy is kept no larger
+// than the logits block, so the memory bound holds for them too.
+int64_t narrow_chunk_columns(int64_t vocab, int64_t batch, int64_t dim) {
+  const int64_t chunk = chunk_columns(vocab);
+  const int64_t fits = dim > 0 ? batch * chunk / dim : chunk;
+  return std::min(chunk, std::max<int64_t>(64, fits));
+}
+
+// [B, L] logits of the listed ids, in the accumulation dtype: only those rows of weight.
+at::Tensor listed_logits(const JudgeScoresInputs& in, const at::Tensor& hidden_acc) {
+  const at::Tensor rows = in.weight.index_select(0, in.ids).to(in.acc_type);
+  at::Tensor listed = at::mm(hidden_acc, rows.t());
+  if (in.bias.has_value()) listed.add_(in.bias->index_select(0, in.ids));
+  return listed.contiguous();
+}
+
+// Running log-sum-exp over the whole vocabulary of every row.
+template <typename acc_t>
+void vocab_states(const JudgeScoresInputs& in, const at::Tensor& hidden_acc,
+                  std::vector<judge::LseState<acc_t>>& state) {
+  const int64_t batch = hidden_acc.size(0), dim = hidden_acc.size(1);
+  const int64_t vocab = in.weight.size(0);
+  const bool convert = in.weight.scalar_type() != in.acc_type;
+  const int64_t chunk =
+      convert ? narrow_chunk_columns(vocab, batch, dim) : chunk_columns(vocab);
+  const auto opts = hidden_acc.options();
+  at::Tensor block = at::empty({batch * chunk}, opts);
+  at::Tensor converted = convert ? at::empty({chunk, dim}, opts) : at::Tensor();
+  // About 16K exps per task: enough work to pay for handing it to another thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / chunk);
+  for (int64_t v0 = 0; v0 < vocab; v0 += chunk) {
+    const int64_t c = std::min(chunk, vocab - v0);
+    at::Tensor w = in.weight.narrow(0, v0, c);
+    if (convert) w = converted.narrow(0, 0, c).copy_(w);
+    at::Tensor logits = block.narrow(0, 0, batch * c).view({batch, c});
+    at::mm_out(logits, hidden_acc, w.t());
+    acc_t* x = logits.data_ptr<acc_t>();
+    const acc_t* bias = in.bias.has_value() ? in.bias->data_ptr<acc_t>() + v0 : nullptr;
+    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+      cpu::lse_update_rows<acc_t>(x, bias, c, begin, end, state.data());
+    });
+  }
+}
+
+template <typename acc_t>
+void run(const JudgeScoresInputs& in, JudgeScoresResult& out) {
+  const int64_t batch = in.hidden.size(0);
+  const at::Tensor hidden_acc = in.hidden.to(in.acc_type).contiguous();
+  const at::Tensor listed = listed_logits(in, hidden_acc);
+  std::vector<judge::LseState<acc_t>> state(batch, judge::lse_empty<acc_t>());
+  if (!in.choices) vocab_states<acc_t>(in, hidden_acc, state);
+  cpu::finish_rows<acc_t>(listed.data_ptr<acc_t>(), in.n_yes, in.n_no, in.ids.size(0),
+                          state.data(), in.choices, 0, batch,
+                          std::get<0>(out).data_ptr<acc_t>(), std::get<1>(out).data_ptr<acc_t>(),
+                          std::get<2>(out).data_ptr<acc_t>(), std::get<3>(out).data_ptr<acc_t>(),
+                          std::get<4>(out).data_ptr<acc_t>());
+}
+
+JudgeScoresResult judge_scores_cpu(const at::Tensor& hidden, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, const at::Tensor& ids,
+                                   int64_t n_yes, int64_t n_no, c10::string_view normalize) {
+  const JudgeScoresInputs in =
+      prepare_judge_scores(hidden, weight, bias, ids, n_yes, n_no, std::string(normalize));
+  JudgeScoresResult out = empty_judge_scores_outputs(in);
+  if (in.hidden.size(0) == 0) return out;
+  if (in.acc_type == at::kDouble) {
+    run<double>(in, out);
+  } else {
+    run<float>(in, out);
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ramo, CPU, m) { m.impl("judge_scores", &judge_scores_cpu); }
+
+}  // namespace ramo
