@@ -54,9 +54,11 @@ def extension():
 
 
 setup(
-    packages=["ramo", "ramo.io", "ramo.ops", "ramo.ratings", "ramo.reference",
+    packages=["ramo", "ramo.io", "ramo.judge", "ramo.ops", "ramo.ratings", "ramo.reference",
               "ramo.triton_kernels"],
     package_dir={"ramo.triton_kernels": "kernels/triton"},
+    # The default rule pool ships inside the package (`--rules default`).
+    package_data={"ramo": ["data/rules/*.jsonl", "data/rules/README.md"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
 )

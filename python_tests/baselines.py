@@ -18,6 +18,17 @@ def select_rules_eager(scores_a, scores_b, relevance, k, discrepancy_weight=0.5,
 select_rules_compiled = torch.compile(select_rules_eager, dynamic=False)
 
 
+def naive_judge_scores(model, ids: list[int], answer_ids: dict[str, list[int]]) -> dict:
+    """What the reference pipeline does for one (response, rule): a full forward pass of the
+    rendered prompt, logits at every position, softmax of the last one."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1].float()
+    probs = torch.softmax(logits, dim=-1)
+    p = {a: probs[answer_ids[a]].sum().item() for a in ("yes", "no", "irrelevant")}
+    return {"p_yes": p["yes"], "p_no": p["no"], "p_other": p["irrelevant"],
+            "score": p["yes"] - p["no"]}
+
+
 def judge_scores_eager(hidden, weight, yes_ids, no_ids, other_ids=(), bias=None):
     """Plain PyTorch for ramo.ops.judge_scores(normalize="vocab"): the full [B, V] logits,
     softmax over the vocabulary, gathers and sums. Returns (p_yes, p_no, p_other, score,

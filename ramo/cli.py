@@ -51,10 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ramo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the version, the built backends and the dispatch")
+    from ramo import rate
+
+    rate.add_arguments(sub.add_parser(
+        "rate", help="rate every pair's responses on every rule with a judge, into a "
+        "resumable store", description=rate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
-    return 0
+        return 0
+    try:
+        return rate.run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad input: one clear line, not a traceback; nothing has been written for it.
+        print(f"ramo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

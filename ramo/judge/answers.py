@@ -1,0 +1,65 @@
+"""The judge's three answers (Yes / No / Irrelevant) as token ids.
+
+The score of a rule is P(yes) - P(no) of the judge's next token, where each probability is the
+sum over the answer word's single-token spellings, with and without a leading space (a judge
+may put either after "Answer:" or after a chat template's assistant header).
+"""
+
+from __future__ import annotations
+
+ANSWERS = ("yes", "no", "irrelevant")
+DEFAULT_WORDS = {"yes": "Yes", "no": "No", "irrelevant": "Irrelevant"}
+
+
+def answer_words(words: dict[str, str] | None) -> dict[str, str]:
+    out = dict(DEFAULT_WORDS)
+    for answer, word in (words or {}).items():
+        if answer not in ANSWERS:
+            raise ValueError(f"unknown answer {answer!r}; the answers are {ANSWERS}")
+        if not isinstance(word, str) or not word.strip():
+            raise ValueError(f"the word for answer {answer!r} must be a non-empty string")
+        out[answer] = word.strip()
+    return out
+
+
+def resolve_answer_ids(tokenizer, words: dict[str, str],
+                       overrides: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """{answer: sorted token ids}; `overrides` replaces the lookup for the answers it names."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(ANSWERS)
+    if unknown:
+        raise ValueError(f"answer_ids names unknown answers {sorted(unknown)}; "
+                         f"the answers are {ANSWERS}")
+    vocab = len(tokenizer)
+    ids = {}
+    for answer in ANSWERS:
+        if answer in overrides:
+            chosen = sorted({int(i) for i in overrides[answer]})
+            if not chosen or any(i < 0 or i >= vocab for i in chosen):
+                raise ValueError(f"answer_ids[{answer!r}] = {overrides[answer]!r}: give one or more "
+                                 f"token ids in [0, {vocab})")
+        else:
+            chosen = _single_token_spellings(tokenizer, answer, words[answer])
+        ids[answer] = chosen
+    for i, first in enumerate(ANSWERS):
+        for second in ANSWERS[i + 1:]:
+            shared = set(ids[first]) & set(ids[second])
+            if shared:
+                raise ValueError(f"answers {first!r} and {second!r} share token ids {sorted(shared)}; "
+                                 "pick other answer words or give answer_ids")
+    return ids
+
+
+def _single_token_spellings(tokenizer, answer: str, word: str) -> list[int]:
+    found = set()
+    for spelling in (word, " " + word):
+        pieces = tokenizer(spelling, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            shown = [tokenizer.decode([p]) for p in pieces]
+            raise ValueError(
+                f"the judge's tokenizer writes {spelling!r} (answer {answer!r}) as {len(pieces)} "
+                f"tokens {shown}, not one, so its probability is not one next-token probability. "
+                f"Pick a single-token word with answer_words={{{answer!r}: ...}}, or name the ids "
+                f"to sum with answer_ids={{{answer!r}: [...]}}.")
+        found.add(int(pieces[0]))
+    return sorted(found)

@@ -1,0 +1,349 @@
+"""RuleJudge: scores every rule of a pool on a response with a causal LM judge.
+
+A rule's score for a response is P(yes) - P(no) of the judge's next token after the rendered
+(prompt, response, rule) (see templates.py). With the default rule-last template the
+conversation is a prefix shared by all R rules: it is prefilled once, its key/value cache is
+broadcast over a batch of rule suffixes, and only the suffix tokens are paid per rule. The LM
+head is never applied to any position but the answer position, and there through
+`ramo.ops.judge_scores`, which never holds [B, V] logits.
+
+Suffixes of different lengths are right-padded: in a causal model a real token only attends
+to positions before it, all of them real, so padding needs no attention mask and changes no
+score; each suffix's answer position is its own last real token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import time
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import torch
+
+from ramo.judge import answers as _answers
+from ramo.judge.templates import JudgeTemplate, TemplateRenderer, get_template
+from ramo.ops import JudgeScores, judge_scores
+
+
+class Ratings(NamedTuple):
+    """Judge ratings of N pairs on R rules; every field [N, 2, R] (side 0 = response A)."""
+
+    score: torch.Tensor
+    relevance: torch.Tensor
+    p_yes: torch.Tensor
+    p_no: torch.Tensor
+    p_other: torch.Tensor
+
+    def pair_relevance(self) -> torch.Tensor:
+        """[N, R]: a pair's relevance for a rule is the mean over its two responses."""
+        return self.relevance.mean(dim=1)
+
+
+def _text_of(item, what: str) -> str:
+    text = getattr(item, "text", item)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{what} is empty or not a string: {item!r}")
+    return text
+
+
+def _check_rules(rules: Sequence) -> list[str]:
+    if len(rules) == 0:
+        raise ValueError("no rules to rate")
+    ids = [str(getattr(r, "id", i)) for i, r in enumerate(rules)]
+    seen = {}
+    for i, rid in enumerate(ids):
+        if rid in seen:
+            raise ValueError(f"duplicate rule id {rid!r} (rules {seen[rid]} and {i})")
+        seen[rid] = i
+    return [_text_of(r, f"rule {ids[i]!r}") for i, r in enumerate(rules)]
+
+
+def _pair_texts(pair, index: int) -> tuple[str, str, str]:
+    get = (lambda k: pair.get(k)) if isinstance(pair, dict) else (lambda k: getattr(pair, k, None))
+    name = get("id")
+    where = f"pair {name!r}" if name is not None else f"pair {index}"
+    values = []
+    for field in ("prompt", "response_a", "response_b"):
+        value = get(field)
+        if value is None:
+            raise ValueError(f"{where}: missing field {field!r}")
+        values.append(_text_of(value, f"{where}: field {field!r}"))
+    return values[0], values[1], values[2]
+
+
+class RuleJudge:
+    """Rates (response, rule) pairs with a Hugging Face causal LM.
+
+    Args:
+        model: any causal LM (``AutoModelForCausalLM``), in the dtype and device to run in.
+        tokenizer: its tokenizer; its chat template is used when it has one.
+        template: "rule-last" (default; the conversation prefix is shared by all rules),
+            "rule-first" (the reference pipeline's order; batched, nothing shared), or a
+            `JudgeTemplate`.
+        normalize: "vocab" (softmax over the whole vocabulary, the method's definition) or
+            "choices" (softmax over the answer tokens only).
+        batch_size: sequences (rule suffixes, or whole prompts when nothing is shared) per
+            forward pass; bounds the memory of the broadcast prefix cache.
+        answer_words: the words the judge is asked to answer with, e.g. {"irrelevant": "NA"}.
+        answer_ids: token ids to sum for an answer, for words that are not one token.
+        share_prefix: prefill the conversation once per response; default: on for a template
+            whose rule comes last.
+        backend: the `judge_scores` backend (None: by device).
+        progress: show a progress bar in `rate`.
+    """
+
+    def __init__(self, model, tokenizer, *, template: str | JudgeTemplate = "rule-last",
+                 normalize: str = "vocab", batch_size: int = 16,
+                 answer_words: dict[str, str] | None = None,
+                 answer_ids: dict[str, list[int]] | None = None,
+                 use_chat_template: bool | None = None, share_prefix: bool | None = None,
+                 backend: str | None = None, progress: bool = True):
+        if normalize not in ("vocab", "choices"):
+            raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        _check_lm_head(model)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = get_template(template)
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.backend = backend
+        self.progress = progress
+        words = _answers.answer_words(answer_words)
+        self._answer_ids = _answers.resolve_answer_ids(tokenizer, words, answer_ids)
+        self._renderer = TemplateRenderer(self.template, tokenizer, words, use_chat_template)
+        rule_last = self.template.body.rstrip().endswith("{rule}")
+        self.share_prefix = rule_last if share_prefix is None else bool(share_prefix)
+        head = model.get_output_embeddings()
+        self._head_weight = head.weight
+        self._head_bias = getattr(head, "bias", None)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu", **kwargs) -> "RuleJudge":
+        """A judge from a local folder or a hub id, or "default" for the embedded judge."""
+        from ramo.judge.models import load_judge
+
+        model, tokenizer, defaults = load_judge(name_or_path, dtype=dtype, device=device)
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        return cls(model, tokenizer, **kwargs)
+
+    # ---- what anyone can check -----------------------------------------------------------
+
+    def render(self, prompt: str, response: str, rule_text: str) -> list[int]:
+        """The token ids whose next-token distribution gives (response, rule) its score."""
+        _text_of(prompt, "prompt"), _text_of(response, "response"), _text_of(rule_text, "rule")
+        return (self._renderer.prefix(prompt, response)
+                + self._renderer.suffix(prompt, response, rule_text))
+
+    def answer_token_ids(self, answer: str) -> list[int]:
+        """The token ids whose probabilities are summed for "yes", "no" or "irrelevant"."""
+        if answer not in _answers.ANSWERS:
+            raise ValueError(f"unknown answer {answer!r}; the answers are {_answers.ANSWERS}")
+        return list(self._answer_ids[answer])
+
+    def fingerprint(self) -> str:
+        """Identifies the judge model: its class, config and a sample of its weights."""
+        return model_fingerprint(self.model)
+
+    def template_fingerprint(self) -> str:
+        """Identifies everything that turns (prompt, response, rule) into a score."""
+        return self._renderer.fingerprint(self._answer_ids, self.normalize)
+
+    def describe(self) -> dict:
+        return {
+            "model": getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__,
+            "dtype": str(self._head_weight.dtype), "template": self.template.name,
+            "normalize": self.normalize, "answer_ids": self._answer_ids,
+            "chat_template": self._renderer.use_chat,
+        }
+
+    # ---- rating --------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def rate_response(self, prompt: str, response: str, rules: Sequence) -> JudgeScores:
+        """Scores of every rule on one response; each field [R]."""
+        texts = _check_rules(rules)
+        _text_of(prompt, "prompt"), _text_of(response, "response")
+        prefix = self._renderer.prefix(prompt, response)
+        suffixes = [self._renderer.suffix(prompt, response, t) for t in texts]
+        if self.share_prefix:
+            hidden = self._answer_hidden_shared(prefix, suffixes)
+        else:
+            hidden = self._answer_hidden_unshared([prefix + s for s in suffixes])
+        return judge_scores(hidden, self._head_weight, self._answer_ids["yes"],
+                            self._answer_ids["no"], self._answer_ids["irrelevant"],
+                            bias=self._head_bias, normalize=self.normalize, backend=self.backend)
+
+    def iter_rate(self, pairs: Sequence, rules: Sequence,
+                  units: Iterable[tuple[int, int]] | None = None
+                  ) -> Iterator[tuple[int, int, JudgeScores]]:
+        """Yields (pair index, side, scores [R]) for each unit (all of them by default)."""
+        texts = [_pair_texts(p, i) for i, p in enumerate(pairs)]
+        _check_rules(rules)
+        if units is None:
+            units = [(i, side) for i in range(len(pairs)) for side in (0, 1)]
+        for i, side in units:
+            prompt, a, b = texts[i]
+            yield i, side, self.rate_response(prompt, a if side == 0 else b, rules)
+
+    def rate(self, pairs: Sequence, rules: Sequence) -> Ratings:
+        """Ratings of every pair (dicts or objects with prompt, response_a, response_b) on
+        every rule (strings, or objects with .text and .id)."""
+        n, r = len(pairs), len(rules)
+        fields = {f: torch.zeros(n, 2, r) for f in Ratings._fields}
+        bar = _progress(2 * n, r, self.progress)
+        for i, side, scores in self.iter_rate(pairs, rules):
+            for f in Ratings._fields:
+                fields[f][i, side] = getattr(scores, f).float().cpu()
+            bar.update(1)
+        bar.close()
+        return Ratings(**fields)
+
+    # ---- forward passes ------------------------------------------------------------------
+
+    def _decoder(self):
+        return self.model.base_model
+
+    def _device(self) -> torch.device:
+        return self._head_weight.device
+
+    def _answer_hidden_shared(self, prefix: list[int], suffixes: list[list[int]]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        device = self._device()
+        decoder = self._decoder()
+        out = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+        prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
+
+        def run(ids: torch.Tensor) -> torch.Tensor:
+            b, length = ids.shape
+            # expand() is a view; the cache's first update copies it once into [b, ...].
+            cache = DynamicCache(
+                ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
+                                for k, v in prefix_kv],
+                config=self.model.config)
+            positions = torch.arange(len(prefix), len(prefix) + length, device=device)
+            with _suffix_attention(self.model, device):
+                return decoder(input_ids=ids, use_cache=True, position_ids=positions.expand(b, -1),
+                               **_cache_argument(decoder, cache)).last_hidden_state
+
+        return self._last_hidden(suffixes, run)
+
+    def _answer_hidden_unshared(self, sequences: list[list[int]]) -> torch.Tensor:
+        decoder = self._decoder()
+        return self._last_hidden(
+            sequences, lambda ids: decoder(input_ids=ids, use_cache=False).last_hidden_state)
+
+    def _last_hidden(self, sequences: list[list[int]], run) -> torch.Tensor:
+        """[len(sequences), D]: the final hidden state at each sequence's last token, from
+        run(right-padded ids [b, L]) -> [b, L, D] over batches of batch_size."""
+        device = self._device()
+        hidden = torch.empty(len(sequences), self._head_weight.shape[1],
+                             dtype=self._head_weight.dtype, device=device)
+        # Similar lengths in one batch: less padding, which is paid like real tokens.
+        order = sorted(range(len(sequences)), key=lambda j: len(sequences[j]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            ids, last = _right_pad([sequences[j] for j in chunk], device)
+            hidden[chunk] = run(ids)[torch.arange(len(chunk), device=device), last].to(hidden.dtype)
+        return hidden
+
+
+@contextlib.contextmanager
+def _suffix_attention(model, device: torch.device):
+    """On the CPU, attends a batch of short suffixes to a long cached prefix with the eager
+    implementation: torch's CPU SDPA kernel took 3x as long for that shape (a few queries,
+    hundreds of keys, an explicit mask), and the two agree to 1e-6. The model's own setting
+    is restored afterwards."""
+    config = model.config
+    if device.type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
+
+
+def _cache_argument(decoder, cache) -> dict:
+    """transformers 5 renamed the forward argument `past_key_values` to `cache`."""
+    params = inspect.signature(decoder.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def _output_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out["past_key_values"]
+
+
+def _right_pad(seqs: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[b, max len] ids padded with each row's own last id (any id would do: see the module
+    docstring), and each row's last real position."""
+    length = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [s[-1]] * (length - len(s)) for s in seqs], device=device)
+    last = torch.tensor([len(s) - 1 for s in seqs], device=device)
+    return ids, last
+
+
+def _check_lm_head(model) -> None:
+    """judge_scores computes softmax(hidden @ W.T + b); refuse heads that do more."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        if getattr(config, attr, None) not in (None, 1, 1.0):
+            raise ValueError(f"the judge's LM head applies {attr}={getattr(config, attr)!r}, "
+                             "which ramo's judge_scores does not model; use another judge")
+    if model.get_output_embeddings() is None:
+        raise ValueError(f"{type(model).__name__} has no LM head; give a causal LM")
+
+
+def model_fingerprint(model) -> str:
+    """sha256 (16 hex digits) of the model's class, config and a strided sample of every
+    parameter: cheap, yet any fine-tune or other checkpoint changes it."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, p in sorted(model.state_dict().items()):
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total_units: int, rules: int, enabled: bool, initial: int = 0):
+    """A tqdm bar over (pair, side) units that also shows (response, rule) ratings per second."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_units, initial=initial, unit="resp", desc="rating", smoothing=0.1)
+    start, done0 = time.perf_counter(), initial
+
+    class _Bar:
+        def update(self, n: int) -> None:
+            bar.update(n)
+            elapsed = time.perf_counter() - start
+            if elapsed > 0:
+                bar.set_postfix(ratings_per_s=f"{(bar.n - done0) * rules / elapsed:.1f}")
+
+        def close(self) -> None:
+            bar.close()
+
+    return _Bar()

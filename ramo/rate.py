@@ -1,0 +1,130 @@
+"""`ramo rate`: rate every (pair, side, rule) into a ratings store, resumably.
+
+The unit of work is one response (a pair's side) with all R rules: one prefill serves them
+all, and its R rows are committed together, so a killed run loses at most the units since its
+last commit and never leaves part of a unit. A rerun skips the units already stored.
+
+Under torchrun (or accelerate launch) every rank takes the pairs whose index is its rank
+modulo the world size and writes to the same store; rank 0 exports once all are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", required=True, type=Path,
+                        help="preference pairs: JSONL(.gz), Parquet or JSON (see README)")
+    parser.add_argument("--rules", required=True, type=Path,
+                        help="rule pool: JSON, JSONL, YAML or text; 'default' for ramo's pool")
+    parser.add_argument("--judge", default="default",
+                        help="judge: a local folder, a hub id, or 'default' (SmolLM2-135M-Instruct)")
+    parser.add_argument("--out", required=True, type=Path, help="ratings store (sqlite file)")
+    parser.add_argument("--template", default="rule-last", choices=["rule-last", "rule-first"])
+    parser.add_argument("--normalize", default="vocab", choices=["vocab", "choices"])
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per forward pass (default: RuleJudge's)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
+    parser.add_argument("--commit-every", type=int, default=4,
+                        help="responses per transaction (each holds R rows)")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also write the whole store to this .parquet or .jsonl")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), joining the process group when launched with several ranks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _load_rules(path: Path):
+    from ramo.io import load_rules
+
+    if str(path) == "default":
+        path = Path(__file__).parent / "data" / "rules" / "default.jsonl"
+    return load_rules(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ramo.io import load_pairs
+    from ramo.judge import RuleJudge
+    from ramo.judge.rule_judge import _progress
+    from ramo.ratings import RatingStore
+
+    # Everything that can be wrong with the input is found before the store is touched.
+    pairs = load_pairs(args.pairs)
+    rules = _load_rules(args.rules)
+    rank, world = _dist()
+    kwargs = {"template": args.template, "normalize": args.normalize, "progress": False}
+    if args.batch_size:
+        kwargs["batch_size"] = args.batch_size
+    judge = RuleJudge.from_pretrained(args.judge, dtype=getattr(torch, args.dtype),
+                                      device=_device(args.device), **kwargs)
+    rule_ids = [r.id for r in rules]
+    mine = [i for i in range(len(pairs)) if i % world == rank]
+    with RatingStore(args.out, judge_fingerprint=judge.fingerprint(),
+                     template_fingerprint=judge.template_fingerprint(),
+                     judge_info=judge.describe(),
+                     template_info={"template": args.template, "normalize": args.normalize}
+                     ) as store:
+        todo = store.missing_units([pairs[i].id for i in mine], rule_ids)
+        index = {pairs[i].id: i for i in mine}
+        units = [(index[pair_id], side) for pair_id, side in todo]
+        bar = _progress(2 * len(mine), len(rules), not args.no_progress,
+                        initial=2 * len(mine) - len(units))
+        batch = []
+        for i, side, scores in judge.iter_rate(pairs, rules, units):
+            batch.extend(_rows(pairs[i].id, side, rule_ids, scores))
+            bar.update(1)
+            if len(batch) >= args.commit_every * len(rules):
+                store.add(batch, skip_existing=True)
+                batch = []
+        if batch:
+            store.add(batch, skip_existing=True)
+        bar.close()
+    _barrier(world)
+    if rank == 0:
+        with RatingStore(args.out, judge_fingerprint=judge.fingerprint(),
+                         template_fingerprint=judge.template_fingerprint()) as store:
+            print(f"{store.count()} ratings in {args.out} "
+                  f"({len(pairs)} pairs x 2 sides x {len(rules)} rules = {len(pairs) * 2 * len(rules)})")
+            if args.export:
+                store.export(args.export)
+                print(f"exported to {args.export}")
+    return 0
+
+
+def _rows(pair_id: str, side: int, rule_ids: list[str], scores) -> list[tuple]:
+    cols = [getattr(scores, f).double().cpu().tolist()
+            for f in ("p_yes", "p_no", "p_other", "score", "relevance")]
+    return [(pair_id, side, rid, *(c[j] for c in cols)) for j, rid in enumerate(rule_ids)]
