@@ -188,7 +188,8 @@ def main() -> int:
     rows[2]["x_batched"] = rows[2]["ratings_per_s"] / rows[1]["ratings_per_s"]
 
     lengths = [n for n, _, _ in responses]
-    title = (f"judge {ramo_judge.describe()['model']}, template {args.template}, "
+    judge_name = "default (SmolLM2-135M-Instruct)" if args.judge == "default" else args.judge
+    title = (f"judge {judge_name}, template {args.template}, "
              f"{len(rules)} rules, {len(responses)} responses of {min(lengths)}-{max(lengths)} "
              f"tokens, {torch.get_num_threads()} threads, {model.dtype}; GEMM measured in the "
              f"same run: {gflops:.0f} GFLOP/s")
