@@ -47,12 +47,14 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def unusable_reason(backend: str, device: torch.device, fast_path_ok: bool = True) -> str | None:
-    """None when `backend` can run on tensors of `device`, else why not."""
+def unusable_reason(backend: str, device: torch.device, not_fast: str | None = None) -> str | None:
+    """None when `backend` can run on tensors of `device`, else why not. `not_fast` is the
+    op's own reason why no compiled or Triton backend can take this call (k beyond the fast
+    paths, an extension built before the op existed), or None."""
     if backend == "reference":
         return None
-    if not fast_path_ok:
-        return "the arguments are beyond its fast path"
+    if not_fast:
+        return not_fast
     have = built()
     if backend == "cpu":
         return None if have["cpu"] else f"ramo._C is not built ({_C_ERROR})"
@@ -86,20 +88,20 @@ def native(device: torch.device) -> str:
 
 
 def resolve(op: str, device: torch.device, requested: str | None,
-            fast_path_ok: bool = True) -> str:
+            not_fast: str | None = None) -> str:
     """The backend that will run `op` on tensors of `device`."""
     requested = requested or os.environ.get("RAMO_BACKEND") or native(device)
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}; expected one of {BACKENDS}")
     chain = _chain(requested, device)
     for backend in chain:
-        reason = unusable_reason(backend, device, fast_path_ok)
+        reason = unusable_reason(backend, device, not_fast)
         if reason is None:
             if backend != requested:
                 key = (op, requested, backend, device.type)
                 if key not in _warned:
                     _warned.add(key)
-                    first_reason = unusable_reason(requested, device, fast_path_ok)
+                    first_reason = unusable_reason(requested, device, not_fast)
                     warnings.warn(
                         f"ramo: {op} uses the {backend} backend instead of {requested}: "
                         f"{first_reason}",

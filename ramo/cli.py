@@ -13,7 +13,7 @@ def info() -> str:
     """What was built, what is usable here, and what each op dispatches to."""
     import ramo
     from ramo import backends
-    from ramo.ops.judge_scores import COMPILED_OP as JUDGE_COMPILED
+    from ramo.ops.judge_scores import STALE_BUILD
     from ramo.ops.select_rules import MAX_FAST_K
 
     built = backends.built()
@@ -36,7 +36,7 @@ def info() -> str:
         chosen = backends.resolve("select_rules", device, None)
         lines.append(f"  select_rules on {device.type} tensors -> {chosen} "
                      f"(k <= {MAX_FAST_K}; larger k -> reference)")
-        chosen = backends.resolve("judge_scores", device, None, fast_path_ok=JUDGE_COMPILED)
+        chosen = backends.resolve("judge_scores", device, None, not_fast=STALE_BUILD)
         lines.append(f"  judge_scores on {device.type} tensors -> {chosen}")
     return "\n".join(lines)
 

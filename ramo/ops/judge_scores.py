@@ -86,7 +86,7 @@ def judge_scores(
     ids = torch.tensor(yes + no + other, dtype=torch.int64, device=hidden.device)
     args = (hidden, weight, bias, ids, len(yes), len(no), normalize)
     chosen = backends.resolve("judge_scores", hidden.device, backend,
-                              fast_path_ok=COMPILED_OP)
+                              not_fast=STALE_BUILD)
     if chosen == "reference":
         return JudgeScores(*reference.judge_scores(*args))
     op = torch.ops.ramo.judge_scores_triton if chosen == "triton" else torch.ops.ramo.judge_scores
@@ -243,6 +243,7 @@ def _compiled_op_defined() -> bool:
 # A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall
 # back to the reference (with the usual one warning) instead of failing.
 COMPILED_OP = _compiled_op_defined()
+STALE_BUILD = None if COMPILED_OP else "ramo._C was built before judge_scores existed; rebuild ramo"
 
 _register("ramo::judge_scores_triton")
 if COMPILED_OP:

@@ -74,8 +74,8 @@ def select_rules(
                      relevance_weight, tie_tolerance)
     args = (scores_a, scores_b, relevance, valid, int(k), float(discrepancy_weight),
             float(relevance_weight), float(tie_tolerance))
-    chosen = backends.resolve("select_rules", scores_a.device, backend,
-                              fast_path_ok=k <= MAX_FAST_K)
+    beyond = None if k <= MAX_FAST_K else f"k = {k} is beyond the fast paths (k <= {MAX_FAST_K})"
+    chosen = backends.resolve("select_rules", scores_a.device, backend, not_fast=beyond)
     if chosen == "reference":
         return RuleSelection(*reference.select_rules(*args))
     op = torch.ops.ramo.select_rules_triton if chosen == "triton" else torch.ops.ramo.select_rules
