@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared check for a lent GPU machine (well under 8 minutes on an H100 / H200):
-# build ramo._C with CUDA against the machine's torch (editable install), print `ramo info`, run the whole test
-# suite (cuda and triton tests included: on a GPU Triton runs compiled, not interpreted), and
+# build ramo._C with CUDA against the machine's torch (editable install), print `ramo info`, run the op
+# tests (cuda and triton tests included: on a GPU Triton runs compiled, not interpreted), and
 # run the select_rules and judge_scores benchmarks on the GPU. Logs and results go to $OUT (the device tool's
 # folder) or benchmarks/results/gpu; copy them into benchmarks/results/ afterwards.
 #
@@ -27,7 +27,10 @@ tail -5 "$OUT/build.log"
 "$PY" -m ramo info | tee "$OUT/info.txt"
 
 echo "== tests ($(date +%T))"
-timeout 240 "$PY" -m pytest python_tests -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
+# The op tests only: the judge and rating tests need transformers and the offline judge,
+# which a bare GPU machine may lack, and they exercise no GPU kernel of ramo's own.
+timeout 240 "$PY" -m pytest python_tests/test_select_rules.py python_tests/test_judge_scores.py \
+  -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== benchmark ($(date +%T))"
