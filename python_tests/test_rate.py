@@ -188,6 +188,15 @@ def test_unexpressible_answers_write_nothing(tmp_path, judge_dir):
     tiny_llama(len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
     out = tmp_path / "ratings.db"
-    code, _, err = _finish(_rate(tmp_path, path, _write_jsonl(tmp_path / "p.jsonl", _pairs(1)), out))
+    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(1))
+    code, _, err = _finish(_rate(tmp_path, path, pairs, out))
     assert code == 2 and "share token ids" in err, err
     assert not out.exists()
+    # Naming the ids makes the same judge usable.
+    yes, no = tok.convert_tokens_to_ids("[PAD]"), tok.convert_tokens_to_ids("</s>")
+    code, _, err = _finish(_rate(tmp_path, path, pairs, out, "--answer-ids", f"yes={yes}",
+                                 "--answer-ids", f"no={no}"))
+    assert code == 0, err
+    assert len(_table(out)) == 2 * 3
+    code, _, err = _finish(_rate(tmp_path, path, pairs, tmp_path / "x.db", "--answer-ids", "yes=a"))
+    assert code == 2 and "integers" in err, err

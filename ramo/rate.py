@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default=None,
                         help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
+    parser.add_argument("--answer-word", action="append", default=[], metavar="ANSWER=WORD",
+                        help="the word the judge is asked to answer with, e.g. irrelevant=NA "
+                        "(repeatable; answers: yes, no, irrelevant)")
+    parser.add_argument("--answer-ids", action="append", default=[], metavar="ANSWER=ID,ID",
+                        help="token ids summed for an answer whose word is not one token, "
+                        "e.g. irrelevant=6084,31302 (repeatable)")
     parser.add_argument("--commit-every", type=int, default=4,
                         help="responses per transaction (each holds R rows)")
     parser.add_argument("--export", type=Path, default=None,
@@ -86,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     rules = _load_rules(args.rules)
     rank, world = _dist()
     kwargs = {"template": args.template, "normalize": args.normalize, "progress": False}
+    if args.answer_word:
+        kwargs["answer_words"] = _assignments(args.answer_word, "--answer-word", str)
+    if args.answer_ids:
+        kwargs["answer_ids"] = _assignments(
+            args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
     judge = RuleJudge.from_pretrained(args.judge, dtype=getattr(torch, args.dtype),
@@ -122,6 +133,20 @@ def run(args: argparse.Namespace) -> int:
                 store.export(args.export)
                 print(f"exported to {args.export}")
     return 0
+
+
+def _assignments(items: list[str], flag: str, parse) -> dict:
+    """{"irrelevant": parse("NA")} from ["irrelevant=NA"]."""
+    out = {}
+    for item in items:
+        answer, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ValueError(f"{flag} {item!r}: write ANSWER=VALUE, e.g. irrelevant=...")
+        try:
+            out[answer.strip()] = parse(value)
+        except ValueError:
+            raise ValueError(f"{flag} {item!r}: the ids must be integers separated by commas")
+    return out
 
 
 def _rows(pair_id: str, side: int, rule_ids: list[str], scores) -> list[tuple]:
