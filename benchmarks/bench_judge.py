@@ -63,22 +63,25 @@ def non_embedding_params(model) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def run_naive(judge, prompt, response, rules):
+def run_naive(judge, prompt, response, rules) -> list[float]:
     ids = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
-    scores, tokens = [], 0
-    for rule in rules:
-        rendered = judge.render(prompt, response, rule)
-        tokens += len(rendered)
-        scores.append(naive_judge_scores(judge.model, rendered, ids)["score"])
-    return scores, {"tokens": tokens, "logit_positions": tokens}
+    return [naive_judge_scores(judge.model, judge.render(prompt, response, rule), ids)["score"]
+            for rule in rules]
 
 
-def run_judge(judge, prompt, response, rules):
-    out = judge.rate_response(prompt, response, rules)
-    suffix = sum(len(judge._renderer.suffix(prompt, response, rule)) for rule in rules)
-    prefix = len(judge._renderer.prefix(prompt, response))
-    tokens = prefix + suffix if judge.share_prefix else prefix * len(rules) + suffix
-    return out.score.tolist(), {"tokens": tokens, "logit_positions": len(rules)}
+def run_judge(judge, prompt, response, rules) -> list[float]:
+    return judge.rate_response(prompt, response, rules).score.tolist()
+
+
+def work(name: str, judge, prompt, response, rules) -> dict:
+    """Tokens through the decoder and positions through the LM head, for the FLOP ceiling."""
+    prefix, suffixes = judge._renderer.ids(prompt, response, rules)
+    suffix = sum(len(s) for s in suffixes)
+    if name == "naive":  # every prompt whole, logits at every position
+        tokens = len(prefix) * len(rules) + suffix
+        return {"tokens": tokens, "logit_positions": tokens}
+    tokens = len(prefix) + suffix if judge.share_prefix else len(prefix) * len(rules) + suffix
+    return {"tokens": tokens, "logit_positions": len(rules)}
 
 
 def peak_memory(methods, longest) -> dict:
@@ -160,12 +163,12 @@ def main() -> int:
         _, prompt, response = prompt_response
         for name, (fn, judge, judge_rules) in methods.items():
             start = time.perf_counter()
-            scores, work = fn(judge, prompt, response, judge_rules)
+            scores = fn(judge, prompt, response, judge_rules)
             seconds = time.perf_counter() - start
             t = totals[name]
             t["seconds"] += seconds
-            t["tokens"] += work["tokens"]
-            t["logit_positions"] += work["logit_positions"]
+            for key, value in work(name, judge, prompt, response, judge_rules).items():
+                t[key] += value
             t["scores"].append(scores)
             print(f"{name:8s} {len(judge_rules):4d} ratings in {seconds:6.1f} s", flush=True)
     memory = memory_in_child()

@@ -87,9 +87,7 @@ def test_rule_last_suffix_is_short(model_and_tokenizers):
     closing tokens."""
     model, tok, _ = model_and_tokenizers
     judge = RuleJudge(model, tok, progress=False)
-    renderer = judge._renderer
-    prefix = renderer.prefix("tell me a joke", "no")
-    suffix = renderer.suffix("tell me a joke", "no", RULES[0])
+    prefix, (suffix,) = judge._renderer.ids("tell me a joke", "no", [RULES[0]])
     rule_tokens = len(tok(RULES[0], add_special_tokens=False)["input_ids"])
     assert len(suffix) <= rule_tokens + 8
     assert judge.render("tell me a joke", "no", RULES[0]) == prefix + suffix
@@ -130,7 +128,7 @@ def test_fingerprints_tell_judges_and_templates_apart(model_and_tokenizers):
 def test_braces_in_text_stay_as_written(model_and_tokenizers):
     model, tok, _ = model_and_tokenizers
     judge = RuleJudge(model, tok, progress=False)
-    head, tail = judge._renderer._texts("what is {response} here", "a {rule} b")
+    head, tail = judge._renderer.texts("what is {response} here", "a {rule} b")
     assert "User: what is {response} here" in head and "Assistant: a {rule} b" in head
     assert tail.endswith("assistant : ")
 

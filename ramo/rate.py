@@ -84,7 +84,7 @@ def _load_rules(path: Path):
 def run(args: argparse.Namespace) -> int:
     from ramo.io import load_pairs
     from ramo.judge import RuleJudge
-    from ramo.judge.rule_judge import _progress
+    from ramo.judge.rule_judge import progress_bar
     from ramo.ratings import RatingStore
 
     # Everything that can be wrong with the input is found before the store is touched.
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         todo = store.missing_units([pairs[i].id for i in mine], rule_ids)
         index = {pairs[i].id: i for i in mine}
         units = [(index[pair_id], side) for pair_id, side in todo]
-        bar = _progress(2 * len(mine), len(rules), not args.no_progress,
+        bar = progress_bar(2 * len(mine), len(rules), not args.no_progress,
                         initial=2 * len(mine) - len(units))
         batch = []
         for i, side, scores in judge.iter_rate(pairs, rules, units):

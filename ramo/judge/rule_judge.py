@@ -138,8 +138,8 @@ class RuleJudge:
     def render(self, prompt: str, response: str, rule_text: str) -> list[int]:
         """The token ids whose next-token distribution gives (response, rule) its score."""
         _text_of(prompt, "prompt"), _text_of(response, "response"), _text_of(rule_text, "rule")
-        return (self._renderer.prefix(prompt, response)
-                + self._renderer.suffix(prompt, response, rule_text))
+        prefix, (suffix,) = self._renderer.ids(prompt, response, [rule_text])
+        return prefix + suffix
 
     def answer_token_ids(self, answer: str) -> list[int]:
         """The token ids whose probabilities are summed for "yes", "no" or "irrelevant"."""
@@ -170,8 +170,7 @@ class RuleJudge:
         """Scores of every rule on one response; each field [R]."""
         texts = _check_rules(rules)
         _text_of(prompt, "prompt"), _text_of(response, "response")
-        prefix = self._renderer.prefix(prompt, response)
-        suffixes = [self._renderer.suffix(prompt, response, t) for t in texts]
+        prefix, suffixes = self._renderer.ids(prompt, response, texts)
         if self.share_prefix:
             hidden = self._answer_hidden_shared(prefix, suffixes)
         else:
@@ -197,7 +196,7 @@ class RuleJudge:
         every rule (strings, or objects with .text and .id)."""
         n, r = len(pairs), len(rules)
         fields = {f: torch.zeros(n, 2, r) for f in Ratings._fields}
-        bar = _progress(2 * n, r, self.progress)
+        bar = progress_bar(2 * n, r, self.progress)
         for i, side, scores in self.iter_rate(pairs, rules):
             for f in Ratings._fields:
                 fields[f][i, side] = getattr(scores, f).float().cpu()
@@ -327,7 +326,7 @@ class _NoBar:
         pass
 
 
-def _progress(total_units: int, rules: int, enabled: bool, initial: int = 0):
+def progress_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):
     """A tqdm bar over (pair, side) units that also shows (response, rule) ratings per second."""
     if not enabled:
         return _NoBar()

@@ -95,7 +95,7 @@ class TemplateRenderer:
             raise ValueError("use_chat_template=True but the tokenizer has no chat template")
         self.use_chat = has_chat if use_chat_template is None else use_chat_template
 
-    def _texts(self, prompt: str, response: str) -> tuple[str, str]:
+    def texts(self, prompt: str, response: str) -> tuple[str, str]:
         """The text before the rule line and the text after it (rule line excluded)."""
         text = _fill(self.template.body, {
             "prompt": prompt, "response": response, "rule": _RULE_SLOT,
@@ -115,13 +115,13 @@ class TemplateRenderer:
         special = first and not self.use_chat
         return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
-    def prefix(self, prompt: str, response: str) -> list[int]:
-        head, _ = self._texts(prompt, response)
-        return self._encode(head, first=True)
-
-    def suffix(self, prompt: str, response: str, rule: str) -> list[int]:
-        _, tail = self._texts(prompt, response)
-        return self._encode(_fill(self.template.rule_line, {"rule": rule}) + tail, first=False)
+    def ids(self, prompt: str, response: str, rules: list[str]) -> tuple[list[int], list[list[int]]]:
+        """(prefix ids, one suffix's ids per rule): the template and the conversation are
+        rendered once per response, whatever the number of rules."""
+        head, tail = self.texts(prompt, response)
+        suffixes = [self._encode(_fill(self.template.rule_line, {"rule": rule}) + tail, first=False)
+                    for rule in rules]
+        return self._encode(head, first=True), suffixes
 
     def fingerprint(self, answer_ids: dict[str, list[int]], normalize: str) -> str:
         data = {
@@ -131,6 +131,6 @@ class TemplateRenderer:
             "answer_ids": answer_ids,
             "normalize": normalize,
             # The split itself: a change of tokenizer shows in the ids of a fixed probe.
-            "probe": [self.prefix("p", "r"), self.suffix("p", "r", "x")],
+            "probe": self.ids("p", "r", ["x"]),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
