@@ -67,13 +67,8 @@ def methods(device: torch.device) -> dict:
     def ramo_backend(backend):
         return lambda h, w, b: judge_scores(h, w, YES, NO, OTHER, bias=b, backend=backend)
 
-    out = {"eager": lambda h, w, b: judge_scores_eager(h, w, YES, NO, OTHER, b)}
-    if device.type == "cpu":
-        out["ramo cpu"] = ramo_backend("cpu")
-    else:
-        out["ramo cuda"] = ramo_backend("cuda")
-        out["ramo triton"] = ramo_backend("triton")
-    return out
+    return {"eager": lambda h, w, b: judge_scores_eager(h, w, YES, NO, OTHER, b),
+            **common.ramo_backends(device, ramo_backend)}
 
 
 # --- accuracy -------------------------------------------------------------------------------

@@ -45,13 +45,8 @@ def methods(device: torch.device) -> dict:
     def ramo_backend(backend):
         return lambda a, b, rel, k: ramo.select_rules(a, b, rel, k=k, backend=backend)
 
-    out = {"eager": select_rules_eager, "compile": select_rules_compiled}
-    if device.type == "cpu":
-        out["ramo cpu"] = ramo_backend("cpu")
-    else:
-        out["ramo cuda"] = ramo_backend("cuda")
-        out["ramo triton"] = ramo_backend("triton")
-    return out
+    return {"eager": select_rules_eager, "compile": select_rules_compiled,
+            **common.ramo_backends(device, ramo_backend)}
 
 
 def run(device: torch.device, n_values, min_time_s: float) -> dict:

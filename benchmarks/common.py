@@ -35,6 +35,12 @@ def median_ms(fn, device: torch.device, min_time_s: float = 0.5, min_reps: int =
     return statistics.median(times)
 
 
+def ramo_backends(device: torch.device, call) -> dict:
+    """{"ramo <backend>": call(backend)} for the backends that run on `device`."""
+    names = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
+    return {f"ramo {name}": call(name) for name in names}
+
+
 def copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 28) -> float:
     """Bytes read + written per second by a large tensor copy: the memory ceiling here."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()

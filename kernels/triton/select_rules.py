@@ -114,6 +114,26 @@ def _emit_final(ra_ptr, rb_ptr, margin_ptr, pref_ptr, bad_ptr, rows64, row_mask,
     tl.store(bad_ptr + rows64, bad_row, mask=row_mask)
 
 
+@triton.jit
+def _tile_rows(N, BLOCK_N: tl.constexpr):
+    """This program's rows (int64, for offsets past 2^31 elements) and which exist."""
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return rows.to(tl.int64), rows < N
+
+
+@triton.jit
+def _params(params_ptr):
+    """(discrepancy weight, relevance weight, tie tolerance) in the accumulation dtype."""
+    return tl.load(params_ptr), tl.load(params_ptr + 1), tl.load(params_ptr + 2)
+
+
+@triton.jit
+def _bad_bits(bad):
+    """Per row, which inputs (scores a, scores b, relevance) hold a non-finite valid value."""
+    return tl.max(bad & _BAD_A, axis=1) | tl.max(bad & _BAD_B, axis=1) \
+        | tl.max(bad & _BAD_REL, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------
@@ -126,19 +146,13 @@ def _select_rules_fused_kernel(a_ptr, b_ptr, rel_ptr, valid_ptr, params_ptr, idx
                                HAS_VALID: tl.constexpr, BLOCK_N: tl.constexpr,
                                BLOCK_R: tl.constexpr):
     """R <= BLOCK_R: the tile's keys stay in registers for all k rounds."""
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = rows < N
-    rows64 = rows.to(tl.int64)
-    wd = tl.load(params_ptr)
-    wr = tl.load(params_ptr + 1)
-    tol = tl.load(params_ptr + 2)
+    rows64, row_mask = _tile_rows(N, BLOCK_N)
+    wd, wr, tol = _params(params_ptr)
     cols = tl.arange(0, BLOCK_R)
 
     key, ok, bad = _load_tile(a_ptr, b_ptr, rel_ptr, valid_ptr, rows64, row_mask, cols, R,
                               rel_stride, valid_stride, wd, wr, HAS_REL, HAS_VALID)
-    bad_row = tl.max(bad & _BAD_A, axis=1) | tl.max(bad & _BAD_B, axis=1) \
-        | tl.max(bad & _BAD_REL, axis=1)
+    bad_row = _bad_bits(bad)
 
     last_key = tl.full([BLOCK_N], float("inf"), key.dtype)
     last_idx = tl.full([BLOCK_N], -1, tl.int32)
@@ -161,13 +175,8 @@ def _select_rules_chunked_kernel(a_ptr, b_ptr, rel_ptr, valid_ptr, params_ptr, i
                                  HAS_VALID: tl.constexpr, BLOCK_N: tl.constexpr,
                                  BLOCK_R: tl.constexpr):
     """Any R: every round recomputes the criterion chunk by chunk."""
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = rows < N
-    rows64 = rows.to(tl.int64)
-    wd = tl.load(params_ptr)
-    wr = tl.load(params_ptr + 1)
-    tol = tl.load(params_ptr + 2)
+    rows64, row_mask = _tile_rows(N, BLOCK_N)
+    wd, wr, tol = _params(params_ptr)
     ar = tl.arange(0, BLOCK_R)
     BIG: tl.constexpr = 2147483647
 
@@ -177,8 +186,7 @@ def _select_rules_chunked_kernel(a_ptr, b_ptr, rel_ptr, valid_ptr, params_ptr, i
         cols = c0 + ar
         key, ok, bad = _load_tile(a_ptr, b_ptr, rel_ptr, valid_ptr, rows64, row_mask, cols, R,
                                   rel_stride, valid_stride, wd, wr, HAS_REL, HAS_VALID)
-        bad_row = bad_row | tl.max(bad & _BAD_A, axis=1) | tl.max(bad & _BAD_B, axis=1) \
-            | tl.max(bad & _BAD_REL, axis=1)
+        bad_row = bad_row | _bad_bits(bad)
 
     last_key = tl.full([BLOCK_N], float("inf"), wd.dtype)
     last_idx = tl.full([BLOCK_N], -1, tl.int32)
