@@ -1,21 +1,14 @@
-"""Writing a ratings table to Parquet or JSONL, atomically.
-
-A reader of the target path sees either the previous file or the complete new one, never a
-partial file: rows go to a hidden temporary file in the target's own directory (os.replace
-is only atomic within one file system), which is fsynced and then renamed over the target.
-A failed or interrupted export removes its temporary file and leaves the target untouched;
-only a SIGKILL in the middle can leave a stray `.<name>.<pid>.<random>.tmp` behind.
-"""
+"""Writing a ratings table to Parquet or JSONL, atomically (ramo.io.atomic)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
+
+from ramo.io.atomic import atomic_path
 
 # The row layout shared by the store, its exports and its readers.
 COLUMNS = ("pair_id", "side", "rule_id", "p_yes", "p_no", "p_other", "score", "relevance")
@@ -30,7 +23,7 @@ def export_rows(rows: Iterable[Sequence], path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     writer = _writer_for(path)
-    with _atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         writer(rows, tmp)
     return path
 
@@ -42,38 +35,6 @@ def _writer_for(path: Path) -> Callable[[Iterable[Sequence], Path], None]:
         raise ValueError(f"cannot export ratings to {path}: the file name must end in "
                          f"{' or '.join(writers)}")
     return writer
-
-
-@contextmanager
-def _atomic_target(target: Path) -> Iterator[Path]:
-    # pid + random: concurrent exporters (several ranks, say) never share a temporary file.
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        _fsync_file(tmp)  # the data must be on disk before the rename can expose it
-        os.replace(tmp, target)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)  # makes the rename itself survive a crash
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals renames
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _batches(rows: Iterable[Sequence]) -> Iterator[list[Sequence]]:

@@ -1,0 +1,104 @@
+"""Atomic outputs: a reader sees the previous file (or folder) or the complete new one.
+
+Everything ramo writes goes through here. Data goes to a hidden temporary sibling of the
+target (os.replace is only atomic within one file system), is fsynced, then renamed over the
+target. A failed or interrupted write removes its temporary and leaves the target untouched;
+only a SIGKILL in the middle can leave a stray `.<name>.<pid>.<random>.tmp` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _temporary_sibling(target: Path) -> Path:
+    # pid + random: concurrent writers (several ranks, say) never share a temporary.
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path to write a file at; on success it replaces `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(target)
+    try:
+        yield tmp
+        _fsync_file(tmp)  # the data must be on disk before the rename can expose it
+        os.replace(tmp, target)
+    except BaseException:  # KeyboardInterrupt too: never leave the temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)  # makes the rename itself survive a crash
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields an empty temporary folder to fill (a `save_pretrained`, say); on success it
+    takes the place of `target`, replacing a previous folder there."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync_file(path)
+        if target.exists():
+            # Two renames: a folder cannot be replaced in one. A crash between them leaves
+            # the old folder at `.<name>.old...`, never a half-written one at `target`.
+            old = _temporary_sibling(target).with_suffix(".old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_json(target: str | os.PathLike, obj: Any) -> Path:
+    return write_text(target, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_jsonl(target: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """One JSON object per line; floats are written with repr, so they read back exactly."""
+    with atomic_path(target) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False))
+            f.write("\n")
+    return Path(target)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals renames
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
