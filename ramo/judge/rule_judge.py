@@ -39,7 +39,9 @@ class Ratings(NamedTuple):
 
     def pair_relevance(self) -> torch.Tensor:
         """[N, R]: a pair's relevance for a rule is the mean over its two responses."""
-        return self.relevance.mean(dim=1)
+        from ramo.relevance import pair_relevance
+
+        return pair_relevance(self.relevance)
 
 
 def _text_of(item, what: str) -> str:
@@ -307,7 +309,10 @@ def model_fingerprint(model) -> str:
     parameter: cheap, yet any fine-tune or other checkpoint changes it."""
     h = hashlib.sha256(type(model).__name__.encode())
     config = model.config.to_dict()
-    config.pop("_name_or_path", None)
+    # Where the model was loaded from and which transformers wrote its config say nothing
+    # about the model: the same weights must keep their ratings across paths and upgrades.
+    for key in ("_name_or_path", "transformers_version"):
+        config.pop(key, None)
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, p in sorted(model.state_dict().items()):
         flat = p.detach().reshape(-1)
