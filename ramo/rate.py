@@ -65,7 +65,8 @@ def _barrier(world: int) -> None:
         dist.destroy_process_group()
 
 
-def _device(name: str | None) -> torch.device:
+def default_device(name: str | None) -> torch.device:
+    """`name` when given; else this rank's GPU (LOCAL_RANK) when CUDA is there; else the CPU."""
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
@@ -73,23 +74,49 @@ def _device(name: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def _load_rules(path: Path):
-    from ramo.io import load_rules
+def open_store(path, judge):
+    """The ratings store at `path` for this judge and template (created when absent)."""
+    from ramo.ratings import RatingStore
 
-    if str(path) == "default":
-        path = Path(__file__).parent / "data" / "rules" / "default.jsonl"
-    return load_rules(path)
+    return RatingStore(path, judge_fingerprint=judge.fingerprint(),
+                       template_fingerprint=judge.template_fingerprint(),
+                       judge_info=judge.describe(),
+                       template_info={"template": judge.template.name, "normalize": judge.normalize})
+
+
+def rate_into(store, judge, pairs, rules, *, indices=None, commit_every: int = 4,
+              progress: bool = True) -> int:
+    """Rates the units (pair, side) of `pairs[indices]` that the store lacks, on every rule,
+    committing every `commit_every` responses. Returns the number of responses rated."""
+    from ramo.judge.rule_judge import progress_bar
+
+    rule_ids = [r.id for r in rules]
+    indices = range(len(pairs)) if indices is None else indices
+    todo = store.missing_units([pairs[i].id for i in indices], rule_ids)
+    index = {pairs[i].id: i for i in indices}
+    units = [(index[pair_id], side) for pair_id, side in todo]
+    bar = progress_bar(2 * len(index), len(rules), progress, initial=2 * len(index) - len(units))
+    batch = []
+    for i, side, scores in judge.iter_rate(pairs, rules, units):
+        batch.extend(rating_rows(pairs[i].id, side, rule_ids, scores))
+        bar.update(1)
+        if len(batch) >= commit_every * len(rules):
+            store.add(batch, skip_existing=True)
+            batch = []
+    if batch:
+        store.add(batch, skip_existing=True)
+    bar.close()
+    return len(units)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ramo.io import load_pairs
+    from ramo.io import load_pairs, load_rules
     from ramo.judge import RuleJudge
-    from ramo.judge.rule_judge import progress_bar
     from ramo.ratings import RatingStore
 
     # Everything that can be wrong with the input is found before the store is touched.
     pairs = load_pairs(args.pairs)
-    rules = _load_rules(args.rules)
+    rules = load_rules(args.rules)
     rank, world = _dist()
     kwargs = {"template": args.template, "normalize": args.normalize, "progress": False}
     if args.answer_word:
@@ -100,29 +127,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
     judge = RuleJudge.from_pretrained(args.judge, dtype=getattr(torch, args.dtype),
-                                      device=_device(args.device), **kwargs)
-    rule_ids = [r.id for r in rules]
+                                      device=default_device(args.device), **kwargs)
     mine = [i for i in range(len(pairs)) if i % world == rank]
-    with RatingStore(args.out, judge_fingerprint=judge.fingerprint(),
-                     template_fingerprint=judge.template_fingerprint(),
-                     judge_info=judge.describe(),
-                     template_info={"template": args.template, "normalize": args.normalize}
-                     ) as store:
-        todo = store.missing_units([pairs[i].id for i in mine], rule_ids)
-        index = {pairs[i].id: i for i in mine}
-        units = [(index[pair_id], side) for pair_id, side in todo]
-        bar = progress_bar(2 * len(mine), len(rules), not args.no_progress,
-                        initial=2 * len(mine) - len(units))
-        batch = []
-        for i, side, scores in judge.iter_rate(pairs, rules, units):
-            batch.extend(_rows(pairs[i].id, side, rule_ids, scores))
-            bar.update(1)
-            if len(batch) >= args.commit_every * len(rules):
-                store.add(batch, skip_existing=True)
-                batch = []
-        if batch:
-            store.add(batch, skip_existing=True)
-        bar.close()
+    with open_store(args.out, judge) as store:
+        rate_into(store, judge, pairs, rules, indices=mine, commit_every=args.commit_every,
+                  progress=not args.no_progress)
     _barrier(world)
     if rank == 0:
         with RatingStore(args.out, judge_fingerprint=judge.fingerprint(),
@@ -149,7 +158,9 @@ def _assignments(items: list[str], flag: str, parse) -> dict:
     return out
 
 
-def _rows(pair_id: str, side: int, rule_ids: list[str], scores) -> list[tuple]:
+def rating_rows(pair_id: str, side: int, rule_ids: list[str], scores) -> list[tuple]:
+    """One response's JudgeScores as store rows (pair_id, side, rule_id, p_yes, p_no,
+    p_other, score, relevance), one per rule."""
     cols = [getattr(scores, f).double().cpu().tolist()
             for f in ("p_yes", "p_no", "p_other", "score", "relevance")]
     return [(pair_id, side, rid, *(c[j] for c in cols)) for j, rid in enumerate(rule_ids)]

@@ -12,6 +12,8 @@ from typing import Any
 from ramo.io._problems import Problems, coerce_id, type_name
 from ramo.io.jsonl import read_json, read_jsonl
 
+DEFAULT_POOL = "default"
+
 # Longest suffixes first, so "x.jsonl.gz" is not taken for something ending in ".gz".
 _KINDS = (
     (".jsonl.gz", "jsonl"),
@@ -46,10 +48,14 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
     "010" rather than becoming the octal 8; "yes" stays "yes" rather than True); only an
     empty value or "null"/"~" is null.
 
+    path "default" is ramo's own pool of 100 safety rules (ramo/data/rules/default.jsonl).
+
     Raises ValueError naming the file, the position and the problem for: an unknown suffix,
     a missing or non-string/non-integer id, a missing, non-string or blank text, a non-string
     category, a duplicate id (both positions named), an empty pool.
     """
+    if os.fspath(path) == DEFAULT_POOL:
+        path = Path(__file__).parent.parent / "data" / "rules" / "default.jsonl"
     kind = _kind(path)
     if kind == "text":
         rules = _rules_from_text(path)

@@ -115,6 +115,24 @@ class RatingStore:
             self.close()
             raise
 
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike, **kwargs) -> RatingStore:
+        """An existing store, for its own judge and template (as recorded in it): for
+        readers (`ramo select`, adapter metrics) that hold no judge."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ratings store at {path}")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                meta = dict(con.execute("SELECT key, value FROM meta"))
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a ratings store: {exc}") from exc
+        return cls(path, judge_fingerprint=meta.get("judge_fingerprint"),
+                   template_fingerprint=meta.get("template_fingerprint"), **kwargs)
+
     # ---- opening -----------------------------------------------------------------------------
 
     def _open(self, wanted: dict[str, str | None], timeout: float) -> dict[str, str | None]:
