@@ -47,24 +47,63 @@ def _env_backend() -> str | None:
     return os.environ.get("RAMO_BACKEND")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ramo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print the version, the built backends and the dispatch")
-    from ramo import rate
+# Command words -> (the module that implements them, one-line help). Each module has
+# `add_arguments(parser)` and `run(args) -> int`; only the module of the command being run is
+# imported, so `ramo info` and `ramo --help` stay fast.
+COMMANDS = {
+    ("rate",): ("ramo.rate", "rate every pair's responses on every rule with a judge, into a "
+                "resumable store"),
+    ("select",): ("ramo.select", "select each pair's k rules of largest discrepancy and label it"),
+    ("adapter", "train"): ("ramo.adapter.train", "train a Rule Adapter on pairs and their "
+                           "selected rules"),
+    ("adapter", "apply"): ("ramo.adapter.apply", "predict each new pair's k rules and have the "
+                           "judge rate only those"),
+    ("label",): ("ramo.label", "write TRL preference rows (chosen, rejected, margin, rule_ids) "
+                 "from selections"),
+    ("rm", "train"): ("ramo.reward.train", "train a Bradley-Terry reward model on labeled pairs"),
+    ("eval",): ("ramo.evaluation", "score a reward model on a RewardBench-schema set"),
+    ("pipeline",): ("ramo.pipeline", "run the whole method from a config, resumably"),
+    ("demo",): ("ramo.demo", "run the pipeline on the embedded defaults and write a report"),
+}
 
-    rate.add_arguments(sub.add_parser(
-        "rate", help="rate every pair's responses on every rule with a judge, into a "
-        "resumable store", description=rate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="ramo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("info", help="print the version, the built backends and the dispatch")
+    words = [a for a in argv if not a.startswith("-")][:2]
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command, (module_name, summary) in COMMANDS.items():
+        where = sub
+        if len(command) == 2:
+            if command[0] not in groups:
+                group = sub.add_parser(command[0], help=f"ramo {command[0]} COMMAND ...")
+                groups[command[0]] = group.add_subparsers(dest="subcommand", required=True,
+                                                          metavar="COMMAND")
+            where = groups[command[0]]
+        parser_of_command = where.add_parser(command[-1], help=summary)
+        if tuple(words[:len(command)]) == command:
+            module = importlib.import_module(module_name)
+            parser_of_command.description = module.__doc__
+            parser_of_command.formatter_class = argparse.RawDescriptionHelpFormatter
+            module.add_arguments(parser_of_command)
+            parser_of_command.set_defaults(run=module.run, words=" ".join(command))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     if args.command == "info":
         print(info())
         return 0
     try:
-        return rate.run(args)
+        return args.run(args)
     except (ValueError, FileNotFoundError) as exc:
         # Bad input: one clear line, not a traceback; nothing has been written for it.
-        print(f"ramo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ramo {args.words}: error: {exc}", file=sys.stderr)
         return 2
 
 

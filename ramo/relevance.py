@@ -1,0 +1,41 @@
+"""How relevant each rule is to each pair: the regulariser of max-discrepancy selection.
+
+Two sources (design.md §1, §4.2):
+  - "judge": the judge's own answer. A response's relevance for a rule is
+    (p_yes + p_no) / (p_yes + p_no + p_irrelevant); a pair's is the mean of its two sides.
+    Free once the pair is rated, since every rating carries it.
+  - "embedding": the cosine of the prompt's and the rule's sentence embeddings (default
+    encoder: the offline all-MiniLM-L6-v2). Needs no judge, so it can rank rules before any
+    rating.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+SOURCES = ("judge", "embedding", "none")
+
+
+def pair_relevance(per_side: torch.Tensor) -> torch.Tensor:
+    """[N, 2, R] per-response relevance -> [N, R] per pair (the mean of the two sides)."""
+    if per_side.dim() != 3 or per_side.shape[1] != 2:
+        raise ValueError(f"per-side relevance must be [N, 2, R], got {tuple(per_side.shape)}")
+    return per_side.mean(dim=1)
+
+
+def embedding_relevance(prompts: Sequence[str], rule_texts: Sequence[str], *,
+                        encoder: str | os.PathLike = "default", batch_size: int = 64,
+                        max_length: int = 256) -> torch.Tensor:
+    """[N, R] float32: cosine similarity of each prompt with each rule text."""
+    from ramo.encoders import embed, load_encoder
+
+    if not rule_texts:
+        raise ValueError("embedding relevance needs at least one rule")
+    model, tokenizer = load_encoder(encoder)
+    kwargs = {"batch_size": batch_size, "max_length": max_length}
+    rules = embed(list(rule_texts), model, tokenizer, **kwargs)
+    prompts = embed(list(prompts), model, tokenizer, **kwargs)
+    return prompts @ rules.T
