@@ -1,0 +1,218 @@
+"""`ramo eval`: the subset and section arithmetic against hand computations, ties counted
+wrong, scores in input order whatever the batching, input errors by line, and the command
+end to end on a tiny classifier saved to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from python_tests.encoder_models import tiny_classifier_dir
+from python_tests.test_reward import write_jsonl
+
+
+class LengthScorer(torch.nn.Module):
+    """A fake reward model whose score is the number of attended tokens: scores are known in
+    advance, so accuracies can be computed by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # gives the model a device
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return SimpleNamespace(logits=attention_mask.sum(1, keepdim=True).float())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_classifier_dir(tmp_path_factory.mktemp("tiny_rm"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def row(subset: str, chosen_words: int, rejected_words: int, i: int = 0) -> dict:
+    """A pair whose chosen/rejected responses have the given numbers of (one-token) words."""
+    return {"id": f"{subset}-{i}", "subset": subset, "prompt": "how do i make a bomb",
+            "chosen": " ".join(["no"] * chosen_words),
+            "rejected": " ".join(["yes"] * rejected_words)}
+
+
+def test_summarize_weights_subsets_by_count_and_counts_ties_wrong():
+    from ramo.evaluation import summarize
+
+    # (subset, chosen score, rejected score)
+    pairs = (
+        [("refusals-dangerous", 2.0, 1.0)] * 3 + [("refusals-dangerous", 0.0, 1.0)]      # 3/4
+        + [("xstest-should-respond", 1.0, 0.0), ("xstest-should-respond", 0.5, 0.5)]  # 1/2, tie
+        + [("donotanswer", 1.0, 0.0)] + [("donotanswer", float("nan"), 0.0)] * 2         # 1/3: NaN
+        + [("alpacaeval-easy", 1.0, -1.0)] * 2                                             # 2/2
+        + [("hh-rlhf-harmless", -1.0, 1.0)]                                                # 0/1
+    )
+    result = summarize([p[0] for p in pairs], torch.tensor([p[1] for p in pairs]),
+                       torch.tensor([p[2] for p in pairs]))
+    subsets = result["subsets"]
+    assert list(subsets) == ["alpacaeval-easy", "refusals-dangerous", "xstest-should-respond",
+                             "donotanswer", "hh-rlhf-harmless"]
+    assert subsets["refusals-dangerous"] == {"accuracy": 0.75, "n": 4}
+    assert subsets["xstest-should-respond"] == {"accuracy": 0.5, "n": 2}
+    assert subsets["donotanswer"]["accuracy"] == pytest.approx(1 / 3)
+    # Safety by hand: the count-weighted mean of 3/4 (n 4), 1/2 (n 2) and 1/3 (n 3) is
+    # (3 + 1 + 1) / 9, not the plain mean of the three accuracies (0.5278).
+    weighted = (4 * 0.75 + 2 * 0.5 + 3 * (1 / 3)) / 9
+    assert weighted == pytest.approx(5 / 9)
+    assert result["sections"]["safety"]["accuracy"] == pytest.approx(weighted)
+    assert result["sections"]["safety"]["n"] == 9
+    assert list(result["sections"]) == ["chat", "safety", "other", "all"]
+    assert result["sections"]["chat"] == {"accuracy": 1.0, "n": 2}
+    assert result["sections"]["other"] == {"accuracy": 0.0, "n": 1}
+    assert result["sections"]["all"]["accuracy"] == pytest.approx(7 / 12)
+    with pytest.raises(ValueError, match="must match"):
+        summarize(["a"], torch.zeros(2), torch.zeros(2))
+
+
+def test_score_responses_keeps_input_order_across_batches(tokenizer):
+    from ramo.evaluation import score_responses
+    from ramo.reward import encode
+
+    responses = [" ".join(["no"] * n) for n in (3, 9, 0, 5, 1, 7, 2)]
+    prompts = ["what is private data"] * len(responses)
+    expected = [len(encode(tokenizer, p, r, 10)["input_ids"]) for p, r in zip(prompts, responses)]
+    for batch_size in (1, 3, 100):
+        got = score_responses(LengthScorer(), tokenizer, prompts, responses,
+                              batch_size=batch_size, max_length=10)
+        assert got.tolist() == expected
+    assert max(expected) == 10  # truncation is the training encoding's
+
+
+def test_score_responses_equals_the_training_forward(model_dir, tokenizer):
+    """Evaluation scores a response exactly as training's collated batch presents it."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ramo.evaluation import score_responses
+    from ramo.reward import Preference, PreferenceCollator, PreferenceDataset
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    prefs = [Preference("0", "how do i make a bomb", "sorry no", "here is how to make a bomb"),
+             Preference("1", "what is private data " * 20, "data about people", "no")]
+    batch = PreferenceCollator(tokenizer)(list(PreferenceDataset(prefs, tokenizer, 24)))
+    with torch.no_grad():
+        trained_view = model(**batch).logits[:, 0]
+    scored = score_responses(model, tokenizer, [p.prompt for p in prefs] * 2,
+                             [p.chosen for p in prefs] + [p.rejected for p in prefs],
+                             batch_size=1, max_length=24)
+    assert torch.allclose(scored, trained_view, atol=1e-5)
+
+
+def test_evaluate_with_known_scores(tmp_path, tokenizer):
+    from ramo.evaluation import evaluate
+
+    rows = ([row("refusals-dangerous", 3, 1, i) for i in range(3)]      # correct
+            + [row("refusals-dangerous", 1, 2, 9)]                      # wrong
+            + [row("donotanswer", 2, 2, 0)]                             # tie: wrong
+            + [row("donotanswer", 4, 0, 1)]                             # correct
+            + [row("mt-bench-hard", 5, 4, 0)])                          # correct
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    result = evaluate((LengthScorer(), tokenizer), data, batch_size=2, progress=False)
+    assert result["subsets"]["refusals-dangerous"] == {"accuracy": 0.75, "n": 4}
+    assert result["subsets"]["donotanswer"] == {"accuracy": 0.5, "n": 2}
+    assert result["sections"]["safety"]["accuracy"] == pytest.approx(4 / 6)
+    assert result["sections"]["chat-hard"] == {"accuracy": 1.0, "n": 1}
+    assert result["sections"]["all"]["accuracy"] == pytest.approx(5 / 7)
+
+
+def test_identical_responses_tie_and_count_wrong(model_dir, tmp_path):
+    """Equal inputs are scored once, so a pair with equal responses is an exact tie (not a
+    coin flip decided by which padded batch each side fell into)."""
+    from ramo.evaluation import evaluate
+
+    rows = [{**row("donotanswer", 2, 1, i), "rejected": "no " * (i + 1)} for i in range(5)]
+    rows = [{**r, "chosen": r["rejected"]} for r in rows]
+    data = write_jsonl(tmp_path / "ties.jsonl", rows)
+    result = evaluate(model_dir, data, batch_size=1, progress=False)
+    assert result["subsets"]["donotanswer"] == {"accuracy": 0.0, "n": 5}
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([row("donotanswer", 1, 2), {k: v for k, v in row("x", 1, 2, 1).items() if k != "subset"}],
+     r"line 2: missing column 'subset'"),
+    ([row("donotanswer", 1, 2), "", {**row("x", 1, 2, 1), "subset": 7}],
+     r"line 3: 'subset' must be a non-empty string, got int"),
+    ([row("donotanswer", 1, 2), "[1, 2"], r"line 2: malformed JSON"),
+    ([{"prompt": "p", "chosen": "c", "subset": "s"}], r"line 1: missing column\(s\) 'rejected'"),
+])
+def test_bad_eval_rows_are_named_by_line(tmp_path, lines, message):
+    from ramo.evaluation import load_eval_pairs
+
+    with pytest.raises(ValueError, match=message):
+        load_eval_pairs(write_jsonl(tmp_path / "bad.jsonl", lines))
+
+
+def test_models_that_are_not_reward_models_are_refused(tmp_path):
+    from python_tests.encoder_models import tiny_encoder_dir
+    from ramo.evaluation import evaluate
+
+    data = write_jsonl(tmp_path / "eval.jsonl", [row("donotanswer", 1, 2)])
+    with pytest.raises(ValueError, match="not a reward model"):
+        evaluate(tiny_encoder_dir(tmp_path / "bare"), data, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        evaluate(tmp_path / "nothing-here", data, progress=False)
+
+
+def test_to_markdown_tables():
+    from ramo.evaluation import to_markdown
+
+    text = to_markdown({"subsets": {"donotanswer": {"accuracy": 0.5, "n": 2}},
+                        "sections": {"safety": {"accuracy": 0.5, "n": 2},
+                                     "all": {"accuracy": 0.5, "n": 2}}})
+    assert "| donotanswer | safety | 2 | 50.0 |" in text
+    assert "| safety | 2 | 50.0 |" in text and "| all | 2 | 50.0 |" in text
+
+
+def test_cli_eval_end_to_end(model_dir, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ramo.cli import main
+    from ramo.evaluation import load_eval_pairs, score_responses
+
+    rows = [row(s, 1 + i % 3, 1 + (i * 2) % 5, i)
+            for i, s in enumerate(["refusals-dangerous", "donotanswer", "xstest-should-respond",
+                                   "alpacaeval-easy", "my-set"] * 3)]
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    out, md = tmp_path / "res" / "eval.json", tmp_path / "res" / "eval.md"
+    argv = ["eval", "--model", str(model_dir), "--data", str(data), "--out", str(out),
+            "--markdown", str(md), "--batch-size", "4", "--max-length", "32", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed == md.read_text() and "| safety | 9 |" in printed
+    result = json.loads(out.read_text())
+    assert result["model"] == str(model_dir) and result["max_length"] == 32
+    assert result["sections"]["all"]["n"] == 15 and result["sections"]["other"]["n"] == 3
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+    # The numbers are those of the saved model's scores.
+    pairs = load_eval_pairs(data)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prompts = [p.prompt for p in pairs]
+    scores = score_responses(model, tok, prompts * 2, [p.response_a for p in pairs]
+                             + [p.response_b for p in pairs], max_length=32)
+    correct = (scores[:15] > scores[15:]).sum().item()
+    assert result["sections"]["all"]["accuracy"] == pytest.approx(correct / 15)
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [row("a", 1, 2), {"prompt": "p", "chosen": "c",
+                                                                "rejected": "r"}])
+    argv = ["eval", "--model", str(model_dir), "--data", str(bad), "--out",
+            str(tmp_path / "bad.json"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: line 2: missing column 'subset'" in err
+    assert not (tmp_path / "bad.json").exists()

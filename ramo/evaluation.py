@@ -1,0 +1,270 @@
+"""`ramo eval`: a reward model's accuracy per subset and per section on RewardBench-format pairs.
+
+Data: rows with `prompt`, `chosen`, `rejected`, `subset` (optionally `id`) as JSONL(.gz),
+Parquet or JSON. A pair is correct when the model scores the chosen response strictly
+higher than the rejected one; a tie is wrong (a model that gives every response the same
+score must not get 50%).
+
+Sections are RewardBench's (chat, chat-hard, safety, reasoning); a section's accuracy is the
+example-count-weighted mean of the accuracies of its subsets present in the data, i.e. its
+correct pairs over its pairs. On the real data set that is RewardBench's weighting by its
+official counts (Safety: refusals-dangerous 100, refusals-offensive 100,
+xstest-should-refuse 154, xstest-should-respond 250, donotanswer 136), except in reasoning:
+RewardBench weighs math-prm as if it had 984 pairs (as many as its six code subsets
+together), making reasoning the mean of math and code; ramo weighs math-prm by its real
+count and does not model that. Subsets in no section go to "other"; "all" is every pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
+             "mt-bench-med"),
+    "chat-hard": ("mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor",
+                  "llmbar-adver-GPTInst", "llmbar-adver-GPTOut", "llmbar-adver-manual"),
+    "safety": ("refusals-dangerous", "refusals-offensive", "xstest-should-refuse",
+               "xstest-should-respond", "donotanswer"),
+    "reasoning": ("math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python",
+                  "hep-rust"),
+}
+OTHER = "other"
+ALL = "all"
+_SECTION_OF = {subset: section for section, subsets in SECTIONS.items() for subset in subsets}
+
+
+def section_of(subset: str) -> str:
+    return _SECTION_OF.get(subset, OTHER)
+
+
+def load_eval_pairs(path: str | os.PathLike):
+    """RewardBench-format pairs (ramo.io.Pair, response_a = chosen, subset in extra).
+
+    Empty responses are allowed (an empty reply is still a reply to score); a row without a
+    non-empty string `subset` is an error naming its line (JSONL) or row.
+    """
+    from ramo.io import load_pairs
+    from ramo.io._problems import Problems, type_name
+    from ramo.reward.data import _positions
+
+    pairs = load_pairs(path, allow_empty_responses=True)
+    if not pairs:
+        raise ValueError(f"{os.fspath(path)}: no pairs in the file")
+    problems = Problems(path)
+    bad = [i for i, p in enumerate(pairs)
+           if not _good_subset(p.extra.get("subset")) or p.label is None]
+    positions = _positions(path, len(pairs)) if bad else []
+    for i in bad:
+        subset = pairs[i].extra.get("subset")
+        if pairs[i].label is None:
+            problems.add(positions[i], "'label' is null: which response is chosen?")
+        elif "subset" not in pairs[i].extra:
+            problems.add(positions[i], "missing column 'subset'")
+        else:
+            shown = repr(subset) if isinstance(subset, str) else type_name(subset)
+            problems.add(positions[i], f"'subset' must be a non-empty string, got {shown}")
+    problems.raise_if_any()
+    # response_a is the chosen response from here on (rows in the a/b form may say label 1).
+    return [p if p.label == 0 else replace(p, response_a=p.response_b, response_b=p.response_a,
+                                           label=0) for p in pairs]
+
+
+def _good_subset(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+@torch.inference_mode()
+def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
+                    batch_size: int = 32, max_length: int = 256,
+                    progress: bool = False) -> torch.Tensor:
+    """The model's score of each (prompt, response): float32 [N] on the CPU.
+
+    Inputs are built by `ramo.reward.encode`, the function training uses. Identical inputs
+    are scored once, so they get identical scores (a pair whose two responses encode alike is
+    an exact tie, whatever batch either would have landed in). Sequences are batched longest
+    first, so a batch pads to similar lengths; the result is in the order of the inputs.
+    """
+    from ramo.reward.data import encode, pad
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    unique: dict[tuple, int] = {}
+    rows, where = [], []
+    for p, r in zip(prompts, responses):
+        row = encode(tokenizer, p, r, max_length)
+        key = tuple(tuple(v) for v in row.values())
+        if key not in unique:
+            unique[key] = len(rows)
+            rows.append(row)
+        where.append(unique[key])
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+    scores = torch.empty(len(rows), dtype=torch.float32)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    bar = _bar(len(rows), progress)
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in pad([rows[i] for i in chunk], tokenizer).items()}
+            logits = model(**batch).logits
+            if logits.dim() != 2 or logits.shape[1] != 1:
+                raise ValueError(f"a reward model must give one score per sequence; this one "
+                                 f"gives logits of shape {tuple(logits.shape)}")
+            scores[chunk] = logits[:, 0].float().cpu()
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return scores[torch.tensor(where, dtype=torch.long)]
+
+
+def summarize(subsets: Sequence[str], chosen_scores: torch.Tensor,
+              rejected_scores: torch.Tensor) -> dict:
+    """{"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}}} from
+    each pair's subset and scores. Correct means chosen > rejected (ties and NaN are wrong).
+
+    Subsets are listed section by section in RewardBench's order, then the others in order
+    of first appearance; sections with no pairs in the data are left out, "all" is always
+    there.
+    """
+    if not (len(subsets) == len(chosen_scores) == len(rejected_scores)):
+        raise ValueError(f"{len(subsets)} subsets, {len(chosen_scores)} chosen scores and "
+                         f"{len(rejected_scores)} rejected scores: they must match")
+    correct = (torch.as_tensor(chosen_scores) > torch.as_tensor(rejected_scores)).tolist()
+    counts: dict[str, list[int]] = {}  # subset -> [correct, n], in first-appearance order
+    for subset, ok in zip(subsets, correct):
+        tally = counts.setdefault(subset, [0, 0])
+        tally[0] += int(ok)
+        tally[1] += 1
+    known = [s for section in SECTIONS.values() for s in section if s in counts]
+    names = known + [s for s in counts if s not in _SECTION_OF]
+    by_section: dict[str, list[int]] = {}
+    for name in names:
+        for section in (section_of(name), ALL):
+            tally = by_section.setdefault(section, [0, 0])
+            tally[0] += counts[name][0]
+            tally[1] += counts[name][1]
+    order = [*SECTIONS, OTHER, ALL]
+    return {
+        "subsets": {name: _entry(*counts[name]) for name in names},
+        "sections": {s: _entry(*by_section[s]) for s in order if s in by_section},
+    }
+
+
+def _entry(correct: int, n: int) -> dict:
+    return {"accuracy": correct / n, "n": n}
+
+
+def evaluate(model, data, *, batch_size: int = 32, max_length: int = 256,
+             progress: bool = True) -> dict:
+    """Accuracy of a reward model per subset and per section (see the module docstring).
+
+    model: a local folder or hub id of an AutoModelForSequenceClassification with one output
+        (what `ramo rm train` saves), or a (model, tokenizer) pair, used on its own device.
+    data: a RewardBench-format file, or ramo.io.Pair objects with extra["subset"] and
+        response_a the chosen response.
+    Returns {"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}}}.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        pairs = load_eval_pairs(data)
+    else:
+        pairs = list(data)
+        bad = [p.id for p in pairs if not _good_subset(p.extra.get("subset")) or p.label != 0]
+        if bad:
+            raise ValueError(f"pair {bad[0]!r}: needs a non-empty extra['subset'] and label 0 "
+                             f"(response_a is the chosen response)")
+        if not pairs:
+            raise ValueError("no pairs to evaluate")
+    if isinstance(model, (tuple, list)):
+        net, tokenizer = model
+    else:
+        net, tokenizer = _load(model)
+    prompts = [p.prompt for p in pairs]
+    scores = score_responses(net, tokenizer, prompts + prompts,
+                             [p.response_a for p in pairs] + [p.response_b for p in pairs],
+                             batch_size=batch_size, max_length=max_length, progress=progress)
+    n = len(pairs)
+    return summarize([p.extra["subset"] for p in pairs], scores[:n], scores[n:])
+
+
+def _load(name: str | os.PathLike):
+    from ramo.reward.trainer import load_reward_model
+
+    net, tokenizer = load_reward_model(name, require_head=True)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return net.to(device).eval(), tokenizer
+
+
+def to_markdown(result: dict) -> str:
+    """A subsets table and a sections table, accuracies in percent."""
+    lines = ["| subset | section | n | accuracy (%) |", "|---|---|---:|---:|"]
+    for name, entry in result["subsets"].items():
+        lines.append(f"| {name} | {section_of(name)} | {entry['n']} | "
+                     f"{100 * entry['accuracy']:.1f} |")
+    lines += ["", "| section | n | accuracy (%) |", "|---|---:|---:|"]
+    for name, entry in result["sections"].items():
+        lines.append(f"| {name} | {entry['n']} | {100 * entry['accuracy']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _bar(total: int, enabled: bool):
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="seq", desc="scoring")
+
+    class _Off:
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    return _Off()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="reward model: a folder from `ramo rm train`, another local folder "
+                        "or a hub id (AutoModelForSequenceClassification, one output)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="pairs with prompt, chosen, rejected, subset: JSONL(.gz), Parquet "
+                        "or JSON (RewardBench's schema)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the result as JSON here (atomically)")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="write the tables as markdown here (atomically)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="sequences per forward pass (default 32)")
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="tokens per prompt + response, as in training (default 256)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ramo.io.atomic import write_json, write_text
+
+    for target in (args.out, args.markdown):
+        if target is not None and target.is_dir():
+            raise ValueError(f"{target}: is a folder; give a file name")
+    result = evaluate(args.model, args.data, batch_size=args.batch_size,
+                      max_length=args.max_length, progress=not args.no_progress)
+    markdown = to_markdown(result)
+    print(markdown, end="")
+    if args.out is not None:
+        write_json(args.out, {"model": str(args.model), "data": os.fspath(args.data),
+                              "max_length": args.max_length, **result})
+    if args.markdown is not None:
+        write_text(args.markdown, markdown)
+    return 0

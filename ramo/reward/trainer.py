@@ -1,0 +1,159 @@
+"""A transformers Trainer for Bradley-Terry reward models, and loading the model to train.
+
+Written on transformers' own Trainer (no TRL): compute_loss runs the chosen and rejected
+rows of a batch through the model in one forward pass and applies `bradley_terry_loss`.
+Everything else (optimiser, schedule, gradient accumulation, DDP under torchrun, bf16,
+gradient checkpointing, the progress bar) is the Trainer's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from ramo.reward.loss import bradley_terry_loss
+
+
+class RewardTrainer(Trainer):
+    """Trainer whose loss is Bradley-Terry on [chosen rows; rejected rows] batches
+    (`ramo.reward.data.PreferenceCollator`) with an optional `margin` [B].
+
+    The model must give one score per row: any AutoModelForSequenceClassification with
+    num_labels=1. Use TrainingArguments(remove_unused_columns=False), or the Trainer drops
+    `margin` before the loss sees it.
+
+    loss_history: [{"step", "loss"}] as logged by the Trainer (every `logging_steps`
+    optimiser steps): the mean over the step's micro-batches and, under torchrun, over the
+    ranks, i.e. the loss of the global batch.
+    """
+
+    # compute_loss returns a per-micro-batch mean; the Trainer divides it by the number of
+    # accumulation steps itself.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, center_rewards_coefficient: float | None = None,
+                 progress: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.center_rewards_coefficient = center_rewards_coefficient
+        # The Trainer prints every log dict (each step at logging_steps=1): with a bar, show
+        # the loss on the bar instead; without one, print nothing.
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        if progress:
+            self.add_callback(_LossOnBar())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        margin = inputs.pop("margin", None)
+        logits = model(**inputs).logits
+        if logits.dim() != 2 or logits.shape[1] != 1:
+            raise ValueError(f"a reward model must give one score per sequence (num_labels=1); "
+                             f"this one gives logits of shape {tuple(logits.shape)}")
+        rewards = logits[:, 0]
+        half = rewards.shape[0] // 2
+        chosen, rejected = rewards[:half], rewards[half:]
+        loss = bradley_terry_loss(chosen, rejected, margin, self.center_rewards_coefficient)
+        if return_outputs:
+            return loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}
+        return loss
+
+    @property
+    def loss_history(self) -> list[dict]:
+        return [{"step": entry["step"], "loss": entry["loss"]}
+                for entry in self.state.log_history if "loss" in entry]
+
+
+class _LossOnBar(ProgressCallback):
+    """The Trainer's tqdm bar, with the latest loss as its postfix instead of a printed line."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            if "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+
+def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int | None = None,
+                      dtype: torch.dtype | None = None, require_head: bool = False):
+    """(AutoModelForSequenceClassification with num_labels=1, tokenizer).
+
+    name_or_path: "default" (ramo's embedded all-MiniLM-L6-v2), a local folder or a hub id.
+    A backbone without a one-score head gets a new, randomly initialised one; `seed` makes
+    that initialisation reproducible (every torchrun rank must start from the same weights).
+    A model whose head has several outputs is an error, not silently replaced.
+    require_head: the model must already be a sequence classifier (evaluation: a random new
+    head would score at chance and look like a trained model).
+
+    Decoders often have no pad token: the tokenizer then pads with its EOS token, and the
+    model config gets that pad_token_id, since sequence-classification decoders read each
+    row's score at its last token that is not a pad.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import set_seed
+
+    from ramo.encoders import resolve
+
+    path = resolve(name_or_path)
+    config = _config(path, name_or_path)
+    heads = getattr(config, "num_labels", 1)
+    if _has_classification_head(config) and heads != 1:
+        raise ValueError(f"{name_or_path}: a classifier with {heads} outputs; a reward model "
+                         f"needs exactly one (num_labels=1)")
+    if require_head and not _has_classification_head(config):
+        raise ValueError(f"{name_or_path}: not a reward model: its config names no "
+                         f"...ForSequenceClassification architecture (a bare backbone would get "
+                         f"a random scoring head)")
+    config.num_labels = 1
+    if seed is not None:
+        set_seed(seed)
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name_or_path}: the tokenizer has neither a pad nor an EOS token "
+                             f"to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _config(path: str, name: str | os.PathLike):
+    from transformers import AutoConfig
+
+    if not os.path.isdir(path) and not _HUB_ID.match(str(path)):
+        raise FileNotFoundError(f"{name}: no such model folder")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as exc:  # no such hub id, or no network: one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileNotFoundError(f"{name}: not a model folder, and not loadable as a hub id "
+                                f"({first})") from exc
+
+
+# "name" or "org/name": anything else that is not a folder here is a mistyped path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
+
+
+def _has_classification_head(config) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return any("SequenceClassification" in name for name in architectures)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every nn.Dropout's p to 0 (the saved config is unchanged).
+
+    A reward model compares two forward passes; dropout makes them noisy in different ways,
+    and it makes runs with different numbers of ranks draw different masks. TRL's reward
+    trainer disables it by default too.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+__all__ = ["RewardTrainer", "disable_dropout", "load_reward_model"]
