@@ -5,14 +5,13 @@ end to end on a tiny classifier saved to disk."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from python_tests.encoder_models import tiny_classifier_dir
-from python_tests.test_reward import write_jsonl
+# The tiny reward model and its tokenizer are the reward tests' fixtures.
+from python_tests.test_reward import model_dir, tokenizer, write_jsonl  # noqa: F401
 
 
 class LengthScorer(torch.nn.Module):
@@ -25,18 +24,6 @@ class LengthScorer(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         return SimpleNamespace(logits=attention_mask.sum(1, keepdim=True).float())
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tiny_classifier_dir(tmp_path_factory.mktemp("tiny_rm"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def row(subset: str, chosen_words: int, rejected_words: int, i: int = 0) -> dict:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ramo
-from ramo import backends, reference
+from ramo import backends
 from ramo.ops.select_rules import MAX_FAST_K, RuleSelection
 from python_tests.baselines import select_rules_eager
 

@@ -66,9 +66,9 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
 
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer,
                               TrainingArguments, set_seed)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ramo.encoders import resolve
+    from ramo.progress import show_loss_on_bar
     from ramo.io.atomic import atomic_dir, write_json
 
     set_seed(seed)  # the new head's initial weights come from here
@@ -101,10 +101,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
             report_to="none", save_strategy="no", logging_strategy="steps", logging_steps=1,
             disable_tqdm=not progress, dataloader_pin_memory=torch.cuda.is_available())
         trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collate)
-        # Every step is logged, for the loss history; printing each would bury the bar.
-        trainer.remove_callback(PrinterCallback)
-        if trainer.pop_callback(ProgressCallback) is not None:
-            trainer.add_callback(_loss_bar())
+        show_loss_on_bar(trainer, progress)  # every step is logged, for the loss history
         result = trainer.train()
     trained = time.perf_counter()
 
@@ -127,19 +124,6 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
             "timings": {"load_s": loaded - started, "tokenize_s": tokenized - loaded,
                         "train_s": trained - tokenized, "save_s": saved - trained,
                         "total_s": saved - started}}
-
-
-def _loss_bar():
-    """Trainer's progress bar, showing the running loss on the bar instead of printing every
-    logged step under it."""
-    from transformers.trainer_callback import ProgressCallback
-
-    class LossBar(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.training_bar is not None and logs and "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
-
-    return LossBar()
 
 
 def _check_options(*, k, epochs, learning_rate, batch_size, max_length, n_rules) -> None:

@@ -13,8 +13,8 @@ import re
 
 import torch
 from transformers import Trainer
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from ramo.progress import show_loss_on_bar
 from ramo.reward.loss import bradley_terry_loss
 
 
@@ -39,12 +39,7 @@ class RewardTrainer(Trainer):
                  progress: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.center_rewards_coefficient = center_rewards_coefficient
-        # The Trainer prints every log dict (each step at logging_steps=1): with a bar, show
-        # the loss on the bar instead; without one, print nothing.
-        self.remove_callback(ProgressCallback)
-        self.remove_callback(PrinterCallback)
-        if progress:
-            self.add_callback(_LossOnBar())
+        show_loss_on_bar(self, progress)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -65,15 +60,6 @@ class RewardTrainer(Trainer):
     def loss_history(self) -> list[dict]:
         return [{"step": entry["step"], "loss": entry["loss"]}
                 for entry in self.state.log_history if "loss" in entry]
-
-
-class _LossOnBar(ProgressCallback):
-    """The Trainer's tqdm bar, with the latest loss as its postfix instead of a printed line."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs:
-            if "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
 
 
 def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int | None = None,
