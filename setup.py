@@ -54,11 +54,12 @@ def extension():
 
 
 setup(
-    packages=["ramo", "ramo.io", "ramo.judge", "ramo.ops", "ramo.ratings", "ramo.reference",
-              "ramo.triton_kernels"],
+    packages=["ramo", "ramo.adapter", "ramo.io", "ramo.judge", "ramo.ops", "ramo.ratings",
+              "ramo.reference", "ramo.reward", "ramo.triton_kernels"],
     package_dir={"ramo.triton_kernels": "kernels/triton"},
-    # The default rule pool ships inside the package (`--rules default`).
-    package_data={"ramo": ["data/rules/*.jsonl", "data/rules/README.md"]},
+    # The default rule pool (`--rules default`) and the demo's data ship inside the package.
+    package_data={"ramo": ["data/rules/*.jsonl", "data/rules/README.md", "data/demo/*.jsonl",
+                           "data/demo/*.jsonl.gz", "data/demo/*.json", "data/demo/README.md"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
 )
