@@ -129,10 +129,10 @@ def export_seed(pipeline, folder: Path) -> None:
                 "rules_fingerprint": rules_fingerprint(pipeline.rules),
                 "judge_info": store.judge_info, "template_info": store.template_info,
                 "ratings": len(rows)}
-    with atomic_path(folder / SEED_ROWS.name) as tmp, gzip.open(tmp, "wt", encoding="utf-8",
-                                                                 compresslevel=9, mtime=0) as f:
-        for row in rows:
-            f.write(json.dumps(dict(zip(COLUMNS, row))) + "\n")
+    text = "".join(json.dumps(dict(zip(COLUMNS, row))) + "\n" for row in rows)
+    with atomic_path(folder / SEED_ROWS.name) as tmp:
+        # mtime=0: the same ratings give the same bytes, so a regenerated seed diffs clean.
+        tmp.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
     write_json(folder / SEED_META.name, meta)
     print(f"wrote {len(rows)} ratings to {folder / SEED_ROWS.name}")
 
