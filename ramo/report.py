@@ -79,6 +79,10 @@ def _selection(p, plots_dir):
         lines.append(f"- agreement with the data's own (human-written) preference: "
                      f"{agreement['agree']} / {agreement['n']} = {100 * agreement['rate']:.1f}% "
                      "(ties count as disagreement)")
+        if agreement["rate"] < 0.6:
+            lines.append("- that is close to chance: this judge's rule scores carry little "
+                         "signal on these pairs, so the labels, and a reward model trained on "
+                         "them, cannot be better than a coin; rate with a stronger judge")
     selections = load_selections(p.path("selections.jsonl"))
     category = {r.id: r.category or "(none)" for r in p.rules}
     counts = Counter(category[rid] for s in selections for rid in s["rule_ids"])
@@ -220,8 +224,12 @@ def _histogram(path, title, series: dict[str, list[float]]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    # The range follows the data: a weak judge's discrepancies can all lie below 0.05, and
+    # on the full [0, 2] they would be one bar.
+    top = max((v for values in series.values() for v in values), default=0.0) or 1.0
     for name, values in series.items():
-        ax.hist(values, bins=40, range=(0, 2), density=True, alpha=0.55, label=f"{name} (n={len(values)})")
+        ax.hist(values, bins=40, range=(0, top), alpha=0.55, density=True,
+                label=f"{name} (n={len(values)})")
     ax.set_xlabel("|s(A) - s(B)|")
     ax.set_ylabel("density")
     ax.set_title(title)
