@@ -25,9 +25,11 @@ CXX_FLAGS = [
     "-ffp-contract=off",
 ]
 SOURCES = ["csrc/ops.cpp", "csrc/select_rules.cpp", "csrc/cpu/select_rules.cpp",
-           "csrc/judge_scores.cpp", "csrc/cpu/judge_scores.cpp"]
+           "csrc/judge_scores.cpp", "csrc/cpu/judge_scores.cpp",
+           "csrc/rule_head_select.cpp", "csrc/cpu/rule_head_select.cpp"]
 CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu",
-                "csrc/cuda/judge_scores.cpp", "kernels/cuda/judge_scores.cu"]
+                "csrc/cuda/judge_scores.cpp", "kernels/cuda/judge_scores.cu",
+                "csrc/cuda/rule_head_select.cpp", "kernels/cuda/rule_head_select.cu"]
 
 
 def with_cuda() -> bool:
@@ -54,7 +56,8 @@ def extension():
 
 
 setup(
-    packages=["ramo", "ramo.adapter", "ramo.io", "ramo.judge", "ramo.ops", "ramo.ratings",
+    packages=["ramo", "ramo.adapter", "ramo.io", "ramo.judge", "ramo.ops",
+              "ramo.ratings",
               "ramo.reference", "ramo.reward", "ramo.triton_kernels"],
     package_dir={"ramo.triton_kernels": "kernels/triton"},
     # The default rule pool (`--rules default`) and the demo's data ship inside the package.

@@ -2,7 +2,7 @@
 # The one prepared check for a lent GPU machine (well under 8 minutes on an H100 / H200):
 # build ramo._C with CUDA against the machine's torch (editable install), print `ramo info`, run the op
 # tests (cuda and triton tests included: on a GPU Triton runs compiled, not interpreted), and
-# run the select_rules and judge_scores benchmarks on the GPU. Logs and results go to $OUT (the device tool's
+# run the select_rules, judge_scores and rule_head_select benchmarks on the GPU. Logs and results go to $OUT (the device tool's
 # folder) or benchmarks/results/gpu; copy them into benchmarks/results/ afterwards.
 #
 #   bash benchmarks/gpu_check.sh
@@ -30,7 +30,7 @@ echo "== tests ($(date +%T))"
 # The op tests only: the judge and rating tests need transformers and the offline judge,
 # which a bare GPU machine may lack, and they exercise no GPU kernel of ramo's own.
 timeout 240 "$PY" -m pytest python_tests/test_select_rules.py python_tests/test_judge_scores.py \
-  -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
+  python_tests/test_rule_head_select.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== benchmark ($(date +%T))"
@@ -41,6 +41,10 @@ timeout 240 "$PY" benchmarks/bench_select_rules.py --device cuda --min-time 0.2 
 echo "== judge_scores benchmark ($(date +%T))"
 timeout 240 "$PY" benchmarks/bench_judge_scores.py --device cuda --min-time 0.2 --out "$OUT" \
   2>&1 | tee "$OUT/bench_judge_scores.log" | tail -20
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "== rule_head_select benchmark ($(date +%T))"
+timeout 240 "$PY" benchmarks/bench_rule_heads.py --device cuda --min-time 0.2 --out "$OUT" \
+  2>&1 | tee "$OUT/bench_rule_heads.log" | tail -20
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "== done ($(date +%T)), status $status"
 exit "$status"

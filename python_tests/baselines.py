@@ -43,3 +43,20 @@ def judge_scores_eager(hidden, weight, yes_ids, no_ids, other_ids=(), bias=None)
     total = p_yes + p_no + p_other
     relevance = torch.where(total > 0, (p_yes + p_no) / total, torch.zeros_like(total))
     return p_yes, p_no, p_other, p_yes - p_no, relevance
+
+
+def rule_head_select_eager(hidden_a, hidden_b, weight, bias, relevance, k,
+                           discrepancy_weight=0.5, relevance_weight=1.0):
+    """Plain PyTorch for ramo.ops.rule_head_select: two addmm (the per-rule heads), then
+    select_rules_eager (abs, topk, gather, sum, compare). Differentiable through autograd, which
+    builds the dense [N, R] gradient of the scores. Returns (indices, criterion, reward_a,
+    reward_b, margin, preference, scores_a, scores_b)."""
+    if bias is None:
+        scores_a, scores_b = hidden_a @ weight.T, hidden_b @ weight.T
+    else:
+        scores_a = torch.addmm(bias, hidden_a, weight.T)
+        scores_b = torch.addmm(bias, hidden_b, weight.T)
+    if relevance is None:
+        relevance = torch.zeros(weight.shape[0], dtype=scores_a.dtype, device=scores_a.device)
+    return (*select_rules_eager(scores_a, scores_b, relevance, k, discrepancy_weight,
+                                relevance_weight), scores_a, scores_b)

@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 from ramo import ops  # noqa: E402  (registers the torch.library ops)
-from ramo.ops import JudgeScores, RuleSelection, judge_scores, select_rules  # noqa: E402
+from ramo.ops import (  # noqa: E402
+    JudgeScores,
+    RuleHeadSelection,
+    RuleSelection,
+    judge_scores,
+    rule_head_select,
+    select_rules,
+)
 
-__all__ = ["JudgeScores", "RuleSelection", "__version__", "judge_scores", "ops", "select_rules"]
+__all__ = ["JudgeScores", "RuleHeadSelection", "RuleSelection", "__version__", "judge_scores",
+           "ops", "rule_head_select", "select_rules"]

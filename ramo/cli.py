@@ -14,6 +14,7 @@ def info() -> str:
     import ramo
     from ramo import backends
     from ramo.ops.judge_scores import STALE_BUILD
+    from ramo.ops.rule_head_select import STALE_BUILD as RULE_HEAD_STALE_BUILD
     from ramo.ops.select_rules import MAX_FAST_K
 
     built = backends.built()
@@ -38,6 +39,10 @@ def info() -> str:
                      f"(k <= {MAX_FAST_K}; larger k -> reference)")
         chosen = backends.resolve("judge_scores", device, None, not_fast=STALE_BUILD)
         lines.append(f"  judge_scores on {device.type} tensors -> {chosen}")
+        chosen = backends.resolve("rule_head_select", device, None,
+                                  not_fast=RULE_HEAD_STALE_BUILD)
+        lines.append(f"  rule_head_select on {device.type} tensors -> {chosen} "
+                     f"(k <= {MAX_FAST_K}; larger k -> reference)")
     return "\n".join(lines)
 
 

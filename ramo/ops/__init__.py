@@ -3,6 +3,8 @@
 arguments."""
 
 from ramo.ops.judge_scores import JudgeScores, judge_scores
+from ramo.ops.rule_head_select import RuleHeadSelection, rule_head_select
 from ramo.ops.select_rules import RuleSelection, select_rules
 
-__all__ = ["JudgeScores", "RuleSelection", "judge_scores", "select_rules"]
+__all__ = ["JudgeScores", "RuleHeadSelection", "RuleSelection", "judge_scores",
+           "rule_head_select", "select_rules"]
