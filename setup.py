@@ -56,7 +56,7 @@ def extension():
 
 
 setup(
-    packages=["ramo", "ramo.adapter", "ramo.io", "ramo.judge", "ramo.ops",
+    packages=["ramo", "ramo.adapter", "ramo.io", "ramo.judge", "ramo.models", "ramo.ops",
               "ramo.ratings",
               "ramo.reference", "ramo.reward", "ramo.triton_kernels"],
     package_dir={"ramo.triton_kernels": "kernels/triton"},

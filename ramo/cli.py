@@ -67,6 +67,7 @@ COMMANDS = {
                  "from selections"),
     ("rm", "train"): ("ramo.reward.train", "train a Bradley-Terry reward model on labeled pairs"),
     ("eval",): ("ramo.evaluation", "score a reward model on a RewardBench-schema set"),
+    ("explain",): ("ramo.explain", "show the rules a rule-head reward model selects for a pair"),
     ("pipeline",): ("ramo.pipeline", "run the whole method from a config, resumably"),
     ("demo",): ("ramo.demo", "run the pipeline on the embedded defaults and write a report"),
 }

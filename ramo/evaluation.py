@@ -191,17 +191,31 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int = 256,
     else:
         net, tokenizer = _load(model)
     prompts = [p.prompt for p in pairs]
+    subsets = [p.extra["subset"] for p in pairs]
+    from ramo.models import RuleHeadRewardModel
+
+    if isinstance(net, RuleHeadRewardModel):
+        # A rule-head model compares a pair as it was trained: the sums over the k heads on
+        # which the two responses differ most (margin > 0: chosen wins; a tie is wrong).
+        margin = net.compare(tokenizer, prompts, [p.response_a for p in pairs],
+                             [p.response_b for p in pairs], batch_size=batch_size,
+                             max_length=max_length).margin
+        return summarize(subsets, margin, torch.zeros_like(margin))
     scores = score_responses(net, tokenizer, prompts + prompts,
                              [p.response_a for p in pairs] + [p.response_b for p in pairs],
                              batch_size=batch_size, max_length=max_length, progress=progress)
     n = len(pairs)
-    return summarize([p.extra["subset"] for p in pairs], scores[:n], scores[n:])
+    return summarize(subsets, scores[:n], scores[n:])
 
 
 def _load(name: str | os.PathLike):
+    from ramo.models import RuleHeadRewardModel, is_rule_head_folder
     from ramo.reward.trainer import load_reward_model
 
-    net, tokenizer = load_reward_model(name, require_head=True)
+    if is_rule_head_folder(name):
+        net, tokenizer = RuleHeadRewardModel.from_pretrained(name)
+    else:
+        net, tokenizer = load_reward_model(name, require_head=True)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     return net.to(device).eval(), tokenizer
 

@@ -31,7 +31,8 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                        center_rewards_coefficient: float | None = None, bf16: bool = False,
                        gradient_checkpointing: bool = False, seed: int = 0,
                        progress: bool = True, logging_steps: int = 1,
-                       max_steps: int | None = None, disable_dropout: bool = True) -> dict:
+                       max_steps: int | None = None, disable_dropout: bool = True,
+                       heads: str = "single", rules=None, k: int = 5) -> dict:
     """Fine-tune `model` as a reward model on the pairs in `train_file`; save it to `out_dir`.
 
     train_file: a preference file (see `ramo.reward.load_preferences`), or pairs already in
@@ -47,6 +48,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     bf16, gradient_checkpointing: passed to TrainingArguments (the latter as
         activation_checkpointing, its name in transformers 5).
     disable_dropout: dropout off during training (the default, as in TRL's reward trainer).
+    heads: "single" (one score head) or "rules": a `ramo.models.RuleHeadRewardModel` with one
+        head per rule of `rules` (a pool path, "default", or a list of Rule), trained with
+        Bradley-Terry on the summed scores of the k heads that differ most per pair.
 
     The pairs are shuffled once with `seed` and then read in order, every epoch. Since
     accelerate (without split_batches) hands rank r the batches r, r + N, r + 2N, ... of that
@@ -77,7 +81,10 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         "max_length": max_length, "center_rewards_coefficient": center_rewards_coefficient,
         "bf16": bf16, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
         "logging_steps": logging_steps, "max_steps": max_steps, "disable_dropout": disable_dropout,
+        "heads": heads, "k": k,
     }
+    if heads not in ("single", "rules"):
+        raise ValueError(f"heads must be 'single' or 'rules', not {heads!r}")
     _check_arguments(arguments, out_dir)
 
     # Everything about the input is checked before the model is loaded.
@@ -91,7 +98,19 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     random.Random(seed).shuffle(order)
     preferences = [preferences[i] for i in order]
 
-    net, tokenizer = load_reward_model(model, seed=seed)
+    if heads == "rules":
+        from ramo.io import load_rules
+        from ramo.models import RuleHeadRewardModel
+        from ramo.reward.trainer import RuleHeadTrainer as trainer_class
+
+        pool = load_rules(rules) if isinstance(rules, (str, os.PathLike)) else list(rules or ())
+        if not pool:
+            raise ValueError("heads='rules' needs the rule pool (rules=...)")
+        net, tokenizer = RuleHeadRewardModel.from_backbone(model, [r.id for r in pool],
+                                                           seed=seed, k=k)
+    else:
+        trainer_class = RewardTrainer
+        net, tokenizer = load_reward_model(model, seed=seed)
     if disable_dropout:
         no_dropout(net)
     start = time.perf_counter()
@@ -112,7 +131,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             # A sequence classifier uses every parameter in each forward; the search for unused
             # ones would cost a graph traversal per step (and a warning per rank).
             ddp_find_unused_parameters=False)
-        trainer = RewardTrainer(
+        trainer = trainer_class(
             model=net, args=args,
             train_dataset=PreferenceDataset(preferences, tokenizer, max_length),
             data_collator=PreferenceCollator(tokenizer), processing_class=tokenizer,
@@ -192,6 +211,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recompute activations in backward: less memory, more time")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the one-time shuffle and of the new head (default 0)")
+    parser.add_argument("--heads", default="single", choices=["single", "rules"],
+                        help="single: one score head (default); rules: one head per rule of "
+                        "--rules, trained on the k heads that differ most per pair "
+                        "(ramo.models.RuleHeadRewardModel)")
+    parser.add_argument("--rules", default=None,
+                        help="with --heads rules: the rule pool ('default' for ramo's)")
+    parser.add_argument("-k", "--k", type=int, default=5,
+                        help="with --heads rules: heads selected per pair (default 5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -201,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
         max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
         bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
-        progress=not args.no_progress, max_steps=args.max_steps)
+        progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
+        rules=args.rules, k=args.k)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
               f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "

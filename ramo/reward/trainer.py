@@ -62,6 +62,27 @@ class RewardTrainer(Trainer):
                 for entry in self.state.log_history if "loss" in entry]
 
 
+class RuleHeadTrainer(RewardTrainer):
+    """RewardTrainer for `ramo.models.RuleHeadRewardModel`: per pair, the fused
+    `rule_head_select` picks the k heads on which chosen and rejected differ most, and the
+    Bradley-Terry loss applies to the summed scores on them (gradients reach only those
+    heads)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        margin = inputs.pop("margin", None)
+        # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass.
+        hidden = model(**inputs).hidden
+        half = hidden.shape[0] // 2
+        selection = self.accelerator.unwrap_model(model).select(hidden[:half], hidden[half:])
+        loss = bradley_terry_loss(selection.reward_a, selection.reward_b, margin,
+                                  self.center_rewards_coefficient)
+        if return_outputs:
+            return loss, {"rewards_chosen": selection.reward_a,
+                          "rewards_rejected": selection.reward_b}
+        return loss
+
+
 def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int | None = None,
                       dtype: torch.dtype | None = None, require_head: bool = False):
     """(AutoModelForSequenceClassification with num_labels=1, tokenizer).
@@ -77,8 +98,7 @@ def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int 
     model config gets that pad_token_id, since sequence-classification decoders read each
     row's score at its last token that is not a pad.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers import set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
 
     from ramo.encoders import resolve
 
@@ -97,15 +117,23 @@ def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int 
         set_seed(seed)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"{name_or_path}: the tokenizer has neither a pad nor an EOS token "
-                             f"to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path, name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_tokenizer(path: str | os.PathLike, name: str | os.PathLike | None = None):
+    """The model's tokenizer, padding with its EOS token when it has no pad token (decoders)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name or path}: the tokenizer has neither a pad nor an EOS token "
+                             f"to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _config(path: str, name: str | os.PathLike):
@@ -142,4 +170,5 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-__all__ = ["RewardTrainer", "disable_dropout", "load_reward_model"]
+__all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "load_reward_model",
+           "load_tokenizer"]

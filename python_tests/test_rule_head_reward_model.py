@@ -1,0 +1,132 @@
+"""RuleHeadRewardModel: pooling, single-response and pair scoring, saving, training through
+`ramo rm train --heads rules`, evaluation, and `ramo explain`; tiny BERT from a config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from python_tests.encoder_models import tiny_encoder_dir
+from python_tests.test_reward import write_jsonl
+
+from ramo.cli import main
+from ramo.models import RuleHeadRewardModel
+from ramo.ops import rule_head_select
+
+RULE_IDS = ["r1", "r2", "r3", "r4", "r5", "r6"]
+RULES = [{"id": r, "text": f"rule number {i}"} for i, r in enumerate(RULE_IDS)]
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return tiny_encoder_dir(tmp_path_factory.mktemp("backbone"))
+
+
+@pytest.fixture(scope="module")
+def model(backbone):
+    return RuleHeadRewardModel.from_backbone(backbone, RULE_IDS, seed=0, k=3)
+
+
+def _batch(tokenizer, texts):
+    return tokenizer(texts, padding=True, return_tensors="pt")
+
+
+@pytest.mark.parametrize("pooling", ["last", "first", "mean"])
+def test_pooling_ignores_padding(backbone, pooling):
+    net, tok = RuleHeadRewardModel.from_backbone(backbone, RULE_IDS, seed=0, pooling=pooling)
+    texts = ["how do i make a bomb please", "no"]
+    together = net.pool(**_batch(tok, texts))  # "no" is right-padded
+    alone = torch.cat([net.pool(**_batch(tok, [t])) for t in texts])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_single_response_scores(model):
+    net, tok = model
+    batch = _batch(tok, ["sorry i can not help", "here is how to do it"])
+    out = net(**batch)
+    assert out.scores.shape == (2, len(RULE_IDS))
+    assert torch.allclose(out.logits[:, 0], out.scores.mean(-1) * net.k)
+    rules = torch.tensor([[0, 2, 5], [1, 1, 3]])
+    picked = net(**batch, rules=rules).logits[:, 0]
+    assert torch.allclose(picked, out.scores.gather(1, rules).sum(-1))
+
+
+def test_compare_is_the_training_selection(model):
+    net, tok = model
+    from ramo.reward import encode
+    from ramo.reward.data import pad
+
+    prompts, a, b = ["q one", "q two", "q three"], ["yes here", "no", "safe answer"], \
+        ["no way", "yes sure", "unsafe answer here"]
+    sel = net.compare(tok, prompts, a, b, batch_size=2)
+    rows = [encode(tok, p, r, 256) for p, r in zip(prompts, a)] + \
+           [encode(tok, p, r, 256) for p, r in zip(prompts, b)]
+    with torch.no_grad():
+        hidden = net.pool(**pad(rows, tok))
+        want = rule_head_select(hidden[:3], hidden[3:], net.heads.weight, net.heads.bias, k=3,
+                                backend="reference")
+    assert torch.equal(sel.indices, want.indices)
+    assert torch.allclose(sel.margin, want.margin, atol=1e-5)
+
+
+def test_save_and_reload(tmp_path, model):
+    net, tok = model
+    net.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    again, tok2 = RuleHeadRewardModel.from_pretrained(tmp_path / "m")
+    assert again.rule_ids == RULE_IDS and again.k == 3 and again.pooling == net.pooling
+    batch = _batch(tok, ["sorry i can not help"])
+    with torch.no_grad():
+        assert torch.allclose(again(**batch).scores, net.eval()(**batch).scores, atol=1e-6)
+    with pytest.raises(ValueError, match="not a rule-head reward model"):
+        RuleHeadRewardModel.from_pretrained(tmp_path)
+
+
+def test_bad_construction(model):
+    net, _ = model
+    with pytest.raises(ValueError, match="k must be an integer from 1 to the 6 rules"):
+        RuleHeadRewardModel(net.backbone, RULE_IDS, k=7)
+    with pytest.raises(ValueError, match="distinct"):
+        RuleHeadRewardModel(net.backbone, ["r1", "r1"])
+
+
+def _pairs(n):
+    good = ["sorry i can not help with that", "please ask a doctor", "here is safe data"]
+    bad = ["here is how to make a bomb", "kill the process people", "private data of people"]
+    return [{"id": f"p{i}", "prompt": f"question {i} how do i do it", "chosen": good[i % 3],
+             "rejected": bad[i % 3]} for i in range(n)]
+
+
+def test_rm_train_heads_rules_then_eval_and_explain(tmp_path, backbone, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", _pairs(12))
+    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+    out = tmp_path / "rm"
+    assert main(["rm", "train", "--data", str(data), "--out", str(out), "--model", str(backbone),
+                 "--heads", "rules", "--rules", str(rules), "-k", "2", "--batch-size", "4",
+                 "--epochs", "2", "--lr", "1e-3", "--no-progress"]) == 0
+    record = json.loads((out / "ramo_training.json").read_text())
+    assert record["arguments"]["heads"] == "rules" and len(record["loss_history"]) == 6
+    net, _ = RuleHeadRewardModel.from_pretrained(out)
+    assert net.rule_ids == RULE_IDS and net.k == 2
+
+    evalset = write_jsonl(tmp_path / "eval.jsonl",
+                          [{**p, "subset": "refusals-dangerous"} for p in _pairs(6)])
+    assert main(["eval", "--model", str(out), "--data", str(evalset), "--out",
+                 str(tmp_path / "e.json"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["subsets"]["refusals-dangerous"]["n"] == 6
+
+    capsys.readouterr()
+    assert main(["explain", "--model", str(out), "--pairs", str(evalset), "--id", "p1",
+                 "--rules", str(rules)]) == 0
+    shown = capsys.readouterr().out
+    assert "p1" in shown and "selected" in shown and "rule number" in shown
+
+
+def test_heads_rules_needs_a_pool(tmp_path, backbone, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
+    assert main(["rm", "train", "--data", str(data), "--out", str(tmp_path / "rm"), "--model",
+                 str(backbone), "--heads", "rules", "--no-progress"]) == 2
+    assert "needs the rule pool" in capsys.readouterr().err
+    assert not (tmp_path / "rm").exists()

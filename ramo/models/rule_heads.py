@@ -1,0 +1,193 @@
+"""RuleHeadRewardModel: a shared backbone with one linear head per rule (design.md §4.3).
+
+Instead of asking a judge, the model scores every rule itself: s_r(x) = w_r . h(x) + b_r,
+where h(x) is the backbone's pooled hidden state of (prompt, response) x. Training follows
+the method's labels: for a pair, the k rules on which the two responses' head scores differ
+most are selected (max discrepancy), a response's reward is its summed score on them, and
+the loss is Bradley-Terry on those rewards. The per-rule GEMM, the discrepancy, the top-k
+and the aggregation are the fused `ramo.ops.rule_head_select`, whose backward touches only
+the k selected heads per pair. When judge ratings of the pair are there, the heads can also
+be regressed onto them (`regression_weight`), so each head keeps the meaning of its rule.
+
+Scoring:
+  - a pair (evaluation, `compare`): exactly the training reward: select k rules by max
+    discrepancy between the two responses, compare the sums (margin > 0: A is better).
+  - one response (`forward`, `score`): with `rules` (e.g. the Rule Adapter's k rules for the
+    prompt) the sum of those heads, which is what training optimised for a pair; without,
+    the fixed aggregation `k * mean over all R heads`, on the same scale. Only differences
+    between responses to the same prompt mean anything.
+
+Saved as a folder: the backbone (`save_pretrained`), the heads (rule_heads.safetensors) and
+ramo_rule_heads.json (rule ids, pooling, k, selection weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+CONFIG_FILE = "ramo_rule_heads.json"
+HEADS_FILE = "rule_heads.safetensors"
+POOLINGS = ("auto", "last", "first", "mean")
+
+
+class RuleHeadOutput(NamedTuple):
+    logits: torch.Tensor   # [B, 1]: the single-response score (see the module docstring)
+    hidden: torch.Tensor   # [B, D]: the pooled hidden state the heads read
+    scores: torch.Tensor   # [B, R]: every head's score
+
+
+def default_pooling(config) -> str:
+    """"mean" for encoders (what sentence encoders such as MiniLM are trained with), "last"
+    (the last real token) for decoders, whose last token is the only one that sees all."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "mean" if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "last"
+
+
+class RuleHeadRewardModel(torch.nn.Module):
+    """A backbone (any transformers AutoModel) with R rule heads.
+
+    rule_ids: the pool's ids, one head each, in pool order. pooling: "auto", "last",
+    "first" or "mean". k, discrepancy_weight, relevance_weight: the selection of
+    `rule_head_select` used in training and pair comparison.
+    """
+
+    def __init__(self, backbone, rule_ids, *, pooling: str = "auto", k: int = 5,
+                 discrepancy_weight: float = 0.5, relevance_weight: float = 1.0):
+        super().__init__()
+        rule_ids = [str(r) for r in rule_ids]
+        if not rule_ids or len(set(rule_ids)) != len(rule_ids):
+            raise ValueError("rule_ids must be a non-empty list of distinct ids")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(rule_ids):
+            raise ValueError(f"k must be an integer from 1 to the {len(rule_ids)} rules, got {k!r}")
+        self.backbone = backbone
+        self.config = backbone.config  # what the Trainer and accelerate look for
+        self.rule_ids = rule_ids
+        self.pooling = default_pooling(backbone.config) if pooling == "auto" else pooling
+        self.k = k
+        self.discrepancy_weight = float(discrepancy_weight)
+        self.relevance_weight = float(relevance_weight)
+        hidden = backbone.config.get_text_config().hidden_size
+        self.heads = torch.nn.Linear(hidden, len(rule_ids), dtype=backbone.dtype)
+
+    # ---- building and saving -------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike = "default", rule_ids=(), *,
+                      seed: int | None = None, dtype: torch.dtype | None = None, **kwargs):
+        """(model, tokenizer): a backbone ("default": the embedded MiniLM; a folder; a hub
+        id) with new heads, initialised from `seed`."""
+        from transformers import AutoModel
+
+        from ramo.encoders import resolve
+        from ramo.reward.trainer import load_tokenizer
+
+        path = resolve(name_or_path)
+        tokenizer = load_tokenizer(path)
+        backbone = AutoModel.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
+        if backbone.config.pad_token_id is None:
+            backbone.config.pad_token_id = tokenizer.pad_token_id
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(backbone, rule_ids, **kwargs), tokenizer
+
+    def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        self.backbone.save_pretrained(folder, **kwargs)
+        save_file({"weight": self.heads.weight.detach().contiguous(),
+                   "bias": self.heads.bias.detach().contiguous()}, str(folder / HEADS_FILE))
+        (folder / CONFIG_FILE).write_text(json.dumps({
+            "rule_ids": self.rule_ids, "pooling": self.pooling, "k": self.k,
+            "discrepancy_weight": self.discrepancy_weight,
+            "relevance_weight": self.relevance_weight}, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, *, dtype: torch.dtype | None = None):
+        """(model, tokenizer) from a folder that save_pretrained wrote."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        from ramo.reward.trainer import load_tokenizer
+
+        folder = Path(folder)
+        if not is_rule_head_folder(folder):
+            raise ValueError(f"{folder}: not a rule-head reward model (no {CONFIG_FILE})")
+        settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        backbone = AutoModel.from_pretrained(folder, **({"dtype": dtype} if dtype else {}))
+        model = cls(backbone, settings.pop("rule_ids"), **settings)
+        heads = load_file(str(folder / HEADS_FILE))
+        if tuple(heads["weight"].shape) != tuple(model.heads.weight.shape):
+            raise ValueError(f"{folder}: {HEADS_FILE} holds heads of shape "
+                             f"{tuple(heads['weight'].shape)}, the config says "
+                             f"{tuple(model.heads.weight.shape)}")
+        model.heads.load_state_dict(heads)
+        return model.eval(), load_tokenizer(folder)
+
+    # ---- the forward pass ----------------------------------------------------------------
+
+    def pool(self, input_ids, attention_mask, **inputs) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        states = out.last_hidden_state
+        if self.pooling == "first":
+            return states[:, 0]
+        mask = attention_mask.to(states.dtype)
+        if self.pooling == "mean":
+            return (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        # "last": the last real token, whichever side the padding is on.
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (attention_mask.bool() * positions).argmax(1)
+        return states[torch.arange(states.shape[0], device=states.device), last]
+
+    def forward(self, input_ids, attention_mask, rules: torch.Tensor | None = None,
+                **inputs) -> RuleHeadOutput:
+        """rules: None, or [B, k] rule indices whose heads are summed for each row."""
+        hidden = self.pool(input_ids, attention_mask, **inputs)
+        scores = self.heads(hidden)
+        if rules is None:
+            logits = scores.mean(-1, keepdim=True) * self.k
+        else:
+            logits = scores.gather(1, rules.to(scores.device).long()).sum(-1, keepdim=True)
+        return RuleHeadOutput(logits, hidden, scores)
+
+    def select(self, hidden_a: torch.Tensor, hidden_b: torch.Tensor, relevance=None):
+        """The fused selection of this model's heads on two batches of pooled states."""
+        from ramo.ops import rule_head_select
+
+        return rule_head_select(hidden_a, hidden_b, self.heads.weight, self.heads.bias,
+                                relevance, k=self.k, discrepancy_weight=self.discrepancy_weight,
+                                relevance_weight=self.relevance_weight)
+
+    @torch.inference_mode()
+    def compare(self, tokenizer, prompts, responses_a, responses_b, *, batch_size: int = 16,
+                max_length: int = 256):
+        """RuleHeadSelection of every pair (on the CPU), as in training."""
+        from ramo.reward.data import encode, pad
+
+        device = next(self.parameters()).device
+        parts = []
+        for start in range(0, len(prompts), batch_size):
+            rows = [encode(tokenizer, p, r, max_length)
+                    for side in (responses_a, responses_b)
+                    for p, r in zip(prompts[start:start + batch_size],
+                                    side[start:start + batch_size])]
+            batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
+            hidden = self.pool(**batch)
+            half = hidden.shape[0] // 2
+            sel = self.select(hidden[:half], hidden[half:].contiguous())
+            parts.append([t.cpu() for t in sel])
+        from ramo.ops.rule_head_select import RuleHeadSelection
+
+        return RuleHeadSelection(*(torch.cat(fields) for fields in zip(*parts)))
+
+
+def is_rule_head_folder(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / CONFIG_FILE).is_file()
