@@ -130,3 +130,43 @@ def test_heads_rules_needs_a_pool(tmp_path, backbone, capsys):
                  str(backbone), "--heads", "rules", "--no-progress"]) == 2
     assert "needs the rule pool" in capsys.readouterr().err
     assert not (tmp_path / "rm").exists()
+
+
+def test_head_regression_loss_by_hand():
+    from ramo.reward.trainer import head_regression_loss
+
+    scores = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    judge = torch.tensor([[0.5, float("nan")], [float("nan"), 2.0]])
+    assert head_regression_loss(scores, judge).item() == pytest.approx((0.5 ** 2 + 2.0 ** 2) / 2)
+    assert head_regression_loss(scores, torch.full((2, 2), float("nan"))).item() == 0.0
+
+
+def test_regression_onto_judge_ratings(tmp_path, backbone, capsys):
+    from ramo.ratings import RatingStore
+
+    rows = [{**p, "chosen_side": "a" if i % 2 == 0 else "b", "margin": 0.5}
+            for i, p in enumerate(_pairs(8))]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+    store = tmp_path / "ratings.sqlite"
+    with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
+        s.add([(f"p{i}", side, rid, 0.5, 0.25, 0.25, 0.9 if side == 0 else -0.9, 1.0)
+               for i in range(0, 8, 2) for side in (0, 1) for rid in RULE_IDS[:3]])
+    common = ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
+              "--rules", str(rules), "-k", "2", "--batch-size", "4", "--max-steps", "2",
+              "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--out", str(tmp_path / "reg"), "--ratings", str(store),
+                          "--regression-weight", "5"]) == 0
+    plain = json.loads((tmp_path / "plain" / "ramo_training.json").read_text())
+    reg = json.loads((tmp_path / "reg" / "ramo_training.json").read_text())
+    assert reg["arguments"]["regression_weight"] == 5.0
+    # Same data, seed and order: the first loss differs only by the regression term (> 0).
+    assert reg["loss_history"][0]["loss"] > plain["loss_history"][0]["loss"] + 1e-3
+
+    no_side = write_jsonl(tmp_path / "no_side.jsonl", _pairs(4))
+    assert main(["rm", "train", "--data", str(no_side), "--out", str(tmp_path / "x"), "--model",
+                 str(backbone), "--heads", "rules", "--rules", str(rules), "--ratings",
+                 str(store), "--no-progress"]) == 2
+    assert "chosen_side" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -122,7 +122,8 @@ def test_label_drops_ties_orders_sides_and_checks_ids(tmp_path, rated, capsys):
         assert (row["chosen"], row["rejected"]) == ((a, b) if s["preference"] == 1 else (b, a))
         assert row["margin"] == abs(s["margin"]) and row["margin"] > 0
         assert row["rule_ids"] == s["rule_ids"] and set(row) == {
-            "id", "prompt", "chosen", "rejected", "margin", "rule_ids"}
+            "id", "prompt", "chosen", "rejected", "margin", "rule_ids", "chosen_side"}
+        assert row["chosen_side"] == ("a" if s["preference"] == 1 else "b")
 
     bad_rule = _jsonl(tmp_path / "bad_rule.jsonl", [{**selections[1], "rule_ids": ["r0", "zz"]}])
     assert main(["label", "--pairs", str(pairs), "--selections", str(bad_rule), "--rules",

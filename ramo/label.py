@@ -1,6 +1,7 @@
 """`ramo label`: preference rows for reward-model training from rule selections (TRL format).
 
-Each selected pair becomes {"id", "prompt", "chosen", "rejected", "margin", "rule_ids"}:
+Each selected pair becomes {"id", "prompt", "chosen", "rejected", "margin", "rule_ids",
+"chosen_side"}:
 chosen is the response with the larger summed score on the pair's selected rules, margin the
 (non-negative) difference of the two sums. Ties carry no preference, so they are dropped and
 counted, never silently given to one side.
@@ -51,6 +52,9 @@ def label_rows(pairs, selections, rule_ids=None) -> tuple[list[dict], dict]:
             "rejected": pair.response_b if a_wins else pair.response_a,
             "margin": abs(float(s["margin"])),
             "rule_ids": list(s["rule_ids"]),
+            # Which response of the pair won: ratings are stored by side, and a rule-head
+            # reward model regressed onto them must know which side each text is.
+            "chosen_side": "a" if a_wins else "b",
         })
     counts = {"pairs": len(pairs), "selected": len(selections), "labeled": len(rows),
               "ties_dropped": ties, "unselected": len(pairs) - len(selections)}

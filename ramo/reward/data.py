@@ -28,6 +28,8 @@ class Preference:
     margin: how much better (used by the loss when every pair has one), or None.
     rule_ids: the rules that labelled the pair (`ramo label` writes them), or None; kept for
     the record, not used by the loss.
+    chosen_side: "a" or "b", which response of the original pair `chosen` is (`ramo label`
+    writes it); what ties a preference to its judge ratings, which are stored by side.
     """
 
     id: str
@@ -36,6 +38,7 @@ class Preference:
     rejected: str
     margin: float | None = None
     rule_ids: tuple[str, ...] | None = None
+    chosen_side: str | None = None
 
 
 def load_preferences(path: str | os.PathLike, *,
@@ -79,6 +82,8 @@ def _as_pair(item: Pair | Preference) -> Pair:
         extra = {"margin": item.margin} if item.margin is not None else {}
         if item.rule_ids is not None:
             extra["rule_ids"] = list(item.rule_ids)
+        if item.chosen_side is not None:
+            extra["chosen_side"] = item.chosen_side
         return Pair(id=item.id, prompt=item.prompt, response_a=item.chosen,
                     response_b=item.rejected, label=0, extra=extra)
     raise ValueError(f"expected ramo.io.Pair or Preference objects, got {type_name(item)}")
@@ -113,6 +118,9 @@ def _preferences(pairs: list[Pair], positions: list[str], problems: Problems) ->
         if rule_ids is not None and (not isinstance(rule_ids, list)
                                      or not all(isinstance(r, str) for r in rule_ids)):
             issues.append(f"'rule_ids' must be a list of strings, got {type_name(rule_ids)}")
+        side = pair.extra.get("chosen_side")
+        if side not in (None, "a", "b"):
+            issues.append(f"'chosen_side' must be \"a\" or \"b\", got {side!r}")
         if issues:
             problems.add(where, issues)
             continue
@@ -121,7 +129,7 @@ def _preferences(pairs: list[Pair], positions: list[str], problems: Problems) ->
         out.append(Preference(
             id=pair.id, prompt=pair.prompt, chosen=chosen, rejected=rejected,
             margin=None if margin is None else float(margin),
-            rule_ids=None if rule_ids is None else tuple(rule_ids)))
+            rule_ids=None if rule_ids is None else tuple(rule_ids), chosen_side=side))
     return out
 
 
@@ -221,25 +229,32 @@ def pad(rows: list[dict[str, list[int]]], tokenizer) -> dict[str, torch.Tensor]:
 class PreferenceDataset(torch.utils.data.Dataset):
     """Preferences, encoded on access: {"chosen": inputs, "rejected": inputs, "margin"}."""
 
-    def __init__(self, preferences: Sequence[Preference], tokenizer, max_length: int) -> None:
+    def __init__(self, preferences: Sequence[Preference], tokenizer, max_length: int,
+                 judge_scores: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         self.preferences = list(preferences)
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # id -> (chosen [R], rejected [R]) judge scores, NaN where a rule was not rated.
+        self.judge_scores = judge_scores
 
     def __len__(self) -> int:
         return len(self.preferences)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         p = self.preferences[index]
-        return {"chosen": encode(self.tokenizer, p.prompt, p.chosen, self.max_length),
+        item = {"chosen": encode(self.tokenizer, p.prompt, p.chosen, self.max_length),
                 "rejected": encode(self.tokenizer, p.prompt, p.rejected, self.max_length),
                 "margin": p.margin}
+        if self.judge_scores is not None:
+            item["judge_scores"] = self.judge_scores[p.id]
+        return item
 
 
 class PreferenceCollator:
     """A batch of B pairs as ONE forward batch of 2B rows: rows 0..B-1 are the chosen
     responses, rows B..2B-1 the rejected ones in the same order, padded together; plus
-    `margin` [B] (float32) when the pairs have margins.
+    `margin` [B] (float32) when the pairs have margins, and `judge_scores` [2B, R] when the
+    dataset carries judge ratings.
 
     One forward instead of two halves the number of passes and, more to the point, puts both
     sides of every pair through the same kernels with the same padding width.
@@ -256,4 +271,7 @@ class PreferenceCollator:
             if any(m is None for m in margins):
                 raise ValueError("some pairs in the batch have a margin and some do not")
             batch["margin"] = torch.tensor(margins, dtype=torch.float32)
+        if "judge_scores" in features[0]:  # [2B, R] in the rows' order, NaN: not rated
+            batch["judge_scores"] = torch.stack([f["judge_scores"][0] for f in features]
+                                                + [f["judge_scores"][1] for f in features])
         return batch

@@ -32,7 +32,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                        gradient_checkpointing: bool = False, seed: int = 0,
                        progress: bool = True, logging_steps: int = 1,
                        max_steps: int | None = None, disable_dropout: bool = True,
-                       heads: str = "single", rules=None, k: int = 5) -> dict:
+                       heads: str = "single", rules=None, k: int = 5,
+                       ratings: str | os.PathLike | None = None,
+                       regression_weight: float = 0.0) -> dict:
     """Fine-tune `model` as a reward model on the pairs in `train_file`; save it to `out_dir`.
 
     train_file: a preference file (see `ramo.reward.load_preferences`), or pairs already in
@@ -51,6 +53,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     heads: "single" (one score head) or "rules": a `ramo.models.RuleHeadRewardModel` with one
         head per rule of `rules` (a pool path, "default", or a list of Rule), trained with
         Bradley-Terry on the summed scores of the k heads that differ most per pair.
+    ratings, regression_weight: with heads="rules", a ratings store (`ramo rate`, or the
+        adapter's) and a weight: the heads are also regressed onto the judge's scores of the
+        pairs it rated (rows need `chosen_side`, which `ramo label` writes).
 
     The pairs are shuffled once with `seed` and then read in order, every epoch. Since
     accelerate (without split_batches) hands rank r the batches r, r + N, r + 2N, ... of that
@@ -81,7 +86,8 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         "max_length": max_length, "center_rewards_coefficient": center_rewards_coefficient,
         "bf16": bf16, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
         "logging_steps": logging_steps, "max_steps": max_steps, "disable_dropout": disable_dropout,
-        "heads": heads, "k": k,
+        "heads": heads, "k": k, "ratings": None if ratings is None else os.fspath(ratings),
+        "regression_weight": regression_weight,
     }
     if heads not in ("single", "rules"):
         raise ValueError(f"heads must be 'single' or 'rules', not {heads!r}")
@@ -106,10 +112,15 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         pool = load_rules(rules) if isinstance(rules, (str, os.PathLike)) else list(rules or ())
         if not pool:
             raise ValueError("heads='rules' needs the rule pool (rules=...)")
+        judge_scores = (None if ratings is None
+                        else _judge_scores(ratings, preferences, [r.id for r in pool]))
+        extra = {"regression_weight": regression_weight}
         net, tokenizer = RuleHeadRewardModel.from_backbone(model, [r.id for r in pool],
                                                            seed=seed, k=k)
     else:
-        trainer_class = RewardTrainer
+        if ratings is not None:
+            raise ValueError("ratings (regression onto the judge) needs heads='rules'")
+        trainer_class, judge_scores, extra = RewardTrainer, None, {}
         net, tokenizer = load_reward_model(model, seed=seed)
     if disable_dropout:
         no_dropout(net)
@@ -133,9 +144,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             ddp_find_unused_parameters=False)
         trainer = trainer_class(
             model=net, args=args,
-            train_dataset=PreferenceDataset(preferences, tokenizer, max_length),
+            train_dataset=PreferenceDataset(preferences, tokenizer, max_length, judge_scores),
             data_collator=PreferenceCollator(tokenizer), processing_class=tokenizer,
-            center_rewards_coefficient=center_rewards_coefficient, progress=progress)
+            center_rewards_coefficient=center_rewards_coefficient, progress=progress, **extra)
         output = trainer.train()
     history = trainer.loss_history
     world = trainer.args.world_size
@@ -163,6 +174,36 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     # Other ranks return only once the folder is there, so any rank may read it next.
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def _judge_scores(path, preferences, rule_ids) -> dict:
+    """id -> (chosen [R], rejected [R]) judge scores from a ratings store, NaN where the
+    store has no rating of that side and rule."""
+    import torch
+
+    from ramo.ratings import RatingStore
+
+    missing = [p.id for p in preferences if p.chosen_side is None]
+    if missing:
+        raise ValueError(f"regression onto judge ratings needs each row's 'chosen_side' (a or b; "
+                         f"`ramo label` writes it); {len(missing)} rows lack it, e.g. {missing[0]!r}")
+    column = {rid: j for j, rid in enumerate(rule_ids)}
+    wanted = {p.id for p in preferences}
+    table: dict = {}
+    with RatingStore.open_existing(path) as store:
+        for row in store.read():
+            if row.pair_id in wanted and row.rule_id in column:
+                side = table.setdefault((row.pair_id, row.side),
+                                        torch.full((len(rule_ids),), float("nan")))
+                side[column[row.rule_id]] = row.score
+    if not table:
+        raise ValueError(f"{os.fspath(path)} holds no ratings of these pairs on these rules")
+    empty = torch.full((len(rule_ids),), float("nan"))
+    out = {}
+    for p in preferences:
+        chosen, rejected = (0, 1) if p.chosen_side == "a" else (1, 0)
+        out[p.id] = (table.get((p.id, chosen), empty), table.get((p.id, rejected), empty))
+    return out
 
 
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
@@ -219,6 +260,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --heads rules: the rule pool ('default' for ramo's)")
     parser.add_argument("-k", "--k", type=int, default=5,
                         help="with --heads rules: heads selected per pair (default 5)")
+    parser.add_argument("--ratings", type=Path, default=None,
+                        help="with --heads rules: a ratings store; the heads are also regressed "
+                        "onto the judge's scores of the pairs it rated")
+    parser.add_argument("--regression-weight", type=float, default=1.0,
+                        help="with --ratings: weight of that regression (default 1.0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -229,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
         bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
         progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
-        rules=args.rules, k=args.k)
+        rules=args.rules, k=args.k, ratings=args.ratings,
+        regression_weight=args.regression_weight if args.ratings else 0.0)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
               f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "

@@ -66,21 +66,44 @@ class RuleHeadTrainer(RewardTrainer):
     """RewardTrainer for `ramo.models.RuleHeadRewardModel`: per pair, the fused
     `rule_head_select` picks the k heads on which chosen and rejected differ most, and the
     Bradley-Terry loss applies to the summed scores on them (gradients reach only those
-    heads)."""
+    heads).
+
+    regression_weight: when the batch has `judge_scores` [2B, R] (the judge's ratings of the
+    rows, NaN where a rule was not rated), add regression_weight x the mean squared error of
+    the heads' scores against the rated entries, so that each head keeps its rule's meaning.
+    """
+
+    def __init__(self, *args, regression_weight: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.regression_weight = regression_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         margin = inputs.pop("margin", None)
+        judge = inputs.pop("judge_scores", None)
         # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass.
         hidden = model(**inputs).hidden
         half = hidden.shape[0] // 2
         selection = self.accelerator.unwrap_model(model).select(hidden[:half], hidden[half:])
         loss = bradley_terry_loss(selection.reward_a, selection.reward_b, margin,
                                   self.center_rewards_coefficient)
+        if judge is not None and self.regression_weight:
+            loss = loss + self.regression_weight * head_regression_loss(
+                torch.cat([selection.scores_a, selection.scores_b]), judge)
         if return_outputs:
             return loss, {"rewards_chosen": selection.reward_a,
                           "rewards_rejected": selection.reward_b}
         return loss
+
+
+def head_regression_loss(scores: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of head scores [M, R] against judge scores [M, R] over the entries
+    the judge rated (finite); 0 when there are none."""
+    rated = torch.isfinite(judge)
+    if not rated.any():
+        return scores.sum() * 0.0
+    diff = scores.float()[rated] - judge.to(scores.device, torch.float32)[rated]
+    return (diff * diff).mean()
 
 
 def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int | None = None,
@@ -170,5 +193,5 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-__all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "load_reward_model",
-           "load_tokenizer"]
+__all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "head_regression_loss",
+           "load_reward_model", "load_tokenizer"]
