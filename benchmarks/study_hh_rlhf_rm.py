@@ -11,8 +11,10 @@ This is a check that the trainer learns from real preference data on a CPU in mi
 benchmark of the method: a 22M-parameter sentence encoder, one epoch, 128 tokens.
 
     python benchmarks/study_hh_rlhf_rm.py [--epochs 1] [--max-length 128] [--batch-size 16]
+    python benchmarks/study_hh_rlhf_rm.py --heads rules    # RuleHeadRewardModel, 100 heads, k 5
 
-Output: benchmarks/results/hh_rlhf_rm_cpu.{json,md}. Skips (exit 0) when ../shared/data is
+Output: benchmarks/results/hh_rlhf_rm_cpu.{json,md} (hh_rlhf_rm_rule_heads_cpu.* with
+--heads rules). Skips (exit 0) when ../shared/data is
 not there: it is this workspace's data folder, not part of ramo.
 """
 
@@ -36,6 +38,9 @@ SUBSET = "hh-rlhf-harmless"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-pairs", type=int, default=1500)
+    parser.add_argument("--heads", default="single", choices=["single", "rules"],
+                        help="single score head, or one head per rule of the default pool")
+    parser.add_argument("-k", "--k", type=int, default=5, help="with --heads rules")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step")
@@ -64,7 +69,9 @@ def main() -> int:
     pairs = load_pairs(DATA, allow_empty_responses=True)
     train, test = pairs[:args.train_pairs], pairs[args.train_pairs:]
     test = [dataclasses.replace(p, extra={**p.extra, "subset": SUBSET}) for p in test]
-    settings = {"model": "default (all-MiniLM-L6-v2)", "train_pairs": len(train),
+    heads = ("one score head" if args.heads == "single"
+             else f"RuleHeadRewardModel, 100 rule heads (default pool), k {args.k}")
+    settings = {"model": "default (all-MiniLM-L6-v2)", "heads": heads, "train_pairs": len(train),
                 "test_pairs": len(test), "epochs": args.epochs, "max_length": args.max_length,
                 "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
                 "schedule": "AdamW, linear decay, no warmup", "dropout": "off",
@@ -75,7 +82,14 @@ def main() -> int:
     progress = not args.no_progress
 
     t0 = time.perf_counter()
-    untrained = load_reward_model("default", seed=args.seed)
+    if args.heads == "rules":
+        from ramo.io import load_rules
+        from ramo.models import RuleHeadRewardModel
+
+        untrained = RuleHeadRewardModel.from_backbone(
+            "default", [r.id for r in load_rules("default")], seed=args.seed, k=args.k)
+    else:
+        untrained = load_reward_model("default", seed=args.seed)
     before = evaluate(untrained, test, batch_size=args.eval_batch_size,
                       max_length=args.max_length, progress=progress)
     eval_s = time.perf_counter() - t0
@@ -85,7 +99,7 @@ def main() -> int:
         summary = train_reward_model(
             train, Path(scratch) / "rm", model="default", epochs=args.epochs,
             learning_rate=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-            seed=args.seed, progress=progress)
+            seed=args.seed, progress=progress, heads=args.heads, rules="default", k=args.k)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         after = evaluate(Path(scratch) / "rm", test, batch_size=args.eval_batch_size,
@@ -122,11 +136,12 @@ def main() -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_json(RESULTS / "hh_rlhf_rm_cpu.json", {
+    name = "hh_rlhf_rm_cpu" if args.heads == "single" else "hh_rlhf_rm_rule_heads_cpu"
+    write_json(RESULTS / f"{name}.json", {
         "command": command, "settings": settings, "results": rows,
         "train_seconds": train_s, "loss_history": summary["loss_history"],
         "untrained": before, "trained": after})
-    write_text(RESULTS / "hh_rlhf_rm_cpu.md", text)
+    write_text(RESULTS / f"{name}.md", text)
     return 0
 
 
