@@ -41,11 +41,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from ramo import backends, reference
-from ramo.ops.select_rules import MAX_FAST_K
+from ramo.ops.select_rules import FLOAT_DTYPES, MAX_FAST_K
 from ramo.reference.rule_head_select import rename_select_rules_error
 from ramo.reference.select_rules import accumulation_dtype
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class RuleHeadSelection(NamedTuple):
