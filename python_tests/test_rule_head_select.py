@@ -17,6 +17,7 @@ from ramo import backends
 from ramo.ops.rule_head_select import RuleHeadSelection
 from ramo.ops.select_rules import MAX_FAST_K
 from python_tests.baselines import rule_head_select_eager
+from python_tests.test_select_rules import device_for, selection_extras
 
 FAST_BACKENDS = [
     pytest.param("cpu", id="cpu"),
@@ -27,12 +28,6 @@ ALL_BACKENDS = FAST_BACKENDS + [pytest.param("reference", id="reference")]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 FLOAT_FIELDS = ("criterion", "reward_a", "reward_b", "margin")
 PARAMS = ("hidden_a", "hidden_b", "weight", "bias")
-
-
-def device_for(backend: str) -> torch.device:
-    if backend == "cuda" or (backend == "triton" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def make_case(seed, n, d, r, dtype, *, ties=False, bias=True, relevance="none", valid="none",
@@ -52,23 +47,7 @@ def make_case(seed, n, d, r, dtype, *, ties=False, bias=True, relevance="none", 
         hb = torch.randn(n, d, generator=g, dtype=torch.float64)
         w = torch.randn(r, d, generator=g, dtype=torch.float64) / d ** 0.5
         b = torch.randn(r, generator=g, dtype=torch.float64) * 0.1
-    rel = None
-    if relevance == "shared":
-        rel = torch.rand(r, generator=g, dtype=torch.float64)
-    elif relevance == "per_row":
-        rel = torch.rand(n, r, generator=g, dtype=torch.float64)
-    if rel is not None and ties:
-        rel = (rel * 4).round() / 4
-    mask = None
-    if valid == "shared":
-        mask = torch.rand(r, generator=g) > 0.3
-    elif valid == "per_row":
-        mask = torch.rand(n, r, generator=g) > 0.4
-        if n > 0:
-            mask[0] = False  # a row with no valid rule: all padding
-        if n > 1:
-            mask[1] = False
-            mask[1, r // 2] = True  # a row with one valid rule
+    rel, mask = selection_extras(g, n, r, relevance=relevance, valid=valid, ties=ties)
     if noncontiguous:  # transposed storage: same values, strides (1, n)
         ha, hb = ha.t().contiguous().t(), hb.t().contiguous().t()
     ha, hb, w, b = (t.to(dtype) for t in (ha, hb, w, b))

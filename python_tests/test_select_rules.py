@@ -31,16 +31,10 @@ def device_for(backend: str) -> torch.device:
     return torch.device("cpu")
 
 
-def make_case(seed, n, r, dtype, *, ties=False, relevance="none", valid="none",
-              noncontiguous=False, device="cpu"):
-    """Scores, relevance and valid mask for one test case; NaN fills some invalid slots."""
-    g = torch.Generator().manual_seed(seed)
-    if ties:  # few distinct values: many equal criteria, so the tie rule decides
-        a = torch.randint(-2, 3, (n, r), generator=g).double() * 0.5
-        b = torch.randint(-2, 3, (n, r), generator=g).double() * 0.5
-    else:
-        a = torch.rand(n, r, generator=g, dtype=torch.float64) * 2 - 1
-        b = torch.rand(n, r, generator=g, dtype=torch.float64) * 2 - 1
+def selection_extras(g, n, r, *, relevance="none", valid="none", ties=False):
+    """(relevance, valid) in float64 / bool, drawn from generator g: none, shared [R] or
+    per_row [N, R]; per-row masks include a row with no valid rule and one with a single
+    valid rule. Shared with the rule_head_select tests."""
     rel = None
     if relevance == "shared":
         rel = torch.rand(r, generator=g, dtype=torch.float64)
@@ -58,6 +52,20 @@ def make_case(seed, n, r, dtype, *, ties=False, relevance="none", valid="none",
         if n > 1:
             mask[1] = False
             mask[1, r // 2] = True  # a row with one valid rule
+    return rel, mask
+
+
+def make_case(seed, n, r, dtype, *, ties=False, relevance="none", valid="none",
+              noncontiguous=False, device="cpu"):
+    """Scores, relevance and valid mask for one test case; NaN fills some invalid slots."""
+    g = torch.Generator().manual_seed(seed)
+    if ties:  # few distinct values: many equal criteria, so the tie rule decides
+        a = torch.randint(-2, 3, (n, r), generator=g).double() * 0.5
+        b = torch.randint(-2, 3, (n, r), generator=g).double() * 0.5
+    else:
+        a = torch.rand(n, r, generator=g, dtype=torch.float64) * 2 - 1
+        b = torch.rand(n, r, generator=g, dtype=torch.float64) * 2 - 1
+    rel, mask = selection_extras(g, n, r, relevance=relevance, valid=valid, ties=ties)
     if noncontiguous:  # transposed storage: same values, strides (1, n)
         a, b = a.t().contiguous().t(), b.t().contiguous().t()
     a, b = a.to(dtype), b.to(dtype)

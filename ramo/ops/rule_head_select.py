@@ -35,13 +35,12 @@ not bitwise reproducible from run to run.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional
 
 import torch
 
 from ramo import backends, reference
-from ramo.ops.select_rules import FLOAT_DTYPES, MAX_FAST_K
+from ramo.ops.select_rules import FLOAT_DTYPES, MAX_FAST_K, check_selection_arguments
 from ramo.reference.rule_head_select import rename_select_rules_error
 from ramo.reference.select_rules import accumulation_dtype
 
@@ -154,31 +153,12 @@ def _check_arguments(hidden_a, hidden_b, weight, bias, relevance, valid, k, disc
         if t is not None and t.dtype != hidden_a.dtype:
             raise ValueError(f"rule_head_select: hidden_a is {hidden_a.dtype} but {name} is "
                              f"{t.dtype} (hidden_a, hidden_b, weight and bias share one dtype)")
-    for name, t, dtypes in (("relevance", relevance, FLOAT_DTYPES),
-                            ("valid", valid, (torch.bool,))):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"rule_head_select: {name} must be a tensor or None")
-        if t.dtype not in dtypes:
-            raise ValueError(f"rule_head_select: {name} must be "
-                             f"{'bool' if name == 'valid' else 'a float tensor'}, got {t.dtype}")
-        if tuple(t.shape) not in ((r,), (n, r)):
-            raise ValueError(f"rule_head_select: {name} must have shape [{r}] or [{n}, {r}], "
-                             f"got {tuple(t.shape)}")
-    for name, t in (("hidden_b", hidden_b), ("weight", weight), ("bias", bias),
-                    ("relevance", relevance), ("valid", valid)):
+    for name, t in (("hidden_b", hidden_b), ("weight", weight), ("bias", bias)):
         if t is not None and t.device != hidden_a.device:
             raise ValueError(f"rule_head_select: hidden_a is on {hidden_a.device} but {name} "
                              f"is on {t.device}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
-        raise ValueError(f"rule_head_select: k must be an integer in [1, R={r}], got {k!r}")
-    for name, w in (("discrepancy_weight", discrepancy_weight),
-                    ("relevance_weight", relevance_weight), ("tie_tolerance", tie_tolerance)):
-        if not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"rule_head_select: {name} must be a finite number, got {w!r}")
-    if tie_tolerance < 0:
-        raise ValueError(f"rule_head_select: tie_tolerance must be >= 0, got {tie_tolerance}")
+    check_selection_arguments("rule_head_select", n, r, hidden_a.device, "hidden_a", relevance,
+                              valid, k, discrepancy_weight, relevance_weight, tie_tolerance)
 
 
 # --- torch.library registrations shared by the compiled and Triton ops -------------------

@@ -100,30 +100,41 @@ def _check_arguments(scores_a, scores_b, relevance, valid, k, discrepancy_weight
         raise ValueError(f"select_rules: scores_a is {scores_a.dtype} but scores_b is "
                          f"{scores_b.dtype}")
     n, r = scores_a.shape
+    check_selection_arguments("select_rules", n, r, scores_a.device, "scores_a", relevance,
+                              valid, k, discrepancy_weight, relevance_weight, tie_tolerance)
+    if scores_b.device != scores_a.device:
+        raise ValueError(f"select_rules: scores_a is on {scores_a.device} but scores_b is "
+                         f"on {scores_b.device}")
+
+
+def check_selection_arguments(op: str, n: int, r: int, device, device_of: str, relevance,
+                              valid, k, discrepancy_weight, relevance_weight,
+                              tie_tolerance) -> None:
+    """The checks of the selection's own arguments, shared by every op that selects rules
+    (select_rules, rule_head_select); errors name `op`, and a device mismatch names the
+    tensor `device_of` that sets the device."""
     for name, t, dtypes in (("relevance", relevance, FLOAT_DTYPES),
                             ("valid", valid, (torch.bool,))):
         if t is None:
             continue
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"select_rules: {name} must be a tensor or None")
+            raise ValueError(f"{op}: {name} must be a tensor or None")
         if t.dtype not in dtypes:
-            raise ValueError(f"select_rules: {name} must be "
+            raise ValueError(f"{op}: {name} must be "
                              f"{'bool' if name == 'valid' else 'a float tensor'}, got {t.dtype}")
         if tuple(t.shape) not in ((r,), (n, r)):
-            raise ValueError(f"select_rules: {name} must have shape [{r}] or [{n}, {r}], "
+            raise ValueError(f"{op}: {name} must have shape [{r}] or [{n}, {r}], "
                              f"got {tuple(t.shape)}")
-    for name, t in (("scores_b", scores_b), ("relevance", relevance), ("valid", valid)):
-        if t is not None and t.device != scores_a.device:
-            raise ValueError(f"select_rules: scores_a is on {scores_a.device} but {name} is "
-                             f"on {t.device}")
+        if t.device != device:
+            raise ValueError(f"{op}: {device_of} is on {device} but {name} is on {t.device}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
-        raise ValueError(f"select_rules: k must be an integer in [1, R={r}], got {k!r}")
+        raise ValueError(f"{op}: k must be an integer in [1, R={r}], got {k!r}")
     for name, w in (("discrepancy_weight", discrepancy_weight),
                     ("relevance_weight", relevance_weight), ("tie_tolerance", tie_tolerance)):
         if not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"select_rules: {name} must be a finite number, got {w!r}")
+            raise ValueError(f"{op}: {name} must be a finite number, got {w!r}")
     if tie_tolerance < 0:
-        raise ValueError(f"select_rules: tie_tolerance must be >= 0, got {tie_tolerance}")
+        raise ValueError(f"{op}: tie_tolerance must be >= 0, got {tie_tolerance}")
 
 
 # --- torch.library registrations shared by the compiled and Triton ops -------------------
