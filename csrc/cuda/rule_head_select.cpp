@@ -7,19 +7,11 @@
 
 #include "../../kernels/cuda/rule_head_select.cuh"
 #include "../rule_head_select.h"
+#include "score_type.h"
 
 namespace ramo {
 
 namespace {
-
-cuda::ScoreType score_type(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf: return cuda::ScoreType::kFloat16;
-    case at::kBFloat16: return cuda::ScoreType::kBFloat16;
-    case at::kFloat: return cuda::ScoreType::kFloat32;
-    default: return cuda::ScoreType::kFloat64;
-  }
-}
 
 template <typename acc_t>
 cudaError_t launch(const RuleHeadBackwardInputs& in, at::Tensor& gha, at::Tensor& ghb,

@@ -6,19 +6,11 @@
 
 #include "../../kernels/cuda/select_rules.cuh"
 #include "../select_rules.h"
+#include "score_type.h"
 
 namespace ramo {
 
 namespace {
-
-cuda::ScoreType score_type(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf: return cuda::ScoreType::kFloat16;
-    case at::kBFloat16: return cuda::ScoreType::kBFloat16;
-    case at::kFloat: return cuda::ScoreType::kFloat32;
-    default: return cuda::ScoreType::kFloat64;
-  }
-}
 
 template <typename acc_t>
 cuda::SelectRulesParams<acc_t> params(const SelectRulesInputs& in, SelectRulesResult& out,
