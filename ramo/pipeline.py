@@ -197,10 +197,9 @@ class Pipeline:
     def check_inputs(self) -> None:
         """Loads (and so validates) every input before the first step writes anything."""
         self.rules, self.pairs, self.new_pairs
-        k = self.config.select["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.rules):
-            raise ValueError(f"select.k must be an integer from 1 to the pool's "
-                             f"{len(self.rules)} rules, got {k!r}")
+        from ramo.select import check_k
+
+        check_k(self.config.select["k"], self.rules, "select.k")
         ids = {p.id for p in self.pairs}
         both = sorted(ids & {p.id for p in self.new_pairs})
         if both:
@@ -251,7 +250,7 @@ class Pipeline:
         from ramo.io.atomic import write_jsonl
         from ramo.io.selections import selection_rows
         from ramo.ratings import RatingStore
-        from ramo.select import select_pairs, summary
+        from ramo.select import label_agreement, select_pairs, summary
 
         settings = self.config.select
         with RatingStore.open_existing(self.path("ratings.sqlite")) as store:
@@ -263,7 +262,7 @@ class Pipeline:
         return {"settings": settings, "pairs": len(self.pairs),
                 "a_better": int((pref == 1).sum()), "b_better": int((pref == -1).sum()),
                 "ties": int((pref == 0).sum()),
-                "label_agreement": _label_agreement(self.pairs, pref.tolist())}
+                "label_agreement": label_agreement(self.pairs, pref.tolist())}
 
     def _split(self) -> tuple[list[int], list[int]]:
         """(train, held-out) indices into pairs: a seeded shuffle, so resumes agree."""
@@ -316,7 +315,7 @@ class Pipeline:
         from ramo.adapter import RuleAdapter, apply_adapter
         from ramo.io.atomic import write_jsonl
         from ramo.rate import open_store
-        from ramo.select import summary
+        from ramo.select import label_agreement, summary
 
         k = self.config.select["k"]
         adapter = RuleAdapter.from_pretrained(self.path("adapter"))
@@ -333,7 +332,7 @@ class Pipeline:
                 "judge_calls_full": rows.full_calls,
                 "a_better": int((pref == 1).sum()), "b_better": int((pref == -1).sum()),
                 "ties": int((pref == 0).sum()),
-                "label_agreement": _label_agreement(self.new_pairs, pref.tolist())}
+                "label_agreement": label_agreement(self.new_pairs, pref.tolist())}
 
     def _label(self) -> dict:
         from ramo.io.atomic import write_jsonl
@@ -386,15 +385,6 @@ class Pipeline:
         paths = write_report(self)
         self.log(f"  report: {paths[0]}")
         return {"files": [str(p) for p in paths]}
-
-
-def _label_agreement(pairs, preference: list[int]) -> dict | None:
-    """How often a rule label agrees with the pair's own label (ties are disagreements)."""
-    known = [(p.label, v) for p, v in zip(pairs, preference) if p.label is not None]
-    if not known:
-        return None
-    agree = sum((label == 0 and v == 1) or (label == 1 and v == -1) for label, v in known)
-    return {"agree": agree, "n": len(known), "rate": agree / len(known)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -49,8 +49,7 @@ def select_pairs(pairs, rules, store, *, k: int = 5, relevance: str = "judge",
 
     if relevance not in SOURCES:
         raise ValueError(f"relevance must be one of {SOURCES}, not {relevance!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(rules):
-        raise ValueError(f"k must be an integer from 1 to the pool's {len(rules)} rules, got {k}")
+    check_k(k, rules)
     scores, per_side = store.to_tensors([p.id for p in pairs], [r.id for r in rules])
     rel = None
     if relevance == "judge":
@@ -64,16 +63,33 @@ def select_pairs(pairs, rules, store, *, k: int = 5, relevance: str = "judge",
     return selection, scores
 
 
+def check_k(k, rules, name: str = "k") -> None:
+    """k against the pool, before anything is rated or written."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(rules):
+        raise ValueError(f"{name} must be an integer from 1 to the pool's {len(rules)} rules, "
+                         f"got {k!r}")
+
+
+def label_agreement(pairs, preference) -> dict | None:
+    """How often a rule label (1: A better, -1: B better, 0: tie) agrees with the pair's own
+    label (0: A better, 1: B better); ties are disagreements. None when no pair has one."""
+    known = [(p.label, int(v)) for p, v in zip(pairs, list(preference)) if p.label is not None]
+    if not known:
+        return None
+    agree = sum((label == 0 and v == 1) or (label == 1 and v == -1) for label, v in known)
+    return {"agree": agree, "n": len(known), "rate": agree / len(known)}
+
+
 def summary(pairs, preference: torch.Tensor) -> str:
     """Counts of A / B / tie, and agreement with the pairs' own labels where they have any."""
     n = len(pairs)
     a, b = int((preference == 1).sum()), int((preference == -1).sum())
     line = f"{n} pairs: A better {a}, B better {b}, ties {n - a - b}"
-    labelled = [(p.label, int(v)) for p, v in zip(pairs, preference.tolist()) if p.label is not None]
-    if labelled:
-        agree = sum((label == 0 and v == 1) or (label == 1 and v == -1) for label, v in labelled)
-        line += (f"; agrees with the data's own label on {agree} of {len(labelled)} "
-                 f"({100.0 * agree / len(labelled):.1f}%, ties count as disagreement)")
+    agreement = label_agreement(pairs, preference.tolist())
+    if agreement:
+        line += (f"; agrees with the data's own label on {agreement['agree']} of "
+                 f"{agreement['n']} ({100.0 * agreement['rate']:.1f}%, ties count as "
+                 "disagreement)")
     return line
 
 
