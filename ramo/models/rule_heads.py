@@ -36,9 +36,9 @@ POOLINGS = ("auto", "last", "first", "mean")
 
 
 class RuleHeadOutput(NamedTuple):
-    logits: torch.Tensor   # [B, 1]: the single-response score (see the module docstring)
-    hidden: torch.Tensor   # [B, D]: the pooled hidden state the heads read
-    scores: torch.Tensor   # [B, R]: every head's score
+    logits: torch.Tensor | None  # [B, 1]: the single-response score (see the module docstring)
+    hidden: torch.Tensor         # [B, D]: the pooled hidden state the heads read
+    scores: torch.Tensor | None  # [B, R]: every head's score
 
 
 def default_pooling(config) -> str:
@@ -148,9 +148,13 @@ class RuleHeadRewardModel(torch.nn.Module):
         return states[torch.arange(states.shape[0], device=states.device), last]
 
     def forward(self, input_ids, attention_mask, rules: torch.Tensor | None = None,
-                **inputs) -> RuleHeadOutput:
-        """rules: None, or [B, k] rule indices whose heads are summed for each row."""
+                pooled_only: bool = False, **inputs) -> RuleHeadOutput:
+        """rules: None, or [B, k] rule indices whose heads are summed for each row.
+        pooled_only: return only `hidden` (logits and scores None): training passes it to
+        `rule_head_select`, which computes the heads' scores itself."""
         hidden = self.pool(input_ids, attention_mask, **inputs)
+        if pooled_only:
+            return RuleHeadOutput(None, hidden, None)
         scores = self.heads(hidden)
         if rules is None:
             logits = scores.mean(-1, keepdim=True) * self.k

@@ -81,8 +81,9 @@ class RuleHeadTrainer(RewardTrainer):
         inputs = dict(inputs)
         margin = inputs.pop("margin", None)
         judge = inputs.pop("judge_scores", None)
-        # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass.
-        hidden = model(**inputs).hidden
+        # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass; the heads'
+        # scores are left to the fused op, which computes them once.
+        hidden = model(**inputs, pooled_only=True).hidden
         half = hidden.shape[0] // 2
         selection = self.accelerator.unwrap_model(model).select(hidden[:half], hidden[half:])
         loss = bradley_terry_loss(selection.reward_a, selection.reward_b, margin,
