@@ -92,6 +92,7 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
     an exact tie, whatever batch either would have landed in). Sequences are batched longest
     first, so a batch pads to similar lengths; the result is in the order of the inputs.
     """
+    from ramo.progress import bar as progress_bar
     from ramo.reward.data import encode, pad
 
     if len(prompts) != len(responses):
@@ -112,7 +113,7 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    bar = _bar(len(rows), progress)
+    bar = progress_bar(len(rows), progress, unit="seq", desc="scoring")
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -230,22 +231,6 @@ def to_markdown(result: dict) -> str:
     for name, entry in result["sections"].items():
         lines.append(f"| {name} | {entry['n']} | {100 * entry['accuracy']:.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def _bar(total: int, enabled: bool):
-    if enabled:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="seq", desc="scoring")
-
-    class _Off:
-        def update(self, n: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    return _Off()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

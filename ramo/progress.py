@@ -1,6 +1,29 @@
-"""Progress display for the transformers Trainers ramo runs (Rule Adapter, reward model)."""
+"""Progress display: plain bars for long loops, and the loss on the transformers Trainers'
+bars (Rule Adapter, reward model)."""
 
 from __future__ import annotations
+
+
+class NoBar:
+    """What a disabled bar is: the calls a loop makes, doing nothing."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bar(total: int, enabled: bool, *, unit: str, desc: str, initial: int = 0, **kwargs):
+    """A tqdm bar, or a NoBar when progress is off."""
+    if not enabled:
+        return NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, **kwargs)
 
 
 def show_loss_on_bar(trainer, progress: bool) -> None:

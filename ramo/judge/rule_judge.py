@@ -323,31 +323,24 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def progress_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):
-    """A tqdm bar over (pair, side) units that also shows (response, rule) ratings per second."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+    """A bar over (pair, side) units that also shows (response, rule) ratings per second."""
+    from ramo.progress import bar as plain_bar
 
-    bar = tqdm(total=total_units, initial=initial, unit="resp", desc="rating", smoothing=0.1)
+    inner = plain_bar(total_units, enabled, unit="resp", desc="rating", initial=initial,
+                      smoothing=0.1)
+    if not enabled:
+        return inner
     start, done0 = time.perf_counter(), initial
 
     class _Bar:
         def update(self, n: int) -> None:
-            bar.update(n)
+            inner.update(n)
             elapsed = time.perf_counter() - start
             if elapsed > 0:
-                bar.set_postfix(ratings_per_s=f"{(bar.n - done0) * rules / elapsed:.1f}")
+                inner.set_postfix(ratings_per_s=f"{(inner.n - done0) * rules / elapsed:.1f}")
 
         def close(self) -> None:
-            bar.close()
+            inner.close()
 
     return _Bar()
