@@ -1,6 +1,6 @@
-// Host-side pieces of rule_head_select (design.md section 4.3) shared by the CPU and CUDA
-// implementations: argument checks, the forward (two addmm + the device's select_rules
-// kernel) and the preparation of the sparse backward's inputs.
+// Host-side pieces of rule_head_select (docs/architecture.md, "rule_head_select") shared by the
+// CPU and CUDA implementations: argument checks, the forward (two addmm + the device's
+// select_rules kernel) and the preparation of the sparse backward's inputs.
 #pragma once
 
 #include <torch/types.h>

@@ -24,7 +24,7 @@ from ramo.adapter.model import ADAPTER_FILE
 from ramo.cli import main
 from ramo.io import Pair, Rule
 from ramo.io.atomic import write_jsonl
-from ramo.io.selections import load_selections, selection_rows
+from ramo.io.selections import load_selections, selections_from, write_selections
 from ramo.judge import RuleJudge
 from ramo.ops import select_rules
 from ramo.ratings import RatingStore
@@ -172,12 +172,12 @@ def test_apply_rates_k_rules_per_side_and_sums_them(trained, judge):
         ids = [RULES[j].id for j in predicted[i]]
         (resp_a, ids_a, score_a), (resp_b, ids_b, score_b) = spy.calls[2 * i:2 * i + 2]
         assert (resp_a, resp_b) == (PAIRS[i].response_a, PAIRS[i].response_b)
-        assert row["rule_ids"] == ids == ids_a == ids_b and row["id"] == PAIRS[i].id
-        assert "criterion" not in row
-        assert row["reward_a"] == pytest.approx(float(score_a.sum()), rel=1e-6, abs=1e-7)
-        assert row["reward_b"] == pytest.approx(float(score_b.sum()), rel=1e-6, abs=1e-7)
+        assert row.rule_ids == ids == ids_a == ids_b and row.id == PAIRS[i].id
+        assert "criterion" not in row.to_row()
+        assert row.reward_a == pytest.approx(float(score_a.sum()), rel=1e-6, abs=1e-7)
+        assert row.reward_b == pytest.approx(float(score_b.sum()), rel=1e-6, abs=1e-7)
         margin = float(score_a.sum() - score_b.sum())
-        assert row["preference"] == (margin > 0) - (margin < 0)
+        assert row.preference == (margin > 0) - (margin < 0)
 
 
 def test_apply_reuses_the_store(tmp_path, trained, judge):
@@ -210,7 +210,7 @@ def test_apply_reuses_the_store(tmp_path, trained, judge):
         spy.calls.clear()
         reused = apply_adapter(adapter, spy, PAIRS, RULES, store=store, progress=False)
     assert spy.calls == [] and reused.judge_calls == 0
-    assert [r["rule_ids"] for r in reused] == [r["rule_ids"] for r in plain]
+    assert [r.rule_ids for r in reused] == [r.rule_ids for r in plain]
 
 
 # ---- metrics ----------------------------------------------------------------------------------
@@ -295,8 +295,8 @@ def test_commands_end_to_end(tmp_path, backbone, judge_parts, judge, capsys):
                    for i, p in enumerate(PAIRS) for side in (0, 1) for j, rule in enumerate(RULES)])
     full = select_rules(ratings.score[:, 0], ratings.score[:, 1],
                         relevance=ratings.pair_relevance(), k=3)
-    selections = write_jsonl(tmp_path / "selections.jsonl",
-                             selection_rows([p.id for p in PAIRS], [r.id for r in RULES], full))
+    selections = tmp_path / "selections.jsonl"
+    write_selections(selections, selections_from([p.id for p in PAIRS], [r.id for r in RULES], full))
 
     out = tmp_path / "adapter"
     assert main(["adapter", "train", "--pairs", str(pairs), "--rules", str(rules),
@@ -317,8 +317,8 @@ def test_commands_end_to_end(tmp_path, backbone, judge_parts, judge, capsys):
     printed = capsys.readouterr().out
     assert "the judge rated 40 (response, rule) pairs" in printed and "instead of the 120" in printed
     rows = load_selections(chosen)
-    assert [r["id"] for r in rows] == [p.id for p in PAIRS] and all(len(r["rule_ids"]) == 2
-                                                                     for r in rows)
+    assert [r.id for r in rows] == [p.id for p in PAIRS] and all(len(r.rule_ids) == 2
+                                                                 for r in rows)
 
 
 # ---- errors -----------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_braces_in_text_stay_as_written(model_and_tokenizers):
 
 @pytest.mark.parametrize("bad, match", [
     ({"id": "x", "prompt": "hi", "response_a": "", "response_b": "yes"}, "response_a"),
-    ({"id": "x", "prompt": "hi", "response_a": "ok"}, "missing field 'response_b'"),
+    ({"id": "x", "prompt": "hi", "response_a": "ok"}, r"pair 'x': missing column\(s\) 'response_b'"),
     ({"id": "x", "prompt": "   ", "response_a": "ok", "response_b": "ok"}, "prompt"),
 ])
 def test_bad_pairs(model_and_tokenizers, bad, match):

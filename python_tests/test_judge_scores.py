@@ -1,4 +1,5 @@
-"""judge_scores on every backend against an fp64 ground truth (design.md sections 4.2 and 6).
+"""judge_scores on every backend against an fp64 ground truth (docs/architecture.md,
+"judge_scores").
 
 The truth is torch.softmax in fp64 of the fp64 logits of the same inputs. Sizes stay small:
 the Triton backend runs in its interpreter here.

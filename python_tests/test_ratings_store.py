@@ -1,9 +1,11 @@
 """The ratings store (ramo/ratings): round trips, one judge and template per store, all-or-nothing
-adds, atomic exports, dense tensors, concurrent writer processes and SIGKILL safety."""
+adds, atomic exports, dense reads (complete and partial), read-only opens beside a writer,
+concurrent writer processes and SIGKILL safety."""
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -20,8 +22,10 @@ import torch
 
 from ramo.ratings import (
     COLUMNS,
+    FIELDS,
     DuplicateRatingError,
     Rating,
+    Ratings,
     RatingStore,
     StoreError,
     StoreMismatchError,
@@ -268,25 +272,179 @@ def test_export_refuses_other_suffixes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
 
 
-# ---- dense tensors -------------------------------------------------------------------------------
+# ---- dense reads --------------------------------------------------------------------------------
 
 
-def test_to_tensors(tmp_path):
+def _same(a: Ratings, b: Ratings) -> bool:
+    """Equal ids and bit-equal fields, NaN where NaN (Ratings has no ==: tensors are elementwise)."""
+    return (a.pair_ids == b.pair_ids and a.rule_ids == b.rule_ids
+            and all(torch.equal(getattr(a, f).view(torch.int32), getattr(b, f).view(torch.int32))
+                    for f in FIELDS))
+
+
+def test_scores_and_require_complete(tmp_path):
     pairs, rules = ["p2", "p0", "p1"], ["r003", "r000", "r007", "r001"]
-    with _open(tmp_path / "r.db") as store:
+    db = tmp_path / "r.db"
+    with _open(db) as store:
         for pair_id in pairs + ["unasked"]:
             store.add(unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
-        scores, relevance = store.to_tensors(pairs, rules)
-        assert scores.shape == relevance.shape == (3, 2, 4)
-        assert scores.dtype == relevance.dtype == torch.float32
-        expected = torch.tensor([[[_values(p, side, r)[3:] for r in rules] for side in (0, 1)]
+        ratings = store.scores(pairs, rules)
+        assert ratings.require_complete(str(store.path)) is ratings
+        assert ratings.pair_ids == tuple(pairs) and ratings.rule_ids == tuple(rules)
+        assert len(ratings) == 3 and ratings.valid.all()
+        # Filled in float64, as stored, and rounded once to float32.
+        expected = torch.tensor([[[_values(p, side, r) for r in rules] for side in (0, 1)]
                                  for p in pairs], dtype=torch.float64).float()
-        assert torch.equal(scores, expected[..., 0]) and torch.equal(relevance, expected[..., 1])
-        empty, _ = store.to_tensors([], rules)
-        assert empty.shape == (0, 2, 4)
-        missing = r"10 of 16 ratings are missing.*\('p0', 0, 'r099'\).* and 5 more"
+        for k, name in enumerate(FIELDS):
+            value = getattr(ratings, name)
+            assert value.shape == (3, 2, 4) and value.dtype == torch.float32
+            assert torch.equal(value, expected[..., k]), name
+        empty = store.scores([], rules).require_complete(str(store.path))
+        assert empty.score.shape == empty.relevance.shape == (0, 2, 4) and len(empty) == 0
+        missing = r"10 of 16 ratings are missing from .*r\.db: \('p0', 0, 'r099'\).* and 5 more"
         with pytest.raises(ValueError, match=missing):
-            store.to_tensors(["p0", "p9"], rules[:3] + ["r099"])
+            store.scores(["p0", "p9"], rules[:3] + ["r099"]).require_complete(str(store.path))
+        for bad_pairs, bad_rules, what in ((["p0", "p0"], rules, "twice"), (pairs, [], "empty"),
+                                           ("p0", rules, "not the string"), ([7], rules, "string")):
+            with pytest.raises(ValueError, match=what):
+                store.scores(bad_pairs, bad_rules)
+
+
+def test_scores_of_a_partly_rated_store(tmp_path):
+    rules = RULES[:4]
+    with _open(tmp_path / "r.db") as store:
+        store.add(unit_rows("p1", 0, rules) + unit_rows("p1", 1, rules))
+        store.add(unit_rows("p2", 1, rules))
+        store.add(unit_rows("p3", 0, [rules[0], rules[2]]) + unit_rows("p3", 1, ["other"]))
+        pairs = ["p3", "p4", "p1", "p2"]  # p4: nothing stored
+        ratings = store.scores(pairs, rules)
+        stored = {row[:3]: row[3:] for row in store.read()}
+        for i, pair_id in enumerate(pairs):
+            for side in (0, 1):
+                for j, rule_id in enumerate(rules):
+                    values = stored.get((pair_id, side, rule_id))
+                    assert bool(ratings.valid[i, side, j]) == (values is not None)
+                    got = [float(getattr(ratings, f)[i, side, j]) for f in FIELDS]
+                    if values is None:
+                        assert all(math.isnan(v) for v in got)
+                    else:
+                        assert got == [float(torch.tensor(v).float()) for v in values]
+        missing = ratings.missing()
+        assert missing == [(p, side, r) for p in pairs for side in (0, 1) for r in rules
+                           if (p, side, r) not in stored]
+        assert len(missing) == 2 + 4 + 8 + 0 + 4  # p3 side 0, p3 side 1, p4, p1, p2 side 0
+        # The sparse view is the stored rows of these pairs and rules, in the arguments' order.
+        assert list(ratings.rows()) == [
+            Rating(p, side, r, *(float(torch.tensor(v).float()) for v in stored[(p, side, r)]))
+            for p in pairs for side in (0, 1) for r in rules if (p, side, r) in stored]
+        assert _same(Ratings.from_rows(store.read(), pairs, rules), ratings)
+        assert sorted({(p, side) for p, side, _ in missing}) == sorted(
+            store.missing_units(pairs, rules))
+        with pytest.raises(ValueError, match=r"18 of 32 ratings are missing"):
+            ratings.require_complete(str(store.path))
+
+
+# ---- read-only opens -----------------------------------------------------------------------------
+
+
+def test_open_existing_reads_and_never_writes(tmp_path):
+    db = tmp_path / "r.db"
+    with _open(db, judge_info={"model": "tiny"}) as store:
+        store.add(unit_rows("p1", 0) + unit_rows("p1", 1) + unit_rows("p2", 0))
+        assert not store.read_only
+        written = store.read()
+    before = db.read_bytes()
+    with RatingStore.open_existing(db) as reader:
+        assert reader.read_only
+        assert (reader.judge_fingerprint, reader.template_fingerprint) == (JUDGE, TEMPLATE)
+        assert reader.judge_info == {"model": "tiny"}
+        assert reader.read() == written and reader.count() == len(written)
+        assert reader.missing_units(["p2", "p1"], RULES) == [("p2", 1)]
+        assert reader.completed_pairs(RULES) == {"p1"}
+        assert _same(reader.scores(["p1", "p2"], RULES),
+                     Ratings.from_rows(written, ["p1", "p2"], RULES))
+        assert reader.export(tmp_path / "out.jsonl") == tmp_path / "out.jsonl"
+        with pytest.raises(StoreError, match=r"r\.db was opened read-only"):
+            reader.add(unit_rows("p2", 1))
+        with pytest.raises(StoreError, match="read-only"):
+            reader.add([])  # refused as such, not merely because there is nothing to add
+        assert reader.count() == len(written)
+    assert db.read_bytes() == before  # not even the header changed
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with _open(db) as store:  # a writer after a reader: as before
+        store.add(unit_rows("p2", 1))
+        assert store.missing_units(["p1", "p2"], RULES) == []
+
+
+def test_open_existing_beside_a_writer(tmp_path):
+    """Readers get in while a writer holds the write lock and has uncommitted rows: WAL lets
+    them read the last commit; they never wait for the writer nor make it wait."""
+    db = tmp_path / "r.db"
+    with _open(db) as writer:
+        writer.add(unit_rows("p1", 0))
+        writer._con.execute("BEGIN IMMEDIATE")
+        writer._con.executemany(
+            f"INSERT INTO ratings VALUES ({', '.join('?' * len(COLUMNS))})", unit_rows("p1", 1))
+        start = time.monotonic()
+        with RatingStore.open_existing(db, timeout=30) as reader:
+            assert reader.read() == sorted(unit_rows("p1", 0))  # the last commit only
+            assert reader.missing_units(["p1"], RULES) == [("p1", 1)]
+            ratings = reader.scores(["p1"], RULES)
+            assert ratings.valid[0, 0].all() and not ratings.valid[0, 1].any()
+            assert reader.completed_pairs(RULES) == set()
+            writer._con.execute("COMMIT")
+            assert reader.missing_units(["p1"], RULES) == []  # each read sees the latest commit
+            assert writer.add(unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
+            assert reader.scores(["p2"], RULES).valid[0, 0].all()
+        assert time.monotonic() - start < 10  # nobody waited for the busy timeout
+
+
+def test_open_existing_refuses_what_is_not_a_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ratings store"):
+        RatingStore.open_existing(tmp_path / "missing" / "r.db")
+    assert list(tmp_path.iterdir()) == []  # no folder created
+    text = tmp_path / "notes.db"
+    text.write_text("not a database, just some text that is long enough " * 20)
+    with pytest.raises(StoreError, match="not a ratings store"):
+        RatingStore.open_existing(text)
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as con:
+        con.execute("CREATE TABLE t (x)")
+        con.commit()
+    with pytest.raises(StoreError, match=r"not a ratings store \(its tables: t\)"):
+        RatingStore.open_existing(other)
+    with closing(sqlite3.connect(other)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    future = tmp_path / "future.db"
+    _open(future).close()
+    with closing(sqlite3.connect(future)) as con:
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.commit()
+    with pytest.raises(StoreError, match="schema version '2'"):
+        RatingStore.open_existing(future)
+
+
+def test_open_existing_paths_that_need_escaping(tmp_path):
+    db = tmp_path / "a?b#c %41 é" / "r.db"  # "?", "#" and "%" mean something in a URI
+    with _open(db) as store:
+        store.add(unit_rows("p1", 0, RULES[:2]))
+    with RatingStore.open_existing(db) as reader:
+        assert reader.count() == 2 and reader.path == db
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_open_existing_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    with _open(folder / "r.db") as store:
+        store.add(unit_rows("p1", 0, RULES[:2]))
+    # Readable only while the -shm file sqlite keeps beside a WAL database can be created.
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(StoreError, match="not writable"):
+            RatingStore.open_existing(folder / "r.db")
+    finally:
+        folder.chmod(0o755)
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -335,6 +493,8 @@ def test_sigkill_midway_then_resume(tmp_path):
     partial = _count(killed)
     assert 0 < partial < total, "the kill did not land mid-run"
     assert partial % len(RULES) == 0 and _unit_sizes(killed) == {len(RULES)}  # whole units only
+    with RatingStore.open_existing(killed) as reader:  # a reader recovers the WAL it left too
+        assert reader.count() == partial
 
     write_all(killed)  # the resumed run writes only what is missing
     write_all(reference)

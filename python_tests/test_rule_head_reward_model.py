@@ -55,7 +55,7 @@ def test_single_response_scores(model):
 def test_compare_is_the_training_selection(model):
     net, tok = model
     from ramo.reward import encode
-    from ramo.reward.data import pad
+    from ramo.tokenization import pad
 
     prompts, a, b = ["q one", "q two", "q three"], ["yes here", "no", "safe answer"], \
         ["no way", "yes sure", "unsafe answer here"]

@@ -1,4 +1,5 @@
-"""rule_head_select on every backend against the reference (design.md sections 4.3 and 6).
+"""rule_head_select on every backend against the reference (docs/architecture.md,
+"rule_head_select").
 
 The reference's forward is the specification and its gradient (plain autograd through addmm
 and the reference select_rules) is the oracle of the fused backward.
@@ -14,8 +15,8 @@ import torch
 
 import ramo
 from ramo import backends
+from ramo.ops._common import MAX_FAST_K
 from ramo.ops.rule_head_select import RuleHeadSelection
-from ramo.ops.select_rules import MAX_FAST_K
 from python_tests.baselines import rule_head_select_eager
 from python_tests.test_select_rules import device_for, selection_extras
 

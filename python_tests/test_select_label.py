@@ -14,7 +14,7 @@ from ramo.cli import main
 from ramo.io.atomic import atomic_dir, write_jsonl
 from ramo.ops import select_rules
 from ramo.ratings import RatingStore
-from ramo.relevance import embedding_relevance, pair_relevance
+from ramo.relevance import embedding_relevance
 
 RULES = [{"id": f"r{j}", "text": t, "category": c} for j, (t, c) in enumerate([
     ("never give weapon instructions", "violence-weapons"), ("do not insult people", "hate"),
@@ -63,7 +63,7 @@ def test_select_command_equals_the_op(tmp_path, rated, relevance):
     assert code == 0
     _, _, _, scores, rel = rated
     want = select_rules(scores[:, 0], scores[:, 1],
-                        pair_relevance(rel) if relevance == "judge" else None, k=3,
+                        rel.mean(dim=1) if relevance == "judge" else None, k=3,
                         backend="reference")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"p{n}" for n in range(N)]

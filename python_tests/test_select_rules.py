@@ -1,4 +1,4 @@
-"""select_rules on every backend against the reference (design.md sections 4.1 and 6)."""
+"""select_rules on every backend against the reference (docs/architecture.md, "Exactness")."""
 
 import math
 import os
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import ramo
 from ramo import backends
-from ramo.ops.select_rules import MAX_FAST_K, RuleSelection
+from ramo.ops._common import MAX_FAST_K
+from ramo.ops.select_rules import RuleSelection
 from python_tests.baselines import select_rules_eager
 
 FAST_BACKENDS = [
@@ -420,8 +421,21 @@ def test_triton_on_cpu_without_interpreter_falls_back(monkeypatch):
 
 def test_compiled_limits_match_python():
     from ramo import _C
+    from ramo.ops._common import _MAX_FAST_K_WITHOUT_EXTENSION
 
     assert _C.max_fast_k == MAX_FAST_K
+    # The limit a source checkout without ramo._C assumes is the compiled one.
+    assert _MAX_FAST_K_WITHOUT_EXTENSION == _C.max_fast_k
+
+
+def test_triton_kernels_accumulate_like_the_reference():
+    """kernels/triton restates the accumulation rule (it imports nothing from ramo)."""
+    from ramo.ops._common import FLOAT_DTYPES, accumulation_dtype
+    from ramo.triton_kernels import _dtypes
+
+    for dtype in FLOAT_DTYPES:
+        assert _dtypes.accumulation_dtype(dtype) == accumulation_dtype(dtype)
+        assert dtype in _dtypes.TRITON_TYPES
 
 
 def test_eager_baseline_agrees_with_reference():
@@ -432,6 +446,22 @@ def test_eager_baseline_agrees_with_reference():
     assert torch.equal(base[0], ref.indices)
     torch.testing.assert_close(base[2], ref.reward_a)
     assert torch.equal(base[5], ref.preference)
+
+
+def test_describe_lists_every_op_on_every_device(monkeypatch):
+    from ramo.ops._common import OPS
+
+    monkeypatch.delenv("RAMO_BACKEND", raising=False)
+    lines = ramo.ops.describe_dispatch([torch.device("cpu")])
+    assert lines[0] == "dispatch (backend=None):"
+    assert [line.split()[0] for line in lines[1:]] == list(OPS)
+    assert f"  select_rules on cpu tensors -> cpu (k <= {MAX_FAST_K}; larger k -> reference)" \
+        in lines
+    assert "  judge_scores on cpu tensors -> cpu" in lines
+    monkeypatch.setenv("RAMO_BACKEND", "reference")
+    lines = ramo.ops.describe_dispatch([torch.device("cpu")])
+    assert lines[0] == "dispatch (backend=None, RAMO_BACKEND set):"
+    assert "  judge_scores on cpu tensors -> reference" in lines
 
 
 def test_ramo_info_runs():

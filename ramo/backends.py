@@ -34,6 +34,11 @@ def extension_error() -> str | None:
     return _C_ERROR
 
 
+def extension():
+    """The loaded ramo._C module, or None (then extension_error() says why)."""
+    return _C
+
+
 def built() -> dict[str, bool]:
     """Which compiled backends this installation has."""
     return {

@@ -1,4 +1,5 @@
-"""`ramo demo`: the whole method on the embedded defaults, ending in a report with plots.
+"""The demo (`ramo demo`): the whole method on the embedded defaults, ending in a report with
+plots.
 
 Data: ramo's 200 demo safety pairs (ramo/data/demo/pairs.jsonl, written for this project):
 three in four are rated on all 100 rules of the default pool; every fourth pair plays a new
@@ -20,11 +21,8 @@ reruns or resumes it.
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data" / "demo"
@@ -39,18 +37,6 @@ SETTINGS = {
     "rm": {"epochs": 2, "learning_rate": 5.0e-5, "batch_size": 8, "max_length": 128, "seed": 0},
     "evaluation": {"batch_size": 32, "max_length": 128, "baseline": True},
 }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("ramo-demo"),
-                        help="run folder (default: ./ramo-demo); a rerun resumes it")
-    parser.add_argument("--live-ratings", action="store_true",
-                        help="rate every pair with the judge here instead of starting from the "
-                        "shipped ratings (about 25 minutes on 2 CPU cores)")
-    parser.add_argument("--export-seed", type=Path, default=None, metavar="FOLDER",
-                        help="for maintainers: after a --live-ratings run, write its ratings "
-                        "as the shipped seed (ratings.jsonl.gz + ratings.meta.json) to FOLDER")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def split(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -90,6 +76,8 @@ def seed(pipeline, log=print) -> bool:
     """Puts the shipped ratings into the run's store when they are this judge's ratings of
     these pairs; says why not otherwise."""
     from ramo.io import rules_fingerprint
+    from ramo.io._problems import Problems
+    from ramo.io.jsonl import read_jsonl
     from ramo.rate import open_store
 
     if not (SEED_META.is_file() and SEED_ROWS.is_file()):
@@ -106,8 +94,7 @@ def seed(pipeline, log=print) -> bool:
         log(f"[demo] the shipped ratings are not for this {', '.join(differ)}: rating live "
             "(about 25 minutes on 2 CPU cores)")
         return False
-    with gzip.open(SEED_ROWS, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
+    rows = [row for _, row in read_jsonl(SEED_ROWS, Problems(SEED_ROWS))]
     with open_store(pipeline.path("ratings.sqlite"), judge) as store:
         added = store.add(rows, skip_existing=True)
     log(f"[demo] {added} ratings taken from the shipped seed ({SEED_ROWS.name}; same judge "
@@ -116,10 +103,10 @@ def seed(pipeline, log=print) -> bool:
 
 
 def export_seed(pipeline, folder: Path) -> None:
+    """Writes the run's ratings as the shipped seed (ratings.jsonl.gz + ratings.meta.json)."""
     from ramo.io import rules_fingerprint
-    from ramo.io.atomic import atomic_path, write_json
-    from ramo.ratings import RatingStore
-    from ramo.ratings.export import COLUMNS
+    from ramo.io.atomic import write_json, write_jsonl
+    from ramo.ratings import COLUMNS, RatingStore
 
     with RatingStore.open_existing(pipeline.path("ratings.sqlite")) as store:
         rows = store.read()
@@ -129,25 +116,18 @@ def export_seed(pipeline, folder: Path) -> None:
                 "rules_fingerprint": rules_fingerprint(pipeline.rules),
                 "judge_info": store.judge_info, "template_info": store.template_info,
                 "ratings": len(rows)}
-    text = "".join(json.dumps(dict(zip(COLUMNS, row))) + "\n" for row in rows)
-    with atomic_path(folder / SEED_ROWS.name) as tmp:
-        # mtime=0: the same ratings give the same bytes, so a regenerated seed diffs clean.
-        tmp.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+    write_jsonl(folder / SEED_ROWS.name, (dict(zip(COLUMNS, row)) for row in rows))
     write_json(folder / SEED_META.name, meta)
     print(f"wrote {len(rows)} ratings to {folder / SEED_ROWS.name}")
 
 
-def run(args: argparse.Namespace) -> int:
-    out = args.out
+def run_demo(out: Path, *, live_ratings: bool = False, progress: bool = True):
+    """The demo: writes the data and config into `out`, takes the shipped ratings when they
+    fit (unless live_ratings), and runs the pipeline; returns it."""
     pipeline = prepare(out)
-    pipeline.progress = not args.no_progress
-    if args.export_seed:
-        export_seed(pipeline, args.export_seed)
-        return 0
+    pipeline.progress = progress
     pipeline.check_inputs()
-    if not args.live_ratings and pipeline.record("rate") is None:
+    if not live_ratings and pipeline.record("rate") is None:
         seed(pipeline)
     pipeline.run()
-    print(f"\nramo demo finished: report {out / 'report.md'}, plots in {out / 'plots'}, "
-          f"reward model in {out / 'rm'}", file=sys.stderr)
-    return 0
+    return pipeline

@@ -1,4 +1,5 @@
-"""`ramo eval`: a reward model's accuracy per subset and per section on RewardBench-format pairs.
+"""The eval step: a reward model's accuracy per subset and per section on RewardBench-format
+pairs.
 
 Data: rows with `prompt`, `chosen`, `rejected`, `subset` (optionally `id`) as JSONL(.gz),
 Parquet or JSON. A pair is correct when the model scores the chosen response strictly
@@ -17,7 +18,6 @@ count and does not model that. Subsets in no section go to "other"; "all" is eve
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -53,24 +53,20 @@ def load_eval_pairs(path: str | os.PathLike):
     """
     from ramo.io import load_pairs
     from ramo.io._problems import Problems, type_name
-    from ramo.reward.data import _positions
 
     pairs = load_pairs(path, allow_empty_responses=True)
     if not pairs:
         raise ValueError(f"{os.fspath(path)}: no pairs in the file")
     problems = Problems(path)
-    bad = [i for i, p in enumerate(pairs)
-           if not _good_subset(p.extra.get("subset")) or p.label is None]
-    positions = _positions(path, len(pairs)) if bad else []
-    for i in bad:
-        subset = pairs[i].extra.get("subset")
-        if pairs[i].label is None:
-            problems.add(positions[i], "'label' is null: which response is chosen?")
-        elif "subset" not in pairs[i].extra:
-            problems.add(positions[i], "missing column 'subset'")
-        else:
+    for pair in pairs:
+        subset = pair.extra.get("subset")
+        if pair.label is None:
+            problems.add(pair.where, "'label' is null: which response is chosen?")
+        elif "subset" not in pair.extra:
+            problems.add(pair.where, "missing column 'subset'")
+        elif not _good_subset(subset):
             shown = repr(subset) if isinstance(subset, str) else type_name(subset)
-            problems.add(positions[i], f"'subset' must be a non-empty string, got {shown}")
+            problems.add(pair.where, f"'subset' must be a non-empty string, got {shown}")
     problems.raise_if_any()
     # response_a is the chosen response from here on (rows in the a/b form may say label 1).
     return [p if p.label == 0 else replace(p, response_a=p.response_b, response_b=p.response_a,
@@ -87,13 +83,13 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
                     progress: bool = False) -> torch.Tensor:
     """The model's score of each (prompt, response): float32 [N] on the CPU.
 
-    Inputs are built by `ramo.reward.encode`, the function training uses. Identical inputs
+    Inputs are built by `ramo.tokenization.encode`, the function training uses. Identical inputs
     are scored once, so they get identical scores (a pair whose two responses encode alike is
     an exact tie, whatever batch either would have landed in). Sequences are batched longest
     first, so a batch pads to similar lengths; the result is in the order of the inputs.
     """
     from ramo.progress import bar as progress_bar
-    from ramo.reward.data import encode, pad
+    from ramo.tokenization import encode, pad
 
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -210,8 +206,7 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int = 256,
 
 
 def _load(name: str | os.PathLike):
-    from ramo.models import RuleHeadRewardModel, is_rule_head_folder
-    from ramo.reward.trainer import load_reward_model
+    from ramo.models import RuleHeadRewardModel, is_rule_head_folder, load_reward_model
 
     if is_rule_head_folder(name):
         net, tokenizer = RuleHeadRewardModel.from_pretrained(name)
@@ -233,37 +228,21 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="reward model: a folder from `ramo rm train`, another local folder "
-                        "or a hub id (AutoModelForSequenceClassification, one output)")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="pairs with prompt, chosen, rejected, subset: JSONL(.gz), Parquet "
-                        "or JSON (RewardBench's schema)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="write the result as JSON here (atomically)")
-    parser.add_argument("--markdown", type=Path, default=None,
-                        help="write the tables as markdown here (atomically)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="sequences per forward pass (default 32)")
-    parser.add_argument("--max-length", type=int, default=256,
-                        help="tokens per prompt + response, as in training (default 256)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
+def write_result(result: dict, json_path: str | os.PathLike | None = None,
+                 markdown_path: str | os.PathLike | None = None, **about) -> None:
+    """The result as JSON ({**about, **result}) and its tables as markdown, atomically;
+    either path may be None."""
     from ramo.io.atomic import write_json, write_text
 
-    for target in (args.out, args.markdown):
-        if target is not None and target.is_dir():
+    check_output_paths(json_path, markdown_path)
+    if json_path is not None:
+        write_json(json_path, {**about, **result})
+    if markdown_path is not None:
+        write_text(markdown_path, to_markdown(result))
+
+
+def check_output_paths(*paths: str | os.PathLike | None) -> None:
+    """Before the work: a result path must not be a folder."""
+    for target in paths:
+        if target is not None and Path(target).is_dir():
             raise ValueError(f"{target}: is a folder; give a file name")
-    result = evaluate(args.model, args.data, batch_size=args.batch_size,
-                      max_length=args.max_length, progress=not args.no_progress)
-    markdown = to_markdown(result)
-    print(markdown, end="")
-    if args.out is not None:
-        write_json(args.out, {"model": str(args.model), "data": os.fspath(args.data),
-                              "max_length": args.max_length, **result})
-    if args.markdown is not None:
-        write_text(args.markdown, markdown)
-    return 0

@@ -1,4 +1,5 @@
-"""`ramo explain`: for a pair, the rules a rule-head reward model selects and each side's scores.
+"""Explaining a rule-head reward model (`ramo explain`): for a pair, the rules it selects and
+each side's scores.
 
 For each pair the model's heads score both responses on every rule; the k rules on which the
 two differ most are selected, as in training, and their per-rule scores, the two rewards
@@ -6,23 +7,6 @@ two differ most are selected, as in training, and their per-rule scores, the two
 """
 
 from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path,
-                        help="a rule-head reward model (`ramo rm train --heads rules`)")
-    parser.add_argument("--pairs", required=True, type=Path,
-                        help="pairs: JSONL(.gz), Parquet or JSON (response_a/response_b or "
-                        "chosen/rejected)")
-    parser.add_argument("--id", action="append", default=[], dest="ids",
-                        help="pair id to explain (repeatable; default: the first 3 pairs)")
-    parser.add_argument("--rules", default=None,
-                        help="the rule pool, to print each rule's text ('default' for ramo's)")
-    parser.add_argument("--max-length", type=int, default=256,
-                        help="tokens per prompt + response, as in training (default 256)")
 
 
 def explain(model, tokenizer, pairs, rule_text: dict[str, str] | None = None, *,
@@ -60,22 +44,3 @@ def _known(pair) -> str:
 def _short(text: str, width: int = 90) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 3] + "..."
-
-
-def run(args: argparse.Namespace) -> int:
-    from ramo.io import load_pairs, load_rules
-    from ramo.models import RuleHeadRewardModel
-
-    pairs = load_pairs(args.pairs)
-    if args.ids:
-        by_id = {p.id: p for p in pairs}
-        missing = [i for i in args.ids if i not in by_id]
-        if missing:
-            raise ValueError(f"no pair with id {', '.join(map(repr, missing))} in {args.pairs}")
-        pairs = [by_id[i] for i in args.ids]
-    else:
-        pairs = pairs[:3]
-    rule_text = {r.id: r.text for r in load_rules(args.rules)} if args.rules else None
-    model, tokenizer = RuleHeadRewardModel.from_pretrained(args.model)
-    print(explain(model, tokenizer, pairs, rule_text, max_length=args.max_length))
-    return 0

@@ -1,6 +1,6 @@
 """`ramo pipeline`: the whole method from one config file, every artefact in one run folder.
 
-Steps, in order (design.md §1):
+Steps, in order (each one a library function: ramo/steps.py):
   rate           the judge rates every pair on every rule        -> ratings.sqlite
   select         max-discrepancy top-k per pair, and its label   -> selections.jsonl
   adapter-train  the Rule Adapter on those pairs and their rules -> adapter/ (+ metrics on
@@ -23,42 +23,47 @@ Config (YAML or JSON); paths are relative to the config file; only `pairs` is re
     pairs: pairs.jsonl          # rated on every rule
     new_pairs: new.jsonl        # optional: labeled through the adapter (k rules per side)
     eval: eval.jsonl            # optional: RewardBench-schema evaluation set
-    judge: {model: default, template: rule-last, normalize: vocab, dtype: float32,
-            batch_size: 16, device: null}
-    select: {k: 5, relevance: judge, encoder: default, discrepancy_weight: 0.5,
-             relevance_weight: 1.0}
-    adapter: {backbone: default, epochs: 5, learning_rate: 1.0e-4, batch_size: 16,
-              max_length: 256, holdout: 0.2, seed: 0}
-    rm: {model: default, epochs: 1, learning_rate: 2.0e-5, batch_size: 8, max_length: 256,
-         center_rewards_coefficient: null, bf16: false, gradient_checkpointing: false, seed: 0}
-    evaluation: {batch_size: 32, max_length: 256, baseline: true}
+    judge: {...}                # sections of settings: any subset of those listed below
+    select: {...}
+    adapter: {...}
+    rm: {...}
+    evaluation: {...}
+
+The sections' settings and defaults (`sections()`, read from the step functions):
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 STEPS = ("rate", "select", "adapter-train", "adapter-apply", "label", "rm-train", "eval", "report")
+RM_SETTINGS = ("model", "epochs", "learning_rate", "batch_size", "max_length",
+               "center_rewards_coefficient", "bf16", "gradient_checkpointing", "seed")
+ADAPTER_SETTINGS = ("backbone", "epochs", "learning_rate", "batch_size", "max_length", "seed")
 
-_SECTIONS = {
-    "judge": {"model": "default", "template": "rule-last", "normalize": "vocab",
-              "dtype": "float32", "batch_size": 16, "device": None},
-    "select": {"k": 5, "relevance": "judge", "encoder": "default", "discrepancy_weight": 0.5,
-               "relevance_weight": 1.0},
-    "adapter": {"backbone": "default", "epochs": 5, "learning_rate": 1.0e-4, "batch_size": 16,
-                "max_length": 256, "holdout": 0.2, "seed": 0},
-    "rm": {"model": "default", "epochs": 1, "learning_rate": 2.0e-5, "batch_size": 8,
-           "max_length": 256, "center_rewards_coefficient": None, "bf16": False,
-           "gradient_checkpointing": False, "seed": 0},
-    "evaluation": {"batch_size": 32, "max_length": 256, "baseline": True},
-}
+
+def sections() -> dict[str, dict[str, Any]]:
+    """Each config section's settings and their defaults, read from the step functions'
+    signatures (ramo.steps): the defaults are written once, there."""
+    from ramo.adapter.train import DEFAULT_HOLDOUT, train_adapter
+    from ramo.evaluation import evaluate
+    from ramo.reward.train import train_reward_model
+    from ramo.select import select
+    from ramo.steps import defaults, judge_defaults
+
+    return {
+        "judge": judge_defaults(),
+        "select": defaults(select),
+        "adapter": {**defaults(train_adapter, ADAPTER_SETTINGS), "holdout": DEFAULT_HOLDOUT},
+        "rm": defaults(train_reward_model, RM_SETTINGS),
+        # baseline: also score the untrained backbone, for scale
+        "evaluation": {**defaults(evaluate, ("batch_size", "max_length")), "baseline": True},
+    }
 
 
 @dataclass
@@ -68,11 +73,11 @@ class Config:
     rules: str = "default"
     new_pairs: Path | None = None
     eval: Path | None = None
-    judge: dict = field(default_factory=lambda: dict(_SECTIONS["judge"]))
-    select: dict = field(default_factory=lambda: dict(_SECTIONS["select"]))
-    adapter: dict = field(default_factory=lambda: dict(_SECTIONS["adapter"]))
-    rm: dict = field(default_factory=lambda: dict(_SECTIONS["rm"]))
-    evaluation: dict = field(default_factory=lambda: dict(_SECTIONS["evaluation"]))
+    judge: dict = field(default_factory=lambda: sections()["judge"])
+    select: dict = field(default_factory=lambda: sections()["select"])
+    adapter: dict = field(default_factory=lambda: sections()["adapter"])
+    rm: dict = field(default_factory=lambda: sections()["rm"])
+    evaluation: dict = field(default_factory=lambda: sections()["evaluation"])
 
     @classmethod
     def from_dict(cls, raw: Any, base: Path, where: str = "config") -> Config:
@@ -90,19 +95,19 @@ class Config:
             value = raw.get(key)
             return None if value in (None, "") else (base / str(value))
 
-        sections = {}
-        for name, defaults in _SECTIONS.items():
+        given_sections = {}
+        for name, defaults in sections().items():
             given = raw.get(name) or {}
             if not isinstance(given, dict):
                 raise ValueError(f"{where}: `{name}` must be a mapping, got {type(given).__name__}")
             bad = sorted(set(given) - set(defaults))
             if bad:
                 raise ValueError(f"{where}: unknown {name} settings {bad}; they are {sorted(defaults)}")
-            sections[name] = {**defaults, **given}
+            given_sections[name] = {**defaults, **given}
         rules = str(raw.get("rules", "default"))
         return cls(pairs=path("pairs"), run_dir=path("run_dir") or base / "run",
                    rules=rules if rules == "default" else str(base / rules),
-                   new_pairs=path("new_pairs"), eval=path("eval"), **sections)
+                   new_pairs=path("new_pairs"), eval=path("eval"), **given_sections)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Config:
@@ -181,17 +186,9 @@ class Pipeline:
     @property
     def judge(self):
         if self._judge is None:
-            import torch
+            from ramo.steps import load_judge
 
-            from ramo.judge import RuleJudge
-            from ramo.rate import default_device
-
-            settings = self.config.judge
-            self._judge = RuleJudge.from_pretrained(
-                settings["model"], dtype=getattr(torch, settings["dtype"]),
-                device=default_device(settings["device"]), template=settings["template"],
-                normalize=settings["normalize"], batch_size=int(settings["batch_size"]),
-                progress=False)
+            self._judge = load_judge(self.config.judge)
         return self._judge
 
     def check_inputs(self) -> None:
@@ -235,11 +232,11 @@ class Pipeline:
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
     def _rate(self) -> dict:
-        from ramo.rate import open_store, rate_into
+        from ramo.rate import open_store, rate
 
         with open_store(self.path("ratings.sqlite"), self.judge) as store:
             before = store.count()
-            rated = rate_into(store, self.judge, self.pairs, self.rules, progress=self.progress)
+            rated = rate(self.judge, self.pairs, self.rules, store, progress=self.progress)
             count = store.count()
         return {"pairs": len(self.pairs), "rules": len(self.rules),
                 "responses_rated_now": rated, "ratings_before": before, "ratings": count,
@@ -247,106 +244,68 @@ class Pipeline:
                 "judge": self.judge.describe(), "judge_fingerprint": self.judge.fingerprint()}
 
     def _select(self) -> dict:
-        from ramo.io.atomic import write_jsonl
-        from ramo.io.selections import selection_rows
-        from ramo.ratings import RatingStore
-        from ramo.select import label_agreement, select_pairs, summary
+        from ramo.io import write_selections
+        from ramo.ratings import read_ratings
+        from ramo.select import counts, select, summary
 
         settings = self.config.select
-        with RatingStore.open_existing(self.path("ratings.sqlite")) as store:
-            selection, _ = select_pairs(self.pairs, self.rules, store, **settings)
-        write_jsonl(self.path("selections.jsonl"),
-                    selection_rows([p.id for p in self.pairs], [r.id for r in self.rules], selection))
-        self.log("  " + summary(self.pairs, selection.preference))
-        pref = selection.preference
-        return {"settings": settings, "pairs": len(self.pairs),
-                "a_better": int((pref == 1).sum()), "b_better": int((pref == -1).sum()),
-                "ties": int((pref == 0).sum()),
-                "label_agreement": label_agreement(self.pairs, pref.tolist())}
-
-    def _split(self) -> tuple[list[int], list[int]]:
-        """(train, held-out) indices into pairs: a seeded shuffle, so resumes agree."""
-        settings = self.config.adapter
-        order = list(range(len(self.pairs)))
-        random.Random(settings["seed"]).shuffle(order)
-        held = int(round(settings["holdout"] * len(order)))
-        return sorted(order[held:]), sorted(order[:held])
+        ratings = read_ratings(self.path("ratings.sqlite"), [p.id for p in self.pairs],
+                               [r.id for r in self.rules])
+        selections = select(self.pairs, self.rules, ratings, **settings)
+        write_selections(self.path("selections.jsonl"), selections)
+        stats = counts(self.pairs, selections)
+        self.log("  " + summary(stats))
+        return {"settings": settings, **stats}
 
     def _adapter_train(self) -> dict:
-        from ramo.adapter import RuleAdapter, adapter_metrics, metrics_markdown, train_adapter
-        from ramo.io.atomic import write_json, write_text
-        from ramo.io.selections import load_selections
+        from ramo.adapter import metrics_markdown
+        from ramo.adapter.train import adapter_step
+        from ramo.io import load_selections
 
         settings = dict(self.config.adapter)
-        holdout, seed = settings.pop("holdout"), settings["seed"]
-        k = self.config.select["k"]
-        selections = {s["id"]: s["rule_ids"] for s in load_selections(self.path("selections.jsonl"))}
-        train, held = self._split()
-        train_pairs = [self.pairs[i] for i in train]
-        log = train_adapter(train_pairs, [selections[p.id] for p in train_pairs], self.rules,
-                            self.path("adapter"), k=k, progress=self.progress, **settings)
-        stats = {"settings": {**settings, "holdout": holdout}, "train_pairs": len(train),
-                 "heldout_pairs": len(held), "loss_history": log.get("loss_history", [])}
-        if held:
-            import torch
-
-            from ramo.ratings import RatingStore
-
-            held_pairs = [self.pairs[i] for i in held]
-            adapter = RuleAdapter.from_pretrained(self.path("adapter"))
-            predicted = adapter.predict(held_pairs, k=k)
-            index = {r.id: j for j, r in enumerate(self.rules)}
-            target = torch.tensor([[index[r] for r in selections[p.id]] + [-1] * (k - len(selections[p.id]))
-                                   for p in held_pairs], dtype=torch.long)
-            with RatingStore.open_existing(self.path("ratings.sqlite")) as store:
-                scores, _ = store.to_tensors([p.id for p in held_pairs], [r.id for r in self.rules])
-            labels = [p.label for p in held_pairs]
-            metrics = adapter_metrics(predicted, target, scores[:, 0], scores[:, 1], k=k, seed=seed,
-                                      labels=None if None in labels else torch.tensor(labels))
-            write_json(self.path("adapter/metrics.json"), metrics)
-            write_text(self.path("adapter/metrics.md"), metrics_markdown(metrics))
-            self.log(metrics_markdown(metrics))
-            stats["metrics"] = metrics
+        result = adapter_step(self.pairs, load_selections(self.path("selections.jsonl")),
+                              self.rules, self.path("adapter"),
+                              ratings=self.path("ratings.sqlite"), k=self.config.select["k"],
+                              progress=self.progress, **settings)
+        stats = {"settings": settings, "train_pairs": result["train_pairs"],
+                 "heldout_pairs": result["heldout_pairs"],
+                 "loss_history": result["training"]["loss_history"]}
+        if result["metrics"] is not None:
+            self.log(metrics_markdown(result["metrics"]))
+            stats["metrics"] = result["metrics"]
         return stats
 
     def _adapter_apply(self) -> dict | None:
         if not self.new_pairs:
             return None
         from ramo.adapter import RuleAdapter, apply_adapter
-        from ramo.io.atomic import write_jsonl
+        from ramo.io import write_selections
         from ramo.rate import open_store
-        from ramo.select import label_agreement, summary
+        from ramo.select import counts, summary
 
-        k = self.config.select["k"]
         adapter = RuleAdapter.from_pretrained(self.path("adapter"))
         with open_store(self.path("adapter_ratings.sqlite"), self.judge) as store:
-            rows = apply_adapter(adapter, self.judge, self.new_pairs, self.rules, k=k,
-                                 store=store, progress=self.progress)
-        write_jsonl(self.path("adapter_selections.jsonl"), rows)
-        import torch
-
-        pref = torch.tensor([r["preference"] for r in rows])
-        self.log("  " + summary(self.new_pairs, pref))
-        n = len(self.new_pairs)
-        return {"pairs": n, "k": k, "judge_calls": rows.judge_calls, "reused": rows.reused,
-                "judge_calls_full": rows.full_calls,
-                "a_better": int((pref == 1).sum()), "b_better": int((pref == -1).sum()),
-                "ties": int((pref == 0).sum()),
-                "label_agreement": label_agreement(self.new_pairs, pref.tolist())}
+            applied = apply_adapter(adapter, self.judge, self.new_pairs, self.rules,
+                                    k=self.config.select["k"], store=store,
+                                    progress=self.progress)
+        write_selections(self.path("adapter_selections.jsonl"), applied)
+        stats = counts(self.new_pairs, applied)
+        self.log("  " + summary(stats))
+        return {"pairs": stats.pop("pairs"), "k": applied.k, "judge_calls": applied.judge_calls,
+                "reused": applied.reused, "judge_calls_full": applied.full_calls, **stats}
 
     def _label(self) -> dict:
-        from ramo.io.atomic import write_jsonl
-        from ramo.io.selections import load_selections
-        from ramo.label import label_rows
+        from ramo.io import load_selections, write_preferences
+        from ramo.label import label
 
         selections = load_selections(self.path("selections.jsonl"))
         if self.new_pairs:
             selections += load_selections(self.path("adapter_selections.jsonl"))
-        rows, counts = label_rows(self.pairs + self.new_pairs, selections,
-                                  [r.id for r in self.rules])
-        if not rows:
+        labeled, counts = label(self.pairs + self.new_pairs, selections,
+                                [r.id for r in self.rules])
+        if not labeled:
             raise ValueError("every pair is a tie: there is nothing to train a reward model on")
-        write_jsonl(self.path("labeled.jsonl"), rows)
+        write_preferences(self.path("labeled.jsonl"), labeled)
         self.log(f"  {counts['labeled']} labeled pairs; {counts['ties_dropped']} ties dropped")
         return counts
 
@@ -361,18 +320,16 @@ class Pipeline:
     def _eval(self) -> dict | None:
         if self.config.eval is None:
             return None
-        from ramo.evaluation import evaluate, to_markdown
-        from ramo.io.atomic import write_json, write_text
+        from ramo.evaluation import evaluate, to_markdown, write_result
 
         settings = dict(self.config.evaluation)
         baseline = settings.pop("baseline")
         result = evaluate(self.path("rm"), self.config.eval, progress=self.progress, **settings)
-        write_json(self.path("eval.json"), result)
-        write_text(self.path("eval.md"), to_markdown(result))
+        write_result(result, self.path("eval.json"), self.path("eval.md"))
         self.log(to_markdown(result))
         stats = {"result": result}
         if baseline:  # the backbone before training, with the head training started from
-            from ramo.reward import load_reward_model
+            from ramo.models import load_reward_model
 
             untrained = load_reward_model(self.config.rm["model"], seed=self.config.rm["seed"])
             stats["baseline"] = evaluate(untrained, self.config.eval, progress=self.progress,
@@ -387,22 +344,18 @@ class Pipeline:
         return {"files": [str(p) for p in paths]}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="pipeline config, YAML or JSON")
-    parser.add_argument("--steps", default=",".join(STEPS),
-                        help=f"comma-separated steps to run, in order (default: all: {','.join(STEPS)})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+def describe_sections() -> str:
+    """The sections with their defaults, as the config's YAML would write them."""
+    import yaml
+
+    text = yaml.safe_dump(sections(), sort_keys=False, default_flow_style=False)
+    return "".join(f"    {line}\n" for line in text.splitlines())
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
+    """Steps named in a comma-separated list, checked against STEPS."""
     steps = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [s for s in steps if s not in STEPS]
     if bad or not steps:
         raise ValueError(f"unknown steps {bad}; the steps are {', '.join(STEPS)}")
     return steps
-
-
-def run(args: argparse.Namespace) -> int:
-    config = Config.from_file(args.config)
-    Pipeline(config, progress=not args.no_progress).run(parse_steps(args.steps))
-    return 0

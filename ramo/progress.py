@@ -1,29 +1,31 @@
-"""Progress display: plain bars for long loops, and the loss on the transformers Trainers'
-bars (Rule Adapter, reward model)."""
+"""Progress display: tqdm bars for long loops (rating, scoring), and the loss on the
+transformers Trainers' bars (Rule Adapter, reward model)."""
 
 from __future__ import annotations
 
 
-class NoBar:
-    """What a disabled bar is: the calls a loop makes, doing nothing."""
-
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def bar(total: int, enabled: bool, *, unit: str, desc: str, initial: int = 0, **kwargs):
-    """A tqdm bar, or a NoBar when progress is off."""
-    if not enabled:
-        return NoBar()
+    """A tqdm bar; a disabled one (every call does nothing) when progress is off."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit=unit, desc=desc, **kwargs)
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, disable=not enabled, **kwargs)
+
+
+def rating_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):
+    """A bar over (pair, side) units, each worth `rules` ratings, that also shows (response,
+    rule) ratings per second: the judge's throughput, whatever the unit's size."""
+    from tqdm.auto import tqdm
+
+    class RatingBar(tqdm):
+        def update(self, n: int = 1):
+            shown = super().update(n)
+            elapsed = self.format_dict["elapsed"]
+            if not self.disable and elapsed > 0:
+                self.set_postfix(ratings_per_s=f"{(self.n - initial) * rules / elapsed:.1f}")
+            return shown
+
+    return RatingBar(total=total_units, initial=initial, unit="resp", desc="rating",
+                     smoothing=0.1, disable=not enabled)
 
 
 def show_loss_on_bar(trainer, progress: bool) -> None:

@@ -1,9 +1,10 @@
 """How relevant each rule is to each pair: the regulariser of max-discrepancy selection.
 
-Two sources (design.md §1, §4.2):
+Two sources:
   - "judge": the judge's own answer. A response's relevance for a rule is
-    (p_yes + p_no) / (p_yes + p_no + p_irrelevant); a pair's is the mean of its two sides.
-    Free once the pair is rated, since every rating carries it.
+    (p_yes + p_no) / (p_yes + p_no + p_irrelevant); a pair's is the mean of its two sides
+    (`ramo.ratings.Ratings.pair_relevance`). Free once the pair is rated, since every rating
+    carries it.
   - "embedding": the cosine of the prompt's and the rule's sentence embeddings (default
     encoder: the offline all-MiniLM-L6-v2). Needs no judge, so it can rank rules before any
     rating.
@@ -17,13 +18,6 @@ from collections.abc import Sequence
 import torch
 
 SOURCES = ("judge", "embedding", "none")
-
-
-def pair_relevance(per_side: torch.Tensor) -> torch.Tensor:
-    """[N, 2, R] per-response relevance -> [N, R] per pair (the mean of the two sides)."""
-    if per_side.dim() != 3 or per_side.shape[1] != 2:
-        raise ValueError(f"per-side relevance must be [N, 2, R], got {tuple(per_side.shape)}")
-    return per_side.mean(dim=1)
 
 
 def embedding_relevance(prompts: Sequence[str], rule_texts: Sequence[str], *,

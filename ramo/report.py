@@ -65,8 +65,8 @@ def _selection(p, plots_dir):
     rec = p.record("select")
     if not rec:
         return "", []
-    from ramo.io.selections import load_selections
-    from ramo.ratings import RatingStore
+    from ramo.io import load_selections
+    from ramo.ratings import read_ratings
 
     k = rec["settings"]["k"]
     lines = ["## Selection (max-discrepancy, all rules rated)", "",
@@ -85,18 +85,18 @@ def _selection(p, plots_dir):
                          "them, cannot be better than a coin; rate with a stronger judge")
     selections = load_selections(p.path("selections.jsonl"))
     category = {r.id: r.category or "(none)" for r in p.rules}
-    counts = Counter(category[rid] for s in selections for rid in s["rule_ids"])
-    top = Counter(rid for s in selections for rid in s["rule_ids"]).most_common(5)
+    counts = Counter(category[rid] for s in selections for rid in s.rule_ids)
+    top = Counter(rid for s in selections for rid in s.rule_ids).most_common(5)
     text = {r.id: r.text for r in p.rules}
     lines += ["", "Most often selected rules:", ""]
     lines += [f"- `{rid}` ({n} pairs): {text[rid]}" for rid, n in top]
     plots = [_bar_plot(plots_dir / "rule_frequency.png", PLOTS["rule_frequency"],
                        counts.most_common(), "times selected")]
-    with RatingStore.open_existing(p.path("ratings.sqlite")) as store:
-        scores, _ = store.to_tensors([x.id for x in p.pairs], [r.id for r in p.rules])
+    scores = read_ratings(p.path("ratings.sqlite"), [x.id for x in p.pairs],
+                          [r.id for r in p.rules]).score
     gap = (scores[:, 0] - scores[:, 1]).abs()
     index = {r.id: j for j, r in enumerate(p.rules)}
-    chosen = [float(gap[n, index[rid]]) for n, s in enumerate(selections) for rid in s["rule_ids"]]
+    chosen = [float(gap[n, index[rid]]) for n, s in enumerate(selections) for rid in s.rule_ids]
     plots.append(_histogram(plots_dir / "discrepancy.png", PLOTS["discrepancy"],
                             {"all (pair, rule)": gap.flatten().tolist(), "selected": chosen}))
     lines += ["", f"![{PLOTS['rule_frequency']}](plots/rule_frequency.png)",

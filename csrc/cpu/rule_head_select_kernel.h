@@ -1,9 +1,10 @@
-// The CPU kernels of rule_head_select's sparse backward (design.md section 4.3): plain
-// pointers, no torch, so the C++ unit tests (csrc/tests) exercise exactly the code that
-// ramo._C runs. Threading is the caller's (csrc/cpu/rule_head_select.cpp): fixed blocks of
-// rows, chosen from the shapes only, each streaming its rows once (reading hidden, writing
-// grad_hidden) into its own partial grad_weight / grad_bias, summed in row order; then the
-// partials are added in block order. The result is bitwise the same for any number of threads.
+// The CPU kernels of rule_head_select's sparse backward (docs/architecture.md,
+// "rule_head_select"): plain pointers, no torch, so the C++ unit tests (csrc/tests) exercise
+// exactly the code that ramo._C runs. Threading is the caller's
+// (csrc/cpu/rule_head_select.cpp): fixed blocks of rows, chosen from the shapes only, each
+// streaming its rows once (reading hidden, writing grad_hidden) into its own partial
+// grad_weight / grad_bias, summed in row order; then the partials are added in block order. The
+// result is bitwise the same for any number of threads.
 //
 // With g_a, g_b the reward gradients and idx the selected rules (-1: padding, skipped):
 //   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]        (sum in selection order)

@@ -1,9 +1,9 @@
 // C++ unit tests of the CPU rule_head_select backward kernels
 // (csrc/cpu/rule_head_select_kernel.h) against a brute-force fp64 evaluation of the formulas
-// (design.md section 4.3): grad_hidden through the selected weight rows, grad_weight and
-// grad_bias summed over the rows that selected each rule, padding (-1) skipped. Also checks
-// that the result does not depend on the order in which threads take the blocks of rows
-// (the kernel's determinism), that one block sums in plain row order, and edge shapes.
+// (docs/architecture.md, "rule_head_select"): grad_hidden through the selected weight rows,
+// grad_weight and grad_bias summed over the rows that selected each rule, padding (-1) skipped.
+// Also checks that the result does not depend on the order in which threads take the blocks of
+// rows (the kernel's determinism), that one block sums in plain row order, and edge shapes.
 // Exit code 0 when all pass.
 #include <algorithm>
 #include <cmath>

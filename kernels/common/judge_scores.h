@@ -1,7 +1,7 @@
-// The arithmetic of judge_scores (design.md section 4.2) that the C++ CPU kernel, the CUDA
-// kernel and the C++ unit tests share: the online log-sum-exp state and the per-row scores
-// computed from the listed logits. Plain C++: no torch headers, so nvcc compiles it alone.
-// ramo/reference/judge_scores.py is the specification; kernels/triton/judge_scores.py
+// The arithmetic of judge_scores (docs/architecture.md, "judge_scores") that the C++ CPU
+// kernel, the CUDA kernel and the C++ unit tests share: the online log-sum-exp state and the
+// per-row scores computed from the listed logits. Plain C++: no torch headers, so nvcc compiles
+// it alone. ramo/reference/judge_scores.py is the specification; kernels/triton/judge_scores.py
 // follows the same steps.
 #pragma once
 

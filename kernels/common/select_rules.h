@@ -1,6 +1,6 @@
-// The arithmetic and ordering rules of select_rules (design.md section 4.1), shared by the
-// C++ CPU kernel, the CUDA kernel and the C++ unit tests, so that every compiled backend
-// rounds and ranks exactly like the PyTorch reference. Plain C++: no torch headers, so
+// The arithmetic and ordering rules of select_rules (docs/architecture.md, "select_rules"),
+// shared by the C++ CPU kernel, the CUDA kernel and the C++ unit tests, so that every compiled
+// backend rounds and ranks exactly like the PyTorch reference. Plain C++: no torch headers, so
 // nvcc compiles it alone.
 #pragma once
 

@@ -1,5 +1,6 @@
-// CUDA judge_scores kernels (design.md section 4.2); ramo/reference/judge_scores.py is the
-// specification. Never more than a [32, 64] tile of logits exists at a time.
+// CUDA judge_scores kernels (docs/architecture.md, "judge_scores");
+// ramo/reference/judge_scores.py is the specification. Never more than a [32, 64] tile of
+// logits exists at a time.
 //
 //   1. vocab_lse_kernel ("vocab" mode): block (i, s) takes rows [32 i, 32 i + 32) and the
 //      s-th slice of the vocabulary, which it walks in tiles of 64 tokens. A tile's logits

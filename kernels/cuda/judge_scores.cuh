@@ -1,6 +1,6 @@
-// Launcher of the CUDA judge_scores kernels (design.md section 4.2). Plain pointers and the
-// CUDA runtime only, so this header and judge_scores.cu compile with nvcc alone; the torch
-// glue that fills the Params and allocates the workspaces lives in
+// Launcher of the CUDA judge_scores kernels (docs/architecture.md, "judge_scores"). Plain
+// pointers and the CUDA runtime only, so this header and judge_scores.cu compile with nvcc
+// alone; the torch glue that fills the Params and allocates the workspaces lives in
 // csrc/cuda/judge_scores.cpp.
 #pragma once
 

@@ -1,4 +1,4 @@
-// CUDA kernel of rule_head_select's sparse backward (design.md section 4.3):
+// CUDA kernel of rule_head_select's sparse backward (docs/architecture.md, "rule_head_select"):
 //   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]               (selection order)
 //   grad_weight[r]  += g_a[n] * hidden_a[n] + g_b[n] * hidden_b[n]    for each idx[n, j] = r
 //   grad_bias[r]    += g_a[n] + g_b[n]                                for each idx[n, j] = r

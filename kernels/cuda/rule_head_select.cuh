@@ -1,7 +1,8 @@
-// Launcher of the CUDA kernel of rule_head_select's sparse backward (design.md section 4.3).
-// Plain pointers and the CUDA runtime only, so this header and rule_head_select.cu compile
-// with nvcc alone; the torch glue (and the forward: two cuBLAS addmm + the CUDA select_rules
-// kernel) lives in csrc/cuda/rule_head_select.cpp and csrc/rule_head_select.cpp.
+// Launcher of the CUDA kernel of rule_head_select's sparse backward (docs/architecture.md,
+// "rule_head_select"). Plain pointers and the CUDA runtime only, so this header and
+// rule_head_select.cu compile with nvcc alone; the torch glue (and the forward: two cuBLAS
+// addmm + the CUDA select_rules kernel) lives in csrc/cuda/rule_head_select.cpp and
+// csrc/rule_head_select.cpp.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,5 +1,5 @@
-// CUDA select_rules kernel (design.md section 4.1); ramo/reference/select_rules.py is the
-// specification, reproduced bit for bit.
+// CUDA select_rules kernel (docs/architecture.md, "select_rules");
+// ramo/reference/select_rules.py is the specification, reproduced bit for bit.
 //
 // Every thread scans an interleaved subset of a row's rules (lane, lane + stride, ...) into a
 // private TopK list, which arrives in increasing rule order as TopK requires. A warp then

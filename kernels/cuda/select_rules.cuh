@@ -1,6 +1,6 @@
-// Launcher of the CUDA select_rules kernel (design.md section 4.1). Plain pointers and the
-// CUDA runtime only, so this header and select_rules.cu compile with nvcc alone; the torch
-// glue that fills SelectRulesParams lives in csrc/cuda/select_rules.cpp.
+// Launcher of the CUDA select_rules kernel (docs/architecture.md, "select_rules"). Plain
+// pointers and the CUDA runtime only, so this header and select_rules.cu compile with nvcc
+// alone; the torch glue that fills SelectRulesParams lives in csrc/cuda/select_rules.cpp.
 #pragma once
 
 #include <cuda_runtime.h>

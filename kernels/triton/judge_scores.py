@@ -17,7 +17,7 @@ which only makes the dots more accurate. Logits accumulate in fp32 (fp64 for fp6
 TF32). fp16 / bf16 tiles are upcast to fp32 at load when interpreted (the interpreter's bf16
 arithmetic is not exact); on a GPU they are multiplied natively with an fp32 accumulator,
 whose products are exact, so the two agree to rounding.
-This module imports nothing from ``ramo``.
+This module imports nothing from ``ramo`` beyond this package (ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 # --------------------------------------------------------------------------------------------
 # Device helpers
@@ -163,10 +165,6 @@ def _finish_kernel(h_ptr, w_ptr, bias_ptr, ids_ptr, max_ptr, sum_ptr, yes_ptr, n
 # --------------------------------------------------------------------------------------------
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _lse_blocks(b: int, v: int, d: int, interpreted: bool) -> tuple[int, int, int, int]:
     """(BLOCK_B, BLOCK_V, BLOCK_D, num_warps) of _lse_kernel.
 
@@ -213,7 +211,7 @@ def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, tiles=Non
     v = weight.shape[0]
     n_listed = ids.shape[0]
     device = hidden.device
-    acc = _accumulation_dtype(hidden.dtype)
+    acc = accumulation_dtype(hidden.dtype)
     # Five separate tensors: a custom op's outputs may not alias one another.
     out = tuple(torch.empty((b,), dtype=acc, device=device) for _ in range(5))
     if b == 0:
@@ -252,10 +250,6 @@ def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, tiles=Non
 # Compile check (no GPU needed)
 # --------------------------------------------------------------------------------------------
 
-_TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.float64: "fp64"}
-
-
 def _lse_signature(x: str, acc: str) -> dict:
     return {"h_ptr": f"*{x}", "w_ptr": f"*{x}", "bias_ptr": f"*{acc}", "max_ptr": f"*{acc}",
             "sum_ptr": f"*{acc}", "B": "i32", "V": "i32", "D": "i32", "tiles_per_split": "i32",
@@ -281,7 +275,7 @@ def compile_check(arch: int = 90) -> dict:
     target = GPUTarget("cuda", arch, 32)
     out = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        x, acc = _TRITON_TYPES[dtype], _TRITON_TYPES[_accumulation_dtype(dtype)]
+        x, acc = TRITON_TYPES[dtype], TRITON_TYPES[accumulation_dtype(dtype)]
         block_b, block_v, block_d, num_warps = _lse_blocks(256, 128256, 4096, interpreted=False)
         src = ASTSource(fn=_lse_kernel, signature=_lse_signature(x, acc),
                         constexprs={"HAS_BIAS": True, "UPCAST": False, "BLOCK_B": block_b,

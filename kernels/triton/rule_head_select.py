@@ -12,7 +12,7 @@ from run to run (the CPU backend is). At the end grad_hidden_x = g_x * sum. Padd
 (index -1) is skipped.
 
 Rounding: every launch passes ``enable_fp_fusion=False``, like select_rules.
-This module imports nothing from ``ramo``.
+This module imports nothing from ``ramo`` beyond this package (ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 
 @triton.jit
@@ -74,10 +76,6 @@ def _block_sizes(n: int, d: int, interpreted: bool) -> tuple[int, int, int]:
     return _GPU_BLOCK_N, _GPU_BLOCK_D, 4
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weight) -> tuple:
     """(grad_hidden_a, grad_hidden_b, grad_weight, grad_bias) of the selected-rules part.
 
@@ -85,7 +83,7 @@ def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weigh
     in [-1, R)."""
     n, d = hidden_a.shape
     r, k = weight.shape[0], indices.shape[1]
-    acc = _accumulation_dtype(hidden_a.dtype)
+    acc = accumulation_dtype(hidden_a.dtype)
     device = hidden_a.device
     interpreted = device.type != "cuda"
     # The interpreter rounds fp32 -> bf16 wrongly: there the kernel writes fp32 and torch
@@ -112,10 +110,6 @@ def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weigh
 # Compile check (no GPU needed)
 # --------------------------------------------------------------------------------------------
 
-_TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.float64: "fp64"}
-
-
 def compile_check(arch: int = 90) -> dict:
     """Compiles the backward kernel for CUDA sm_<arch> in every dtype (no GPU needed).
 
@@ -126,8 +120,8 @@ def compile_check(arch: int = 90) -> dict:
     target = GPUTarget("cuda", arch, 32)
     out = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        x = _TRITON_TYPES[dtype]
-        acc = _TRITON_TYPES[_accumulation_dtype(dtype)]
+        x = TRITON_TYPES[dtype]
+        acc = TRITON_TYPES[accumulation_dtype(dtype)]
         block_n, block_d, num_warps = _block_sizes(4096, 768, interpreted=False)
         src = ASTSource(
             fn=_rule_head_backward_kernel,

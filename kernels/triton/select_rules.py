@@ -17,7 +17,7 @@ Both do the finite check in the kernel (a per-row bit mask: 1 scores_a, 2 scores
 
 Rounding: every operation is done separately in the accumulation dtype (fp32, or fp64 for fp64
 scores) and every launch passes ``enable_fp_fusion=False`` so no FMA is contracted.
-This module imports nothing from ``ramo``.
+This module imports nothing from ``ramo`` beyond this package (ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import warnings
 import torch
 import triton
 import triton.language as tl
+
+from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 # Bits of the per-row non-finite mask (constexpr globals so the kernels may read them).
 _BAD_A = tl.constexpr(1)
@@ -238,10 +240,6 @@ def _block_sizes(n: int, r: int, interpreted: bool) -> tuple[int, int, int]:
     return block_n, block_r, num_warps
 
 
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -> None:
     """Builds the reference's message: first tensor in order, its first (row, rule)."""
     for bit, name, t in ((_BAD_A.value, "scores_a", scores_a),
@@ -271,7 +269,7 @@ def select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight, re
     n, r = scores_a.shape
     k = int(k)
     device = scores_a.device
-    acc = _accumulation_dtype(scores_a.dtype)
+    acc = accumulation_dtype(scores_a.dtype)
     indices = torch.empty((n, k), dtype=torch.int64, device=device)
     crit = torch.empty((n, k), dtype=acc, device=device)
     reward_a = torch.empty((n,), dtype=acc, device=device)
@@ -325,10 +323,6 @@ def _launch(kernel, grid, scores_a, scores_b, rel_arg, valid_arg, params, indice
 # Compile check (no GPU needed)
 # --------------------------------------------------------------------------------------------
 
-_TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.float64: "fp64"}
-
-
 def _signature(score: str, acc: str, has_rel: bool, has_valid: bool) -> dict:
     return {
         "a_ptr": f"*{score}", "b_ptr": f"*{score}",
@@ -354,8 +348,8 @@ def compile_check(arch: int = 90) -> dict:
     target = GPUTarget("cuda", arch, 32)
     out = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        score = _TRITON_TYPES[dtype]
-        acc = _TRITON_TYPES[_accumulation_dtype(dtype)]
+        score = TRITON_TYPES[dtype]
+        acc = TRITON_TYPES[accumulation_dtype(dtype)]
         for kname, kernel, r in (("fused", _select_rules_fused_kernel, 1000),
                                  ("chunked", _select_rules_chunked_kernel, 65536)):
             block_n, block_r, num_warps = _block_sizes(1024, r, interpreted=False)

@@ -1,4 +1,4 @@
-"""The Rule Adapter (design.md §1): predicts each pair's k rules from its text, so that the
+"""The Rule Adapter: predicts each pair's k rules from its text, so that the
 judge rates k rules per side instead of all R.
 
   model.py    RuleAdapter (load, logits, top-k prediction) and the pair's text

@@ -1,4 +1,4 @@
-"""The Rule Adapter: a multi-label sequence classifier over the R rules of a pool (design.md §1).
+"""The Rule Adapter: a multi-label sequence classifier over the R rules of a pool.
 
 Trained on pairs whose full max-discrepancy selection is known (train.py), it predicts a new
 pair's k rules from the pair's text alone, so that the judge rates k rules per side instead
@@ -16,10 +16,10 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from ramo.io import as_pairs
 from ramo.ops import select_rules
 
 ADAPTER_FILE = "ramo_adapter.json"
@@ -31,22 +31,6 @@ _LABEL_A, _LABEL_B = "Response A: ", "\nResponse B: "
 
 
 # ---- the pair's text ---------------------------------------------------------------------------
-
-def pair_fields(pair: Any, index: int) -> tuple[str, str, str, str]:
-    """(id, prompt, response_a, response_b) of a `Pair`, or of a dict with those keys."""
-    get = pair.get if isinstance(pair, dict) else (lambda key: getattr(pair, key, None))
-    pair_id = get("id")
-    where = f"pair {pair_id!r}" if pair_id is not None else f"pair {index}"
-    if not isinstance(pair_id, str) or not pair_id:
-        raise ValueError(f"{where}: 'id' must be a non-empty string")
-    values = []
-    for name in ("prompt", "response_a", "response_b"):
-        value = get(name)
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: {name!r} must be a string, got {type(value).__name__}")
-        values.append(value)
-    return pair_id, values[0], values[1], values[2]
-
 
 def pair_texts(tokenizer, pairs: Sequence, max_length: int) -> tuple[list[str], list[str]]:
     """The text pair the adapter reads for each pair: (prompt, "Response A: a\\nResponse B: b").
@@ -63,8 +47,8 @@ def pair_texts(tokenizer, pairs: Sequence, max_length: int) -> tuple[list[str], 
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("the Rule Adapter needs a fast (Rust) tokenizer: it cuts texts at "
                          "token offsets, which slow tokenizers do not give")
-    fields = [pair_fields(p, i) for i, p in enumerate(pairs)]
-    if not fields:
+    pairs = as_pairs(pairs)
+    if not pairs:
         return [], []
     labels = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"])
                  for t in (_LABEL_A, _LABEL_B))
@@ -73,12 +57,13 @@ def pair_texts(tokenizer, pairs: Sequence, max_length: int) -> tuple[list[str], 
         raise ValueError(f"max_length = {max_length} leaves no room for the prompt and both "
                          f"responses (the special tokens and labels take {max_length - budget}); "
                          f"use at least {max_length - budget + 3}")
-    parts = list(zip(*(f[1:] for f in fields)))  # prompts, responses A, responses B
+    parts = [[p.prompt for p in pairs], [p.response_a for p in pairs],
+             [p.response_b for p in pairs]]
     # verbose=False: these are measurements, longer than the model takes on purpose.
     offsets = [tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
                          verbose=False)["offset_mapping"] for texts in parts]
     firsts, seconds = [], []
-    for n in range(len(fields)):
+    for n in range(len(pairs)):
         spans = [offsets[part][n] for part in range(3)]
         shares = _fair_shares([len(s) for s in spans], budget)
         prompt = _keep_end(parts[0][n], spans[0], shares[0])

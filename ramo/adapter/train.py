@@ -1,19 +1,18 @@
-"""`ramo adapter train`: train a Rule Adapter on pairs and their max-discrepancy selections.
+"""The adapter-train step: train a Rule Adapter on pairs and their max-discrepancy selections.
 
 The adapter learns, from a pair's text alone, which k rules the full selection (top k of R
-by `ramo select` on judge ratings of all R rules) chose for it: multi-hot targets, one
-sigmoid output per rule, binary cross-entropy (the method's Rule Adapter, design.md §1).
+on judge ratings of all R rules) chose for it: multi-hot targets, one sigmoid output per
+rule, binary cross-entropy (the method's Rule Adapter).
 
-With --ratings (the store the selections were computed from) a share of the pairs
-(--holdout, default 0.2) is kept out of training and the adapter is evaluated on it: how
-often its k rules give the pair the same label as the full selection, against random k
-rules (see ramo/adapter/metrics.py); the results go to DIR/metrics.json and DIR/metrics.md.
+`train_adapter` trains and saves; `adapter_step` is the whole step as the command and the
+pipeline run it: it holds out a share of the pairs, trains on the rest and evaluates the
+adapter on the held-out ones (ramo/adapter/evaluate.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
+import os
 import random
 import tempfile
 import time
@@ -22,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from ramo.adapter.model import (ADAPTER_FILE, FORMAT, TEXT_FORMAT, encode_pairs, pair_fields,
-                                padded, rule_indices)
+from ramo.adapter.model import ADAPTER_FILE, FORMAT, TEXT_FORMAT, encode_pairs, rule_indices
+from ramo.io import Pair, Rule, as_pairs
+from ramo.io.selections import Selection
 
-DEFAULT_EPOCHS = 5
-DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_HOLDOUT = 0.2  # the share held out when there are ratings to evaluate on
 
 
 def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequence,
                   out_dir: str | Path, *, backbone: str = "default", k: int = 5,
-                  epochs: float = DEFAULT_EPOCHS, learning_rate: float = DEFAULT_LEARNING_RATE,
+                  epochs: float = 5, learning_rate: float = 1e-4,
                   batch_size: int = 16, max_length: int = 256, seed: int = 0,
                   progress: bool = True) -> dict:
     """Train a Rule Adapter and save it to out_dir (atomically: all of it, or nothing).
@@ -54,7 +53,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     rules = list(rules)
     _check_options(k=k, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                    max_length=max_length, n_rules=len(rules))
-    pair_ids = [pair_fields(p, i)[0] for i, p in enumerate(pairs)]
+    pairs = as_pairs(pairs)
+    pair_ids = [p.id for p in pairs]
     if not pair_ids:
         raise ValueError("no pairs to train on")
     rule_ids = [r.id for r in rules]
@@ -140,93 +140,17 @@ def _check_options(*, k, epochs, learning_rate, batch_size, max_length, n_rules)
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
-# ---- the command -----------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pairs", required=True, type=Path,
-                        help="preference pairs: JSONL(.gz), Parquet or JSON")
-    parser.add_argument("--rules", required=True, type=Path,
-                        help="the rule pool the selections were made from; 'default' for ramo's")
-    parser.add_argument("--selections", required=True, type=Path,
-                        help="selections JSONL (from `ramo select`): the targets; pairs "
-                        "without a row are left out")
-    parser.add_argument("--out", required=True, type=Path, help="the adapter folder to write")
-    parser.add_argument("--ratings", type=Path, default=None,
-                        help="ratings store with all R rules rated for the pairs: evaluate on "
-                        "held-out pairs")
-    parser.add_argument("--holdout", type=float, default=None,
-                        help="share of the pairs held out for evaluation (needs --ratings; "
-                        "default 0.2 with --ratings)")
-    parser.add_argument("--backbone", default="default",
-                        help="encoder folder or hub id; 'default' for the embedded MiniLM")
-    parser.add_argument("--k", type=int, default=None,
-                        help="rules per pair to predict (default: as many as the selections hold)")
-    parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=256,
-                        help="tokens per pair (prompt and both responses)")
-    parser.add_argument("--seed", type=int, default=0, help="model initialisation, order, holdout")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    from ramo.io import load_pairs, load_rules
-    from ramo.io.selections import load_selections
-
-    # Every input is read and checked before the backbone is loaded or anything is written.
-    pairs = load_pairs(args.pairs)
-    rules = load_rules(args.rules)
-    rows = {row["id"]: row for row in load_selections(args.selections)}
-    known = {p.id for p in pairs}
-    strangers = [pair_id for pair_id in rows if pair_id not in known]
-    if strangers:
-        raise ValueError(f"{args.selections}: {len(strangers)} selection rows name pairs that "
-                         f"are not in {args.pairs}, e.g. {strangers[0]!r}")
-    pairs = [p for p in pairs if p.id in rows]
-    if not pairs:
-        raise ValueError(f"{args.selections}: no selection row names a pair of {args.pairs}")
-    rule_ids = [r.id for r in rules]
-    indices = rule_indices([p.id for p in pairs], [rows[p.id]["rule_ids"] for p in pairs],
-                           rule_ids, source=str(args.selections))
-    k = args.k if args.k is not None else max(len(row) for row in indices)
-    if k == 0:
-        raise ValueError(f"{args.selections}: every selection row has an empty rule_ids")
-    train, held = _split(pairs, args.holdout, args.ratings is not None, args.seed)
-    scores = None
-    if held:
-        from ramo.ratings import RatingStore
-
-        with RatingStore.open_existing(args.ratings) as store:
-            scores, _ = store.to_tensors([p.id for p in held], rule_ids)
-
-    position = {p.id: n for n, p in enumerate(pairs)}
-    summary = train_adapter(
-        train, [rows[p.id]["rule_ids"] for p in train], rules, args.out, backbone=args.backbone,
-        k=k, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length, seed=args.seed, progress=not args.no_progress)
-    print(f"trained a Rule Adapter over {len(rules)} rules (k = {k}) on {len(train)} pairs: "
-          f"{summary['steps']} steps, mean loss {summary['train_loss']:.4f}, "
-          f"{summary['timings']['total_s']:.1f} s; saved to {args.out}")
-    if held:
-        _evaluate(args, rules, held, [indices[position[p.id]] for p in held], scores, k)
-    return 0
-
-
-def _split(pairs: list, holdout: float | None, have_ratings: bool, seed: int):
-    """(training pairs, held-out pairs): a seeded shuffle, each part in file order."""
-    if holdout is None:
-        holdout = 0.2 if have_ratings else 0.0
-    if not 0.0 <= holdout < 1.0:
-        raise ValueError(f"--holdout must be in [0, 1), got {holdout}")
-    if holdout > 0 and not have_ratings:
-        raise ValueError("--holdout needs --ratings: held-out pairs are evaluated on their "
-                         "ratings of all rules")
+def split_holdout(pairs: Sequence[Pair], holdout: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(training pairs, held-out pairs), each in the given order: a seeded shuffle picks
+    round(holdout x N) pairs (at least one when holdout > 0) to hold out, so reruns and
+    resumes hold out the same ones."""
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout!r}")
     if holdout == 0:
-        return pairs, []
+        return list(pairs), []
     count = max(1, round(holdout * len(pairs)))
     if count >= len(pairs):
-        raise ValueError(f"--holdout {holdout} of {len(pairs)} pairs leaves none to train on")
+        raise ValueError(f"holdout {holdout} of {len(pairs)} pairs leaves none to train on")
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     out = set(order[:count])
@@ -234,20 +158,54 @@ def _split(pairs: list, holdout: float | None, have_ratings: bool, seed: int):
             [p for n, p in enumerate(pairs) if n in out])
 
 
-def _evaluate(args, rules, held, target_rows, scores, k) -> None:
-    from ramo.adapter.metrics import adapter_metrics, metrics_markdown
-    from ramo.adapter.model import RuleAdapter
-    from ramo.io.atomic import write_json, write_text
+def adapter_step(pairs: Sequence[Pair], selections: Sequence[Selection], rules: Sequence[Rule],
+                 out_dir: str | os.PathLike, *, ratings: str | os.PathLike | None = None,
+                 holdout: float | None = None, k: int | None = None, seed: int = 0,
+                 progress: bool = True, **training) -> dict:
+    """The adapter-train step: the pairs with a selection are split (`split_holdout`), the
+    adapter is trained on the training part (`train_adapter`, with `training` as its
+    settings) and, when pairs are held out, evaluated on them against the ratings store
+    `ratings` (all R rules rated), which writes out_dir/metrics.json and metrics.md.
+    holdout: the share held out; default DEFAULT_HOLDOUT with ratings, else none.
 
-    adapter = RuleAdapter.from_pretrained(args.out)
-    adapter.check_rules(rules)
-    predicted = adapter.predict(held, k=k)
-    labels = [p.label for p in held]
-    metrics = adapter_metrics(predicted, padded(target_rows), scores[:, 0], scores[:, 1], k=k,
-                              seed=args.seed,
-                              labels=labels if any(x is not None for x in labels) else None)
-    metrics["holdout_ids"] = [p.id for p in held]
-    write_json(args.out / "metrics.json", metrics)
-    table = metrics_markdown(metrics)
-    write_text(args.out / "metrics.md", table)
-    print(table, end="")
+    A selection of a pair that is not in `pairs`, or of a rule not in the pool, is a
+    ValueError before anything is trained. k: rules per pair to predict (default: as many
+    as the longest selection holds). Returns {"train_pairs", "heldout_pairs", "k",
+    "training": train_adapter's summary, "metrics": evaluate_adapter's result or None}.
+    """
+    by_id = {s.id: s for s in selections}
+    known = {p.id for p in pairs}
+    strangers = [pair_id for pair_id in by_id if pair_id not in known]
+    if strangers:
+        raise ValueError(f"{len(strangers)} selections name pairs that are not in the pairs, "
+                         f"e.g. {strangers[0]!r}")
+    pairs = [p for p in pairs if p.id in by_id]
+    if not pairs:
+        raise ValueError("no selection names one of the pairs")
+    indices = rule_indices([p.id for p in pairs], [by_id[p.id].rule_ids for p in pairs],
+                           [r.id for r in rules], source="selections")
+    if k is None:
+        k = max(len(row) for row in indices)
+        if k == 0:
+            raise ValueError("every selection has an empty rule_ids")
+    if holdout is None:
+        holdout = DEFAULT_HOLDOUT if ratings is not None else 0.0
+    if holdout and ratings is None:
+        raise ValueError("holdout needs the ratings store: held-out pairs are evaluated on "
+                         "their ratings of all rules")
+    train, held = split_holdout(pairs, holdout, seed)
+    summary = train_adapter(train, [by_id[p.id].rule_ids for p in train], rules, out_dir, k=k,
+                            seed=seed, progress=progress, **training)
+    metrics = None
+    if held:
+        from ramo.adapter.evaluate import evaluate_adapter, write_metrics
+        from ramo.adapter.model import RuleAdapter
+        from ramo.ratings import read_ratings
+
+        adapter = RuleAdapter.from_pretrained(out_dir)
+        metrics = evaluate_adapter(adapter, held, [by_id[p.id] for p in held], rules,
+                                   read_ratings(ratings, [p.id for p in held],
+                                                [r.id for r in rules]), k=k, seed=seed)
+        write_metrics(out_dir, metrics)
+    return {"train_pairs": len(train), "heldout_pairs": len(held), "k": k,
+            "training": summary, "metrics": metrics}

@@ -8,6 +8,8 @@ only a SIGKILL in the middle can leave a stray `.<name>.<pid>.<random>.tmp` behi
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import secrets
@@ -78,11 +80,16 @@ def write_json(target: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_jsonl(target: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """One JSON object per line; floats are written with repr, so they read back exactly."""
-    with atomic_path(target) as tmp, open(tmp, "x", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False))
-            f.write("\n")
+    """One JSON object per line; floats are written with repr, so they read back exactly.
+    A name ending in .gz is gzip-compressed, with no timestamp in the header, so the same
+    rows always give the same bytes (a regenerated file diffs clean)."""
+    with atomic_path(target) as tmp, open(tmp, "xb") as raw:
+        stream = (gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0)
+                  if str(target).endswith(".gz") else raw)
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, allow_nan=False))
+                f.write("\n")
     return Path(target)
 
 

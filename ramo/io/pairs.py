@@ -1,9 +1,11 @@
-"""Preference pairs: loading from JSONL, Parquet or JSON, with validation (design.md §5)."""
+"""Preference pairs: the one pair type (`Pair`), loaded from JSONL, Parquet or JSON with
+validation, or taken from memory (`as_pairs`). Every step of the method reads pairs as `Pair`."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ class Pair:
     label: 0 when response_a is the preferred one, 1 when response_b is, None when unknown.
     extra: the row's other columns (e.g. RewardBench's "subset"), untouched. It takes part in
     equality but not in the hash, so pairs stay hashable.
+    where: where the pair came from ("line 3" of a JSONL file, "row 0", "pair 'x'"), so a
+    later check names the row the user wrote without reading the file again; not part of
+    equality.
     """
 
     id: str
@@ -38,6 +43,7 @@ class Pair:
     response_b: str
     label: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    where: str | None = field(default=None, compare=False, repr=False)
 
 
 def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) -> list[Pair]:
@@ -64,17 +70,39 @@ def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) 
     non-empty). hh-rlhf's harmless split has a few pairs whose preferred reply is silence.
     """
     problems = Problems(path)
+    return _checked(_records(path, problems), problems, allow_empty_responses)
+
+
+def as_pairs(items: Iterable[Pair | Mapping[str, Any]], *,
+             allow_empty_responses: bool = False) -> list[Pair]:
+    """Pairs given in memory: `Pair`s as they are, mappings read as a file's rows are (the
+    same columns, checks and id rule; a missing id is the position). ValueError names each
+    bad item (up to 5) and whether ids repeat; nothing is returned half-checked."""
+    def named(index: int, item: Any) -> str:
+        pair_id = item.id if isinstance(item, Pair) else (
+            item.get("id") if isinstance(item, Mapping) else None)
+        return f"pair {pair_id!r}" if pair_id is not None else f"item {index}"
+
+    return _checked(((named(i, item), item) for i, item in enumerate(items)), Problems("pairs"),
+                    allow_empty_responses)
+
+
+def _checked(rows: Iterable[tuple[str, Any]], problems: Problems,
+             allow_empty: bool) -> list[Pair]:
+    """The pairs of (where, row or Pair) items, each remembering where it came from; every
+    bad row and repeated id goes to `problems`, which raises at the end if it has any."""
     pairs: list[Pair] = []
     first_seen: dict[str, str] = {}
-    for index, (where, row) in enumerate(_records(path, problems)):
-        pair, issues = _pair_from_row(row, index, allow_empty_responses)
+    for index, (where, row) in enumerate(rows):
+        pair, issues = (row, []) if isinstance(row, Pair) else _pair_from_row(row, index,
+                                                                               allow_empty)
         if pair is not None and pair.id in first_seen:
             issues.append(f"duplicate id {pair.id!r} (first at {first_seen[pair.id]})")
         if issues:
             problems.add(where, issues)
             continue
         first_seen[pair.id] = where
-        pairs.append(pair)
+        pairs.append(pair if pair.where is not None else replace(pair, where=where))
     problems.raise_if_any()
     return pairs
 

@@ -1,4 +1,5 @@
-"""Rule pools: loading from JSON, JSONL, YAML or plain text, with validation (design.md §5)."""
+"""Rule pools: the one rule type (`Rule`), loaded from JSON, JSONL, YAML or plain text with
+validation, or taken from memory (`as_rules`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,35 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
         problems.raise_if_any()
     if not rules:
         raise ValueError(f"{os.fspath(path)}: empty rule pool: the file holds no rules")
+    return rules
+
+
+def as_rules(items: Sequence[Rule | Mapping[str, Any] | str]) -> list[Rule]:
+    """Rules given in memory: `Rule`s as they are, mappings read as a pool file's entries
+    ({"id", "text", "category"?}), plain strings as texts whose id is their position.
+    ValueError names the first bad rule; ids must be distinct and the list non-empty."""
+    if isinstance(items, (str, Mapping)):
+        raise ValueError("expected a list of rules, not a single rule")
+    rules: list[Rule] = []
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, Rule):
+            rule, issues = item, ([] if isinstance(item.text, str) and item.text.strip()
+                                  else ["'text' is empty or not a string"])
+        elif isinstance(item, str):
+            rule = Rule(id=str(index), text=item)
+            issues = [] if item.strip() else ["'text' is empty"]
+        else:
+            rule, issues = _rule_from_entry(item)
+        if issues:
+            raise ValueError(f"rule {index}: {'; '.join(issues)}")
+        if rule.id in first_seen:
+            raise ValueError(f"duplicate rule id {rule.id!r} (rules {first_seen[rule.id]} and "
+                             f"{index})")
+        first_seen[rule.id] = index
+        rules.append(rule)
+    if not rules:
+        raise ValueError("no rules given")
     return rules
 
 

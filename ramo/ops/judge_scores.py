@@ -1,5 +1,5 @@
 """judge_scores: a judge's Yes / No / Other probabilities from its last hidden state
-(design.md section 4.2), without ever holding the [B, V] logits.
+(docs/architecture.md, "judge_scores"), without ever holding the [B, V] logits.
 
 Implementations, all named judge_scores:
   reference  ramo/reference/judge_scores.py       (the specification)
@@ -24,9 +24,12 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from ramo import backends, reference
-from ramo.reference.judge_scores import NORMALIZE_MODES, accumulation_dtype, check_values
+from ramo.ops._common import FLOAT_DTYPES, OPS, accumulation_dtype
+from ramo.reference.judge_scores import NORMALIZE_MODES, check_values
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall
+# back to the reference (with the usual one warning) instead of failing.
+STALE_BUILD = OPS["judge_scores"].not_fast
 
 TokenIds = Union[int, Sequence[int], torch.Tensor]
 
@@ -229,22 +232,6 @@ def _register(op_name: str) -> None:
     torch.library.register_autograd(op_name, _backward, setup_context=_setup_context)
 
 
-def _compiled_op_defined() -> bool:
-    """ramo._C defines ramo::judge_scores (False for a build older than this op)."""
-    if not backends.built()["cpu"]:
-        return False
-    try:
-        torch.ops.ramo.judge_scores  # noqa: B018  (the lookup is the test)
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
-# A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall
-# back to the reference (with the usual one warning) instead of failing.
-COMPILED_OP = _compiled_op_defined()
-STALE_BUILD = None if COMPILED_OP else "ramo._C was built before judge_scores existed; rebuild ramo"
-
 _register("ramo::judge_scores_triton")
-if COMPILED_OP:
+if STALE_BUILD is None:
     _register("ramo::judge_scores")

@@ -1,7 +1,8 @@
-"""rule_head_select: learned per-rule heads + select_rules, for training (design.md section 4.3).
+"""rule_head_select: learned per-rule heads + select_rules, for training (docs/architecture.md,
+"rule_head_select").
 
 scores_x = hidden_x @ weight.T + bias (torch.addmm in every backend: BLAS on the CPU, cuBLAS on
-a GPU, so all backends get the same bits), then exactly select_rules (section 4.1) on
+a GPU, so all backends get the same bits), then exactly select_rules on
 (scores_a, scores_b). The backward reaches hidden_a, hidden_b, weight and bias through the
 selected rules only, with a sparse kernel that never builds the dense [N, R] score gradient.
 
@@ -40,9 +41,13 @@ from typing import NamedTuple, Optional
 import torch
 
 from ramo import backends, reference
-from ramo.ops.select_rules import FLOAT_DTYPES, MAX_FAST_K, check_selection_arguments
+from ramo.ops._common import FLOAT_DTYPES, OPS, accumulation_dtype, beyond_fast_paths
+from ramo.ops.select_rules import check_selection_arguments
 from ramo.reference.rule_head_select import rename_select_rules_error
-from ramo.reference.select_rules import accumulation_dtype
+
+# A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall
+# back to the reference (with the usual one warning) instead of failing.
+STALE_BUILD = OPS["rule_head_select"].not_fast
 
 
 class RuleHeadSelection(NamedTuple):
@@ -91,7 +96,7 @@ def rule_head_select(
     scores_x = hidden_x @ weight.T + bias; then, per pair, the k valid rules of largest
     discrepancy_weight * |scores_a - scores_b| + relevance_weight * relevance are selected
     (ties: lower rule index first) and the pair's rewards are the sums of its scores over them
-    (ramo.select_rules, design.md section 4.1).
+    (ramo.select_rules).
 
     hidden_a, hidden_b: [N, D]; weight: [R, D]; bias: None or [R]; all float16 / bfloat16 /
     float32 / float64 of one dtype, on one device. relevance: None, [R] or [N, R] float (no
@@ -106,9 +111,8 @@ def rule_head_select(
                      relevance_weight, tie_tolerance)
     args = (hidden_a, hidden_b, weight, bias, relevance, valid, int(k), float(discrepancy_weight),
             float(relevance_weight), float(tie_tolerance))
-    beyond = (f"k = {k} is beyond the fast paths (k <= {MAX_FAST_K})" if k > MAX_FAST_K
-              else STALE_BUILD)
-    chosen = backends.resolve("rule_head_select", hidden_a.device, backend, not_fast=beyond)
+    chosen = backends.resolve("rule_head_select", hidden_a.device, backend,
+                              not_fast=beyond_fast_paths(k) or STALE_BUILD)
     if chosen == "reference":
         return RuleHeadSelection(*reference.rule_head_select(*args))
     op = (torch.ops.ramo.rule_head_select_triton if chosen == "triton"
@@ -282,18 +286,6 @@ def _rule_head_select_backward_triton(
                                      hidden_b.contiguous(), weight.contiguous())
 
 
-def _compiled_op_defined() -> bool:
-    """ramo._C defines ramo::rule_head_select (False for a build older than this op)."""
-    if not backends.built()["cpu"]:
-        return False
-    try:
-        torch.ops.ramo.rule_head_select  # noqa: B018  (the lookup is the test)
-        torch.ops.ramo.rule_head_select_backward  # noqa: B018
-    except (AttributeError, RuntimeError):
-        return False
-    return True
-
-
 def _register(op_name: str, backward_op_name: str, backward_op) -> None:
     torch.library.register_fake(op_name, _fake)
     torch.library.register_autograd(op_name, _backward_of(backward_op),
@@ -303,14 +295,8 @@ def _register(op_name: str, backward_op_name: str, backward_op) -> None:
                                     setup_context=lambda ctx, inputs, output: None)
 
 
-# A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall
-# back to the reference (with the usual one warning) instead of failing.
-COMPILED_OP = _compiled_op_defined()
-STALE_BUILD = (None if COMPILED_OP
-               else "ramo._C was built before rule_head_select existed; rebuild ramo")
-
 _register("ramo::rule_head_select_triton", "ramo::rule_head_select_backward_triton",
           torch.ops.ramo.rule_head_select_backward_triton)
-if COMPILED_OP:
+if STALE_BUILD is None:
     _register("ramo::rule_head_select", "ramo::rule_head_select_backward",
               torch.ops.ramo.rule_head_select_backward)

@@ -1,4 +1,5 @@
-"""select_rules: discrepancy + relevance + top-k + reward aggregation (design.md section 4.1).
+"""select_rules: discrepancy + relevance + top-k + reward aggregation (docs/architecture.md,
+"Dispatch" and "Exactness").
 
 Implementations, all named select_rules:
   reference  ramo/reference/select_rules.py       (the specification)
@@ -15,13 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ramo import backends, reference
-from ramo.reference.select_rules import accumulation_dtype
-
-# Largest k the compiled and Triton kernels take (kMaxFastK in kernels/common/select_rules.h);
-# larger k runs on the reference.
-MAX_FAST_K = 64
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from ramo.ops._common import FLOAT_DTYPES, accumulation_dtype, beyond_fast_paths
 
 
 class RuleSelection(NamedTuple):
@@ -74,8 +69,8 @@ def select_rules(
                      relevance_weight, tie_tolerance)
     args = (scores_a, scores_b, relevance, valid, int(k), float(discrepancy_weight),
             float(relevance_weight), float(tie_tolerance))
-    beyond = None if k <= MAX_FAST_K else f"k = {k} is beyond the fast paths (k <= {MAX_FAST_K})"
-    chosen = backends.resolve("select_rules", scores_a.device, backend, not_fast=beyond)
+    chosen = backends.resolve("select_rules", scores_a.device, backend,
+                              not_fast=beyond_fast_paths(k))
     if chosen == "reference":
         return RuleSelection(*reference.select_rules(*args))
     op = torch.ops.ramo.select_rules_triton if chosen == "triton" else torch.ops.ramo.select_rules

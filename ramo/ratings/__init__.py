@@ -1,14 +1,16 @@
-"""Judge ratings on disk (design.md §5): a resumable, process-safe sqlite store that holds
-one judge's ratings under one template, and its Parquet / JSONL exports."""
+"""Judge ratings (docs/architecture.md, "Rating with a judge"): what a rating is (`Rating`, a
+stored row; `Ratings`, the dense [N, 2, R] view), and the resumable, process-safe sqlite store
+that holds one judge's ratings under one template, with its Parquet / JSONL exports."""
 
-from ramo.ratings.export import COLUMNS, export_rows
+from ramo.ratings.export import export_rows
+from ramo.ratings.ratings import COLUMNS, FIELDS, Rating, Ratings, response_rows
 from ramo.ratings.store import (
     DuplicateRatingError,
-    Rating,
     RatingStore,
     StoreError,
     StoreMismatchError,
+    read_ratings,
 )
 
-__all__ = ["COLUMNS", "DuplicateRatingError", "Rating", "RatingStore", "StoreError",
-           "StoreMismatchError", "export_rows"]
+__all__ = ["COLUMNS", "DuplicateRatingError", "FIELDS", "Rating", "RatingStore", "Ratings",
+           "StoreError", "StoreMismatchError", "export_rows", "read_ratings", "response_rows"]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ramo.io.atomic import atomic_path
-
-# The row layout shared by the store, its exports and its readers.
-COLUMNS = ("pair_id", "side", "rule_id", "p_yes", "p_no", "p_other", "score", "relevance")
+from ramo.io.atomic import atomic_path, write_jsonl
+from ramo.ratings.ratings import COLUMNS
 
 _BATCH_ROWS = 65536  # bounds memory for large stores: Parquet is written one row group per batch
 
@@ -22,19 +19,16 @@ def export_rows(rows: Iterable[Sequence], path: str | os.PathLike) -> Path:
     Raises ValueError for a suffix other than .parquet or .jsonl, before anything is written.
     """
     path = Path(path)
-    writer = _writer_for(path)
-    with atomic_path(path) as tmp:
-        writer(rows, tmp)
-    return path
-
-
-def _writer_for(path: Path) -> Callable[[Iterable[Sequence], Path], None]:
-    writers = {".parquet": _write_parquet, ".jsonl": _write_jsonl}
-    writer = writers.get(path.suffix.lower())
-    if writer is None:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":  # ramo's one JSONL writer; floats read back bit for bit
+        write_jsonl(path, (dict(zip(COLUMNS, row)) for row in rows))
+    elif suffix == ".parquet":
+        with atomic_path(path) as tmp:
+            _write_parquet(rows, tmp)
+    else:
         raise ValueError(f"cannot export ratings to {path}: the file name must end in "
-                         f"{' or '.join(writers)}")
-    return writer
+                         ".parquet or .jsonl")
+    return path
 
 
 def _batches(rows: Iterable[Sequence]) -> Iterator[list[Sequence]]:
@@ -58,12 +52,3 @@ def _write_parquet(rows: Iterable[Sequence], tmp: Path) -> None:
             columns = list(zip(*batch))
             arrays = [pa.array(col, type=field.type) for col, field in zip(columns, schema)]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-
-
-def _write_jsonl(rows: Iterable[Sequence], tmp: Path) -> None:
-    # "x": the name is fresh, so an existing file there would mean something is badly wrong.
-    with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            # json writes floats with repr, so they read back bit for bit.
-            f.write(json.dumps(dict(zip(COLUMNS, row)), ensure_ascii=False, allow_nan=False))
-            f.write("\n")

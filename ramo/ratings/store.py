@@ -13,16 +13,17 @@ Guarantees, and what gives them:
   A killed process loses at most its uncommitted transaction and never leaves part of one.
 - Several processes (torchrun ranks) may write at once: WAL lets readers run beside the one
   writer, and writers wait for each other for up to `timeout` seconds.
+- Readers that hold no judge (`ramo select`, metrics, reports) use `open_existing`: a
+  read-only connection that takes no write lock and changes nothing, so it can run while
+  `ramo rate` is still writing.
 
 The rating loop works in units of one response (pair, side) with all R rules (one judge
 prefill serves them all) and commits whole units, so `missing_units` is what it resumes from.
+`scores` is the one read of values: a dense `Ratings`, NaN where nothing is stored yet.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
 import os
 import sqlite3
 import time
@@ -30,12 +31,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from ramo.ratings.export import COLUMNS, export_rows
+from ramo.ratings.export import export_rows
+from ramo.ratings.ratings import COLUMNS, FIELDS, Rating, Ratings
+from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_id, check_rows,
+                               check_sides, from_json, to_json)
 
 SCHEMA_VERSION = "1"
-_VALUE_COLUMNS = COLUMNS[3:]
 _FETCH_ROWS = 65536
 
 _CREATE = (
@@ -46,27 +49,11 @@ _CREATE = (
     " pair_id TEXT NOT NULL CHECK (length(pair_id) > 0),"
     " side INTEGER NOT NULL CHECK (side IN (0, 1)),"
     " rule_id TEXT NOT NULL CHECK (length(rule_id) > 0),"
-    + "".join(f" {name} REAL NOT NULL," for name in _VALUE_COLUMNS)
+    + "".join(f" {name} REAL NOT NULL," for name in FIELDS)
     + " PRIMARY KEY (pair_id, side, rule_id)) WITHOUT ROWID",
 )
 _INSERT = f"INSERT INTO ratings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM ratings ORDER BY pair_id, side, rule_id"
-
-
-class Rating(NamedTuple):
-    """One stored rating; a plain tuple in COLUMNS order, so it can be passed back to `add`."""
-
-    pair_id: str
-    side: int
-    rule_id: str
-    p_yes: float
-    p_no: float
-    p_other: float
-    score: float
-    relevance: float
-
-
-assert Rating._fields == COLUMNS
 
 
 class StoreError(ValueError):
@@ -77,10 +64,6 @@ class StoreMismatchError(StoreError):
     """The store holds ratings from another judge or another template."""
 
 
-class DuplicateRatingError(ValueError):
-    """`add` was given a (pair_id, side, rule_id) that is already stored."""
-
-
 class RatingStore:
     """Judge ratings in one sqlite file, for one judge fingerprint and one template fingerprint.
 
@@ -89,8 +72,10 @@ class RatingStore:
     another process's transaction before giving up.
 
     A connection belongs to the process (and thread) that opened the store: open it after
-    forking, not before.
+    forking, not before. `open_existing` opens a store for reading only.
     """
+
+    _read_only = False
 
     def __init__(self, path: str | os.PathLike, *, judge_fingerprint: str,
                  template_fingerprint: str, judge_info: Any = None, template_info: Any = None,
@@ -99,10 +84,10 @@ class RatingStore:
         # Everything the caller gave is checked before the file is created or touched.
         wanted = {
             "schema_version": SCHEMA_VERSION,
-            "judge_fingerprint": _check_fingerprint("judge_fingerprint", judge_fingerprint),
-            "template_fingerprint": _check_fingerprint("template_fingerprint", template_fingerprint),
-            "judge_info": _to_json("judge_info", judge_info),
-            "template_info": _to_json("template_info", template_info),
+            "judge_fingerprint": check_fingerprint("judge_fingerprint", judge_fingerprint),
+            "template_fingerprint": check_fingerprint("template_fingerprint", template_fingerprint),
+            "judge_info": to_json("judge_info", judge_info),
+            "template_info": to_json("template_info", template_info),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,24 +101,72 @@ class RatingStore:
             raise
 
     @classmethod
-    def open_existing(cls, path: str | os.PathLike, **kwargs) -> RatingStore:
-        """An existing store, for its own judge and template (as recorded in it): for
-        readers (`ramo select`, adapter metrics) that hold no judge."""
+    def open_existing(cls, path: str | os.PathLike, *, timeout: float = 60.0) -> RatingStore:
+        """An existing store, read-only, for its own judge and template (as recorded in it):
+        for readers (`ramo select`, adapter metrics, reports) that hold no judge.
+
+        Takes no write lock and never writes the database file, so it opens and reads while
+        another process is writing (WAL lets readers in beside the writer); every read sees
+        the ratings committed when it starts. `add` raises StoreError. Like any reader of a
+        WAL database it needs the -wal and -shm files beside the store: when no writer has
+        them open, sqlite creates them (so the folder must be writable) and, being read-only,
+        leaves them there for the next writer to remove. timeout: seconds to wait while the
+        database is locked exclusively (only while a store is being created or switched to
+        WAL). Raises FileNotFoundError when there is no file, StoreError when it is not a store.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ratings store at {path}")
+        store = cls.__new__(cls)
+        store.path, store._read_only, store._con = path, True, None
+        # mode=ro: sqlite refuses every write, so a reader can never create the store, lock
+        # it for writing or convert it. The URI is built by pathlib, which escapes "?", "#"
+        # and "%" in the path (an f-string "file:{path}" would not).
+        uri = path.absolute().as_uri() + "?mode=ro"
         try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                meta = dict(con.execute("SELECT key, value FROM meta"))
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a ratings store: {exc}") from exc
-        return cls(path, judge_fingerprint=meta.get("judge_fingerprint"),
-                   template_fingerprint=meta.get("template_fingerprint"), **kwargs)
+            store._con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+            store._meta = store._read_meta()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     # ---- opening -----------------------------------------------------------------------------
+
+    def _read_meta(self) -> dict[str, str | None]:
+        """The meta of a store opened read-only, after checking that it is a store this code
+        reads; the fingerprints are taken from it, so there is nothing to compare them with."""
+        con = self._con
+        try:
+            con.execute("PRAGMA temp_store=MEMORY")  # the join tables of the reads
+            # One read transaction, so the tables and the meta come from the same snapshot.
+            con.execute("BEGIN")
+            try:
+                tables = {name for (name,) in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"meta", "ratings"} <= tables:
+                    raise StoreError(f"{self.path} is an sqlite database but not a ratings store "
+                                     f"(its tables: {', '.join(sorted(tables)) or 'none'})")
+                meta = dict(con.execute("SELECT key, value FROM meta"))
+            finally:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")  # it only read
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY_DIRECTORY:
+                # A WAL database is read through its -shm index, which sqlite keeps next to
+                # the file; a read-only connection can create it only in a writable folder.
+                raise StoreError(
+                    f"cannot read ratings store {self.path} read-only: its folder is not "
+                    f"writable and {self.path.name}-shm, which sqlite needs beside a WAL "
+                    "database, does not exist and cannot be created; copy the store to a "
+                    "writable folder") from exc
+            raise  # locked past the timeout...: not a statement about the file
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"ratings store {self.path} has schema version "
+                             f"{meta.get('schema_version')!r}; this ramo reads {SCHEMA_VERSION!r}")
+        return meta
 
     def _open(self, wanted: dict[str, str | None], timeout: float) -> dict[str, str | None]:
         con = self._con
@@ -185,7 +218,19 @@ class RatingStore:
                 f"ratings store {self.path} holds ratings from another {' and '.join(differ)} "
                 f"({details}); a store holds one judge and one template, so use another path")
 
+    def check_judge(self, judge_fingerprint: str, template_fingerprint: str) -> None:
+        """StoreMismatchError unless the store holds this judge's ratings under this template:
+        for callers handed an open store (the adapter's application)."""
+        self._check_meta(self._meta, {"judge_fingerprint": judge_fingerprint,
+                                      "template_fingerprint": template_fingerprint,
+                                      "schema_version": SCHEMA_VERSION})
+
     # ---- properties ----------------------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        """True for a store opened with `open_existing`: it can be read, not added to."""
+        return self._read_only
 
     @property
     def judge_fingerprint(self) -> str:
@@ -198,11 +243,11 @@ class RatingStore:
     @property
     def judge_info(self) -> Any:
         """The description recorded when the store was created, or None."""
-        return _from_json(self._meta.get("judge_info"))
+        return from_json(self._meta.get("judge_info"))
 
     @property
     def template_info(self) -> Any:
-        return _from_json(self._meta.get("template_info"))
+        return from_json(self._meta.get("template_info"))
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -216,7 +261,11 @@ class RatingStore:
         with skip_existing=True stored keys are skipped instead (the stored values are kept).
         Returns the number of rows written.
         """
-        checked = _check_rows(rows)
+        if self._read_only:
+            raise StoreError(f"ratings store {self.path} was opened read-only (open_existing); "
+                             "open it with RatingStore(path, judge_fingerprint=..., "
+                             "template_fingerprint=...) to add ratings")
+        checked = check_rows(rows)
         if not checked:
             return 0
         con = self._db
@@ -272,7 +321,7 @@ class RatingStore:
         (stored when the pool was smaller) is listed; its stored rows are kept, so add the
         new ones with skip_existing=True or only the missing rules.
         """
-        sides = _check_sides(sides)
+        sides = check_sides(sides)
         pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
         n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
         complete = {(pos, side) for pos, side, n in self._db.execute(
@@ -290,46 +339,31 @@ class RatingStore:
             "SELECT r.pair_id FROM ratings r JOIN temp.want_rules w ON w.id = r.rule_id"
             " GROUP BY r.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
 
-    def to_tensors(self, pair_ids: Sequence[str], rule_ids: Sequence[str]):
-        """(scores, relevance), each a float32 tensor [N, 2, R] in the order of the arguments.
+    def scores(self, pair_ids: Sequence[str], rule_ids: Sequence[str]) -> Ratings:
+        """The stored ratings of these pairs on these rules, dense, in the order of the
+        arguments: NaN (and `valid` False) wherever nothing is stored, so it never raises for
+        missing ratings. `.require_complete(store.path)` is the read that needs them all.
 
-        Raises ValueError naming missing ratings when any (pair, side, rule) is absent.
-        Relevance is per response; a pair's relevance is the mean over dim 1 (design.md 4.2).
+        Ids must be strings, each listed once; rule_ids must not be empty.
         """
-        import torch
-
         pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
         rule_ids = self._load_ids("want_rules", "rule_ids", rule_ids)
-        n_pairs, n_rules = len(pair_ids), len(rule_ids)
+        # One statement, so one snapshot, even while another process writes; the join gives
+        # each row its flat position in [N, 2, R], and the keys are unique, so none twice.
         rows = self._db.execute(
-            "SELECT (p.pos * 2 + r.side) * ? + w.pos, r.score, r.relevance"
-            " FROM temp.want_pairs p CROSS JOIN ratings r ON r.pair_id = p.id"
-            " JOIN temp.want_rules w ON w.id = r.rule_id", (n_rules,)).fetchall()
-        size = n_pairs * 2 * n_rules
-        if len(rows) != size:  # the keys are unique, so fewer rows means missing ratings
-            self._raise_missing(pair_ids, rule_ids, {flat for flat, _, _ in rows}, size)
-        flat, scores, relevance = zip(*rows) if rows else ((), (), ())
-        index = torch.tensor(flat, dtype=torch.long)
-        out = []
-        for values in (scores, relevance):
-            # Filled in float64, as stored, and rounded once to float32.
-            dense = torch.empty(size, dtype=torch.float64)
-            dense[index] = torch.tensor(values, dtype=torch.float64)
-            out.append(dense.to(torch.float32).view(n_pairs, 2, n_rules))
-        return out[0], out[1]
-
-    def _raise_missing(self, pair_ids, rule_ids, present: set[int], size: int) -> None:
-        n_rules = len(rule_ids)
-        absent = [flat for flat in range(size) if flat not in present]
-        shown = [(pair_ids[flat // (2 * n_rules)], flat // n_rules % 2, rule_ids[flat % n_rules])
-                 for flat in absent[:5]]
-        more = f" and {len(absent) - len(shown)} more" if len(absent) > len(shown) else ""
-        raise ValueError(f"{len(absent)} of {size} ratings are missing from {self.path}: "
-                         f"{', '.join(map(str, shown))}{more}")
+            "SELECT (p.pos * 2 + r.side) * ? + w.pos, "
+            + ", ".join(f"r.{name}" for name in FIELDS)
+            + " FROM temp.want_pairs p CROSS JOIN ratings r ON r.pair_id = p.id"
+            " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),)).fetchall()
+        return Ratings._from_flat(pair_ids, rule_ids, [row[0] for row in rows],
+                                  [row[1:] for row in rows])
 
     def _load_ids(self, table: str, what: str, ids: Iterable[str],
                   allow_empty: bool = False) -> list[str]:
-        """Put ids with their positions into a connection-private temporary table to join on."""
+        """Put ids with their positions into a connection-private temporary table to join on.
+
+        Temporary tables live in the connection's own temp database (in memory), which a
+        read-only connection can write too."""
         if isinstance(ids, str):
             raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
         ids = list(ids)
@@ -337,7 +371,7 @@ class RatingStore:
             raise ValueError(f"{what} is empty")
         seen: set[str] = set()
         for i in ids:
-            _check_id(what, i)
+            check_id(what, i)
             if i in seen:
                 raise ValueError(f"{what} lists {i!r} twice")
             seen.add(i)
@@ -391,6 +425,19 @@ class RatingStore:
                 f"template_fingerprint={meta.get('template_fingerprint')!r}, {state})")
 
 
+def read_ratings(path: str | os.PathLike, pair_ids: Sequence[str],
+                 rule_ids: Sequence[str]) -> Ratings:
+    """The complete ratings of these pairs on these rules from the store at `path`, opened
+    read-only: what the steps after rating read (ValueError names what is missing)."""
+    with RatingStore.open_existing(path) as store:
+        return store.scores(pair_ids, rule_ids).require_complete(store.path)
+
+
+# sqlite's extended result code for a read-only open of a WAL database that could not create
+# the -shm file; the sqlite3 module names it from Python 3.11 on.
+_SQLITE_READONLY_DIRECTORY = getattr(sqlite3, "SQLITE_READONLY_DIRECTORY", 1544)
+
+
 def _enable_wal(con: sqlite3.Connection, path: Path, timeout: float) -> None:
     # Persistent in the file, so a no-op after the first open. Switching needs the database
     # to itself for a moment; retried because concurrent first opens can hold it briefly and
@@ -407,100 +454,3 @@ def _enable_wal(con: sqlite3.Connection, path: Path, timeout: float) -> None:
     if mode.lower() != "wal":
         raise StoreError(f"{path}: sqlite cannot use WAL here (journal mode {mode!r}); "
                          "a ratings store needs a local file system")
-
-
-# ---- validation ---------------------------------------------------------------------------------
-
-
-def _check_rows(rows: Iterable[Sequence | Mapping]) -> list[tuple]:
-    if isinstance(rows, (str, bytes, Mapping)):
-        raise ValueError("add() takes an iterable of rows, not a single row")
-    checked: list[tuple] = []
-    first_seen: dict[tuple, int] = {}
-    for i, row in enumerate(rows):
-        try:
-            values = _check_row(row)
-        except ValueError as exc:
-            raise ValueError(f"rating row {i}: {exc}; nothing was written") from None
-        key = values[:3]
-        if key in first_seen:
-            raise DuplicateRatingError(f"rating rows {first_seen[key]} and {i} have the same key "
-                                       f"{key}; nothing was written")
-        first_seen[key] = i
-        checked.append(values)
-    return checked
-
-
-def _check_row(row: Sequence | Mapping) -> tuple:
-    if isinstance(row, Mapping):
-        missing = [c for c in COLUMNS if c not in row]
-        extra = sorted(map(str, set(row) - set(COLUMNS)))
-        if missing or extra:
-            raise ValueError(f"keys must be exactly {', '.join(COLUMNS)}"
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(extra)}" if extra else ""))
-        values = [row[c] for c in COLUMNS]
-    elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
-        if len(row) != len(COLUMNS):
-            raise ValueError(f"expected {len(COLUMNS)} values ({', '.join(COLUMNS)}), got {len(row)}")
-        values = list(row)
-    else:
-        raise ValueError(f"expected a tuple or a dict, got {type(row).__name__}")
-    return (_check_id("pair_id", values[0]), _check_side(values[1]), _check_id("rule_id", values[2]),
-            *(_check_float(name, v) for name, v in zip(_VALUE_COLUMNS, values[3:])))
-
-
-def _check_id(name: str, value: Any) -> str:
-    # Strings only: converting 7 to "7" here would let one pair hide under two ids.
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: sqlite would fail mid-transaction
-        raise ValueError(f"{name} {value!r} is not valid text") from None
-    return value
-
-
-def _check_side(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
-        raise ValueError(f"side must be 0 (response A) or 1 (response B), got {value!r}")
-    return int(value)
-
-
-def _check_sides(sides: Sequence[int]) -> list[int]:
-    sides = [_check_side(s) for s in sides]
-    if not sides or len(set(sides)) != len(sides):
-        raise ValueError(f"sides must list 0 and/or 1 once each, got {sides!r}")
-    return sides
-
-
-def _check_float(name: str, value: Any) -> float:
-    # float("0.5") would work; a string here means the caller mixed up its columns.
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {number}")
-    return number
-
-
-def _check_fingerprint(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _to_json(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be JSON-serialisable: {exc}") from None
-
-
-def _from_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)

@@ -1,4 +1,4 @@
-"""Reference judge_scores: design.md section 4.2 written as plain PyTorch.
+"""Reference judge_scores (docs/architecture.md, "judge_scores") written as plain PyTorch.
 
 This is the specification and the test oracle, so it is the obvious computation: it builds
 the full [B, V] logits (the fused backends never do), takes the softmax over the vocabulary
@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from ramo.reference.select_rules import accumulation_dtype
+
 NORMALIZE_MODES = ("vocab", "choices")
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp64 inputs accumulate in fp64, every other float dtype in fp32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_values(hidden: torch.Tensor, bias: torch.Tensor | None, ids: torch.Tensor,

@@ -1,4 +1,5 @@
-"""Reference rule_head_select: design.md section 4.3 written as plain PyTorch.
+"""Reference rule_head_select (docs/architecture.md, "rule_head_select") written as plain
+PyTorch.
 
 Per-rule scores are `hidden @ weight.T + bias`, computed with torch.addmm (torch.mm without a
 bias), the same BLAS / cuBLAS call every backend makes, so every backend gets bit-identical

@@ -1,4 +1,4 @@
-"""Reference select_rules: design.md section 4.1 written as plain PyTorch.
+"""Reference select_rules (docs/architecture.md, "Exactness") written as plain PyTorch.
 
 Every backend must reproduce this bit for bit on indices and preference, and (for fp32)
 within 1e-6 relative on the floats. Each arithmetic step is a separate PyTorch op, so each
@@ -11,7 +11,9 @@ import torch
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp64 inputs accumulate in fp64, every other float dtype in fp32."""
+    """fp64 inputs accumulate in fp64, every other float dtype in fp32. The one definition
+    of this rule for every op (ramo.ops._common re-exports it); the Triton kernels, which
+    import nothing from ramo, restate it in kernels/triton/_dtypes.py."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

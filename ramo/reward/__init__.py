@@ -1,4 +1,4 @@
-"""Reward models: Bradley-Terry training on labelled pairs (`ramo rm train`).
+"""Reward models: Bradley-Terry training on labeled pairs (`ramo rm train`).
 
 Names are imported on first use: `ramo --help` imports every command's module, and this
 package's trainer pulls in transformers' Trainer, which takes seconds to import.
@@ -10,15 +10,15 @@ import importlib
 
 _NAMES = {
     "bradley_terry_loss": "ramo.reward.loss",
-    "Preference": "ramo.reward.data",
-    "load_preferences": "ramo.reward.data",
-    "preferences_from_pairs": "ramo.reward.data",
-    "encode": "ramo.reward.data",
-    "pad": "ramo.reward.data",
+    "Preference": "ramo.io.preferences",
+    "load_preferences": "ramo.io.preferences",
+    "preferences_from_pairs": "ramo.io.preferences",
+    "encode": "ramo.tokenization",
+    "pad": "ramo.tokenization",
     "PreferenceDataset": "ramo.reward.data",
     "PreferenceCollator": "ramo.reward.data",
     "RewardTrainer": "ramo.reward.trainer",
-    "load_reward_model": "ramo.reward.trainer",
+    "load_reward_model": "ramo.models.sequence_classifier",
     "disable_dropout": "ramo.reward.trainer",
     "train_reward_model": "ramo.reward.train",
 }

@@ -1,4 +1,4 @@
-"""The Bradley-Terry loss of a reward model on preference pairs (design.md §1, "train RM").
+"""The Bradley-Terry loss of a reward model on preference pairs.
 
 Under the Bradley-Terry model P(chosen beats rejected) = sigmoid(r_chosen - r_rejected), so
 the negative log-likelihood of the observed preferences is -logsigmoid(r_chosen - r_rejected),

@@ -1,4 +1,4 @@
-"""`ramo rm train`: train a Bradley-Terry reward model on labelled preference pairs.
+"""The rm-train step: train a Bradley-Terry reward model on labeled preference pairs.
 
 Input: TRL preference rows (`prompt`, `chosen`, `rejected`, optionally `margin` and
 `rule_ids`: what `ramo label` writes) as JSONL(.gz), Parquet or JSON. Output: a folder that
@@ -6,13 +6,12 @@ AutoModelForSequenceClassification.from_pretrained loads (one score per sequence
 tokenizer and `ramo_training.json` (the arguments and the per-step loss). The folder appears
 whole when training has finished, or not at all.
 
-Runs as is on one device, and under `torchrun --nproc_per_node N -m ramo rm train ...` with
---batch-size pairs per rank per step; only rank 0 writes.
+Runs as is on one device, and under torchrun (`torchrun --nproc_per_node N -m ramo rm train
+...`) with batch_size pairs per rank per step; only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import tempfile
@@ -21,12 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_LEARNING_RATE = 2e-5
-
 
 def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: str | os.PathLike,
                        *, model: str | os.PathLike = "default", epochs: float = 1,
-                       learning_rate: float = DEFAULT_LEARNING_RATE, batch_size: int = 8,
+                       learning_rate: float = 2e-5, batch_size: int = 8,
                        gradient_accumulation_steps: int = 1, max_length: int = 256,
                        center_rewards_coefficient: float | None = None, bf16: bool = False,
                        gradient_checkpointing: bool = False, seed: int = 0,
@@ -37,8 +34,8 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                        regression_weight: float = 0.0) -> dict:
     """Fine-tune `model` as a reward model on the pairs in `train_file`; save it to `out_dir`.
 
-    train_file: a preference file (see `ramo.reward.load_preferences`), or pairs already in
-        memory (ramo.io.Pair or ramo.reward.Preference objects).
+    train_file: a preference file (see `ramo.io.load_preferences`), or pairs already in
+        memory (ramo.io.Preference or ramo.io.Pair objects).
     model: "default" (ramo's embedded all-MiniLM-L6-v2 with a new one-score head), a local
         folder or a hub id of any AutoModelForSequenceClassification architecture.
     batch_size: pairs per device per step (each pair is two sequences in one forward pass);
@@ -74,9 +71,10 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     from transformers import TrainingArguments
 
     from ramo.io.atomic import atomic_dir, write_json
-    from ramo.reward.data import (PreferenceCollator, PreferenceDataset, load_preferences,
-                                  preferences_from_pairs)
-    from ramo.reward.trainer import RewardTrainer, disable_dropout as no_dropout, load_reward_model
+    from ramo.io import load_preferences, preferences_from_pairs
+    from ramo.reward.data import PreferenceCollator, PreferenceDataset
+    from ramo.models import load_reward_model
+    from ramo.reward.trainer import RewardTrainer, disable_dropout as no_dropout
 
     from_file = isinstance(train_file, (str, os.PathLike))
     arguments = {
@@ -112,15 +110,15 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         pool = load_rules(rules) if isinstance(rules, (str, os.PathLike)) else list(rules or ())
         if not pool:
             raise ValueError("heads='rules' needs the rule pool (rules=...)")
-        judge_scores = (None if ratings is None
-                        else _judge_scores(ratings, preferences, [r.id for r in pool]))
+        rated_scores = (None if ratings is None
+                        else _rated_scores(ratings, preferences, [r.id for r in pool]))
         extra = {"regression_weight": regression_weight}
         net, tokenizer = RuleHeadRewardModel.from_backbone(model, [r.id for r in pool],
                                                            seed=seed, k=k)
     else:
         if ratings is not None:
             raise ValueError("ratings (regression onto the judge) needs heads='rules'")
-        trainer_class, judge_scores, extra = RewardTrainer, None, {}
+        trainer_class, rated_scores, extra = RewardTrainer, None, {}
         net, tokenizer = load_reward_model(model, seed=seed)
     if disable_dropout:
         no_dropout(net)
@@ -144,7 +142,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             ddp_find_unused_parameters=False)
         trainer = trainer_class(
             model=net, args=args,
-            train_dataset=PreferenceDataset(preferences, tokenizer, max_length, judge_scores),
+            train_dataset=PreferenceDataset(preferences, tokenizer, max_length, rated_scores),
             data_collator=PreferenceCollator(tokenizer), processing_class=tokenizer,
             center_rewards_coefficient=center_rewards_coefficient, progress=progress, **extra)
         output = trainer.train()
@@ -176,34 +174,21 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     return summary
 
 
-def _judge_scores(path, preferences, rule_ids) -> dict:
+def _rated_scores(path, preferences, rule_ids) -> dict:
     """id -> (chosen [R], rejected [R]) judge scores from a ratings store, NaN where the
     store has no rating of that side and rule."""
-    import torch
-
     from ramo.ratings import RatingStore
 
     missing = [p.id for p in preferences if p.chosen_side is None]
     if missing:
         raise ValueError(f"regression onto judge ratings needs each row's 'chosen_side' (a or b; "
                          f"`ramo label` writes it); {len(missing)} rows lack it, e.g. {missing[0]!r}")
-    column = {rid: j for j, rid in enumerate(rule_ids)}
-    wanted = {p.id for p in preferences}
-    table: dict = {}
     with RatingStore.open_existing(path) as store:
-        for row in store.read():
-            if row.pair_id in wanted and row.rule_id in column:
-                side = table.setdefault((row.pair_id, row.side),
-                                        torch.full((len(rule_ids),), float("nan")))
-                side[column[row.rule_id]] = row.score
-    if not table:
+        rated = store.scores([p.id for p in preferences], rule_ids)
+    if not rated.valid.any():
         raise ValueError(f"{os.fspath(path)} holds no ratings of these pairs on these rules")
-    empty = torch.full((len(rule_ids),), float("nan"))
-    out = {}
-    for p in preferences:
-        chosen, rejected = (0, 1) if p.chosen_side == "a" else (1, 0)
-        out[p.id] = (table.get((p.id, chosen), empty), table.get((p.id, rejected), empty))
-    return out
+    return {p.id: (rated.score[n, 0], rated.score[n, 1]) if p.chosen_side == "a"
+            else (rated.score[n, 1], rated.score[n, 0]) for n, p in enumerate(preferences)}
 
 
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
@@ -219,71 +204,3 @@ def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
         raise ValueError("center_rewards_coefficient must be >= 0")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"{os.fspath(out_dir)}: exists and is not a folder")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path,
-                        help="labelled pairs: prompt, chosen, rejected (+ margin, rule_ids); "
-                        "JSONL(.gz), Parquet or JSON")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="folder to save the trained model, tokenizer and "
-                        "ramo_training.json to (replaced whole when training succeeds)")
-    parser.add_argument("--model", default="default",
-                        help="backbone: 'default' (all-MiniLM-L6-v2), a local folder or a hub id "
-                        "(any AutoModelForSequenceClassification; an existing reward model works)")
-    parser.add_argument("--epochs", type=float, default=1.0,
-                        help="passes over the data (default 1)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many optimiser steps (overrides --epochs)")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
-                        help="peak learning rate, linear decay to 0 "
-                        f"(default {DEFAULT_LEARNING_RATE})")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="pairs per device per step; each pair is 2 sequences (default 8)")
-    parser.add_argument("--grad-accum", type=int, default=1,
-                        help="gradient accumulation steps (default 1)")
-    parser.add_argument("--max-length", type=int, default=256,
-                        help="tokens per prompt + response; the response is kept first "
-                        "(default 256)")
-    parser.add_argument("--center-rewards", type=float, default=None, metavar="C",
-                        help="add C * mean((r_chosen + r_rejected)^2) to the loss (e.g. 0.01)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
-    parser.add_argument("--gradient-checkpointing", action="store_true",
-                        help="recompute activations in backward: less memory, more time")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the one-time shuffle and of the new head (default 0)")
-    parser.add_argument("--heads", default="single", choices=["single", "rules"],
-                        help="single: one score head (default); rules: one head per rule of "
-                        "--rules, trained on the k heads that differ most per pair "
-                        "(ramo.models.RuleHeadRewardModel)")
-    parser.add_argument("--rules", default=None,
-                        help="with --heads rules: the rule pool ('default' for ramo's)")
-    parser.add_argument("-k", "--k", type=int, default=5,
-                        help="with --heads rules: heads selected per pair (default 5)")
-    parser.add_argument("--ratings", type=Path, default=None,
-                        help="with --heads rules: a ratings store; the heads are also regressed "
-                        "onto the judge's scores of the pairs it rated")
-    parser.add_argument("--regression-weight", type=float, default=1.0,
-                        help="with --ratings: weight of that regression (default 1.0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = train_reward_model(
-        args.data, args.out, model=args.model, epochs=args.epochs, learning_rate=args.lr,
-        batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
-        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
-        progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
-        rules=args.rules, k=args.k, ratings=args.ratings,
-        regression_weight=args.regression_weight if args.ratings else 0.0)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
-              f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "
-              f"(mean {summary['train_loss']:.4f}), {summary['runtime_s']:.1f} s; "
-              f"saved to {args.out}")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # launched by torchrun
-        dist.destroy_process_group()
-    return 0

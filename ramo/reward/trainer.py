@@ -1,4 +1,4 @@
-"""A transformers Trainer for Bradley-Terry reward models, and loading the model to train.
+"""A transformers Trainer for Bradley-Terry reward models.
 
 Written on transformers' own Trainer (no TRL): compute_loss runs the chosen and rejected
 rows of a batch through the model in one forward pass and applies `bradley_terry_loss`.
@@ -8,8 +8,6 @@ gradient checkpointing, the progress bar) is the Trainer's.
 
 from __future__ import annotations
 
-import os
-import re
 
 import torch
 from transformers import Trainer
@@ -68,7 +66,7 @@ class RuleHeadTrainer(RewardTrainer):
     Bradley-Terry loss applies to the summed scores on them (gradients reach only those
     heads).
 
-    regression_weight: when the batch has `judge_scores` [2B, R] (the judge's ratings of the
+    regression_weight: when the batch has `rated_scores` [2B, R] (the judge's ratings of the
     rows, NaN where a rule was not rated), add regression_weight x the mean squared error of
     the heads' scores against the rated entries, so that each head keeps its rule's meaning.
     """
@@ -80,7 +78,7 @@ class RuleHeadTrainer(RewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         margin = inputs.pop("margin", None)
-        judge = inputs.pop("judge_scores", None)
+        rated = inputs.pop("rated_scores", None)
         # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass; the heads'
         # scores are left to the fused op, which computes them once.
         hidden = model(**inputs, pooled_only=True).hidden
@@ -88,9 +86,9 @@ class RuleHeadTrainer(RewardTrainer):
         selection = self.accelerator.unwrap_model(model).select(hidden[:half], hidden[half:])
         loss = bradley_terry_loss(selection.reward_a, selection.reward_b, margin,
                                   self.center_rewards_coefficient)
-        if judge is not None and self.regression_weight:
+        if rated is not None and self.regression_weight:
             loss = loss + self.regression_weight * head_regression_loss(
-                torch.cat([selection.scores_a, selection.scores_b]), judge)
+                torch.cat([selection.scores_a, selection.scores_b]), rated)
         if return_outputs:
             return loss, {"rewards_chosen": selection.reward_a,
                           "rewards_rejected": selection.reward_b}
@@ -107,81 +105,6 @@ def head_regression_loss(scores: torch.Tensor, judge: torch.Tensor) -> torch.Ten
     return (diff * diff).mean()
 
 
-def load_reward_model(name_or_path: str | os.PathLike = "default", *, seed: int | None = None,
-                      dtype: torch.dtype | None = None, require_head: bool = False):
-    """(AutoModelForSequenceClassification with num_labels=1, tokenizer).
-
-    name_or_path: "default" (ramo's embedded all-MiniLM-L6-v2), a local folder or a hub id.
-    A backbone without a one-score head gets a new, randomly initialised one; `seed` makes
-    that initialisation reproducible (every torchrun rank must start from the same weights).
-    A model whose head has several outputs is an error, not silently replaced.
-    require_head: the model must already be a sequence classifier (evaluation: a random new
-    head would score at chance and look like a trained model).
-
-    Decoders often have no pad token: the tokenizer then pads with its EOS token, and the
-    model config gets that pad_token_id, since sequence-classification decoders read each
-    row's score at its last token that is not a pad.
-    """
-    from transformers import AutoModelForSequenceClassification, set_seed
-
-    from ramo.encoders import resolve
-
-    path = resolve(name_or_path)
-    config = _config(path, name_or_path)
-    heads = getattr(config, "num_labels", 1)
-    if _has_classification_head(config) and heads != 1:
-        raise ValueError(f"{name_or_path}: a classifier with {heads} outputs; a reward model "
-                         f"needs exactly one (num_labels=1)")
-    if require_head and not _has_classification_head(config):
-        raise ValueError(f"{name_or_path}: not a reward model: its config names no "
-                         f"...ForSequenceClassification architecture (a bare backbone would get "
-                         f"a random scoring head)")
-    config.num_labels = 1
-    if seed is not None:
-        set_seed(seed)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
-    tokenizer = load_tokenizer(path, name_or_path)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def load_tokenizer(path: str | os.PathLike, name: str | os.PathLike | None = None):
-    """The model's tokenizer, padding with its EOS token when it has no pad token (decoders)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"{name or path}: the tokenizer has neither a pad nor an EOS token "
-                             f"to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _config(path: str, name: str | os.PathLike):
-    from transformers import AutoConfig
-
-    if not os.path.isdir(path) and not _HUB_ID.match(str(path)):
-        raise FileNotFoundError(f"{name}: no such model folder")
-    try:
-        return AutoConfig.from_pretrained(path)
-    except OSError as exc:  # no such hub id, or no network: one line, not a traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileNotFoundError(f"{name}: not a model folder, and not loadable as a hub id "
-                                f"({first})") from exc
-
-
-# "name" or "org/name": anything else that is not a folder here is a mistyped path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
-
-
-def _has_classification_head(config) -> bool:
-    architectures = getattr(config, "architectures", None) or []
-    return any("SequenceClassification" in name for name in architectures)
-
-
 def disable_dropout(model: torch.nn.Module) -> None:
     """Set every nn.Dropout's p to 0 (the saved config is unchanged).
 
@@ -194,5 +117,4 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-__all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "head_regression_loss",
-           "load_reward_model", "load_tokenizer"]
+__all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "head_regression_loss"]

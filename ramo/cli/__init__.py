@@ -1,0 +1,104 @@
+"""The `ramo` command line: thin adapters from flags to the step functions (ramo/steps.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+# Command words -> (the module that implements them, its function, one-line help). A module
+# has, per command, `<function>_arguments(parser)` and `<function>(args) -> int`; only the
+# module of the command being run is imported, so `ramo info` and `ramo --help` stay fast.
+COMMANDS = {
+    ("rate",): ("ramo.cli.rating", "rate", "rate every pair's responses on every rule with a "
+                "judge, into a resumable store"),
+    ("select",): ("ramo.cli.rating", "select", "select each pair's k rules of largest "
+                  "discrepancy and label it"),
+    ("adapter", "train"): ("ramo.cli.adapter", "train", "train a Rule Adapter on pairs and "
+                           "their selected rules"),
+    ("adapter", "apply"): ("ramo.cli.adapter", "apply", "predict each new pair's k rules and "
+                           "have the judge rate only those"),
+    ("label",): ("ramo.cli.rating", "label", "write TRL preference rows (chosen, rejected, "
+                 "margin, rule_ids) from selections"),
+    ("rm", "train"): ("ramo.cli.reward", "train", "train a Bradley-Terry reward model on "
+                      "labeled pairs"),
+    ("eval",): ("ramo.cli.reward", "evaluate", "score a reward model on a RewardBench-schema "
+                "set"),
+    ("explain",): ("ramo.cli.reward", "explain", "show the rules a rule-head reward model "
+                   "selects for a pair"),
+    ("pipeline",): ("ramo.cli.run", "pipeline", "run the whole method from a config, "
+                    "resumably"),
+    ("demo",): ("ramo.cli.run", "demo", "run the pipeline on the embedded defaults and write a "
+                "report"),
+}
+
+
+def info() -> str:
+    """What was built, what is usable here, and what each op dispatches to."""
+    import torch
+
+    import ramo
+    from ramo import backends
+    from ramo.ops import describe_dispatch
+
+    built = backends.built()
+    lines = [
+        f"ramo {ramo.__version__}",
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"(cuda {torch.version.cuda or 'none'}), "
+        f"CUDA devices: {torch.cuda.device_count() if torch.cuda.is_available() else 0}",
+    ]
+    if backends.extension_error():
+        lines.append(f"ramo._C failed to load: {backends.extension_error()}")
+    lines.append("backends:")
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for name in backends.BACKENDS:
+        state = "built" if built.get(name, True) else "not built"
+        usable = [d.type for d in devices if backends.unusable_reason(name, d) is None]
+        lines.append(f"  {name:9s} {state:9s} usable on: {', '.join(usable) or 'nothing here'}")
+    lines += describe_dispatch(devices)
+    return "\n".join(lines)
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ramo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("info", help="print the version, the built backends and the dispatch")
+    words = [a for a in argv if not a.startswith("-")][:2]
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command, (module_name, function, summary) in COMMANDS.items():
+        where = sub
+        if len(command) == 2:
+            if command[0] not in groups:
+                group = sub.add_parser(command[0], help=f"ramo {command[0]} COMMAND ...")
+                groups[command[0]] = group.add_subparsers(dest="subcommand", required=True,
+                                                          metavar="COMMAND")
+            where = groups[command[0]]
+        parser_of_command = where.add_parser(command[-1], help=summary)
+        if tuple(words[:len(command)]) == command:
+            module = importlib.import_module(module_name)
+            run = getattr(module, function)
+            parser_of_command.description = run.__doc__
+            parser_of_command.formatter_class = argparse.RawDescriptionHelpFormatter
+            getattr(module, f"{function}_arguments")(parser_of_command)
+            parser_of_command.set_defaults(run=run, words=" ".join(command))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
+    if args.command == "info":
+        print(info())
+        return 0
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        # Bad input: one clear line, not a traceback; nothing has been written for it.
+        print(f"ramo {args.words}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Flags that several commands share, with their defaults read from the step functions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool = False) -> None:
+    """--judge, --dtype, --device and (unless loading_only) --template, --normalize and
+    --batch-size, defaulting to the judge settings of ramo.steps."""
+    from ramo.judge.templates import TEMPLATES
+    from ramo.steps import judge_defaults
+
+    d = judge_defaults()
+    parser.add_argument("--judge", default=d["model"],
+                        help="judge: a local folder, a hub id, or 'default' (SmolLM2-135M-Instruct)")
+    parser.add_argument("--dtype", default=d["dtype"], choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default=d["device"],
+                        help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
+    if loading_only:
+        return
+    parser.add_argument("--template", default=d["template"], choices=sorted(TEMPLATES))
+    parser.add_argument("--normalize", default=d["normalize"], choices=["vocab", "choices"])
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+                        help=f"sequences per forward pass (default {d['batch_size']})")
+
+
+def judge_settings(args: argparse.Namespace, *, loading_only: bool = False) -> dict:
+    """The judge settings (ramo.steps.load_judge) that the flags of add_judge_arguments, with
+    the same loading_only, gave."""
+    names = {"model": "judge", "dtype": "dtype", "device": "device"}
+    if not loading_only:
+        names.update(template="template", normalize="normalize", batch_size="batch_size")
+    return {key: getattr(args, flag) for key, flag in names.items()}
+
+
+def add_pairs_and_rules(parser: argparse.ArgumentParser, pairs_help: str,
+                        rules_help: str) -> None:
+    parser.add_argument("--pairs", required=True, type=Path, help=pairs_help)
+    parser.add_argument("--rules", required=True, help=rules_help)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")

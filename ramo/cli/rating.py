@@ -1,0 +1,207 @@
+"""`ramo rate`, `ramo select` and `ramo label`: the steps from pairs to labeled pairs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ramo.cli._common import (add_judge_arguments, add_no_progress, add_pairs_and_rules,
+                              judge_settings)
+
+_PAIRS = "preference pairs: JSONL(.gz), Parquet or JSON (see README)"
+_RULES = "rule pool: JSON, JSONL, YAML or text; 'default' for ramo's pool"
+
+
+def rate_arguments(parser: argparse.ArgumentParser) -> None:
+    from ramo.rate import rate
+    from ramo.steps import defaults
+
+    add_pairs_and_rules(parser, _PAIRS, _RULES)
+    parser.add_argument("--out", required=True, type=Path, help="ratings store (sqlite file)")
+    add_judge_arguments(parser)
+    parser.add_argument("--answer-word", action="append", default=[], metavar="ANSWER=WORD",
+                        help="the word the judge is asked to answer with, e.g. irrelevant=NA "
+                        "(repeatable; answers: yes, no, irrelevant)")
+    parser.add_argument("--answer-ids", action="append", default=[], metavar="ANSWER=ID,ID",
+                        help="token ids summed for an answer whose word is not one token, "
+                        "e.g. irrelevant=6084,31302 (repeatable)")
+    parser.add_argument("--commit-every", type=int, default=defaults(rate)["commit_every"],
+                        help="responses per transaction (each holds R rows)")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also write the whole store to this .parquet or .jsonl")
+    add_no_progress(parser)
+
+
+def rate(args: argparse.Namespace) -> int:
+    """Rate every (pair, side, rule) into a ratings store, resumably.
+
+    The unit of work is one response (a pair's side) with all R rules: one prefill serves them
+    all, and its R rows are committed together, so a killed run loses at most the units since
+    its last commit and never leaves part of a unit. A rerun skips the units already stored.
+
+    Under torchrun (or accelerate launch) every rank takes the pairs whose index is its rank
+    modulo the world size and writes to the same store; rank 0 exports once all are done.
+    """
+    from ramo.io import load_pairs, load_rules
+    from ramo.rate import open_store
+    from ramo.rate import rate as rate_step
+    from ramo.ratings import RatingStore
+    from ramo.steps import load_judge
+
+    # Everything that can be wrong with the input is found before the store is touched.
+    pairs = load_pairs(args.pairs)
+    rules = load_rules(args.rules)
+    options = {}
+    if args.answer_word:
+        options["answer_words"] = _assignments(args.answer_word, "--answer-word", str)
+    if args.answer_ids:
+        options["answer_ids"] = _assignments(
+            args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
+    rank, world = _dist()
+    judge = load_judge(judge_settings(args), **options)
+    mine = [i for i in range(len(pairs)) if i % world == rank]
+    with open_store(args.out, judge) as store:
+        rate_step(judge, pairs, rules, store, indices=mine, commit_every=args.commit_every,
+                  progress=not args.no_progress)
+    _barrier(world)
+    if rank == 0:
+        with RatingStore.open_existing(args.out) as store:
+            print(f"{store.count()} ratings in {args.out} ({len(pairs)} pairs x 2 sides x "
+                  f"{len(rules)} rules = {len(pairs) * 2 * len(rules)})")
+            if args.export:
+                store.export(args.export)
+                print(f"exported to {args.export}")
+    return 0
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), joining the process group when launched with several ranks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _assignments(items: list[str], flag: str, parse) -> dict:
+    """{"irrelevant": parse("NA")} from ["irrelevant=NA"]."""
+    out = {}
+    for item in items:
+        answer, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ValueError(f"{flag} {item!r}: write ANSWER=VALUE, e.g. irrelevant=...")
+        try:
+            out[answer.strip()] = parse(value)
+        except ValueError:
+            raise ValueError(f"{flag} {item!r}: the ids must be integers separated by commas")
+    return out
+
+
+def select_arguments(parser: argparse.ArgumentParser) -> None:
+    from ramo.relevance import SOURCES
+    from ramo.select import select
+    from ramo.steps import defaults
+
+    add_pairs_and_rules(parser, "the rated preference pairs",
+                        "the rule pool they were rated on, or 'default' for ramo's pool")
+    parser.add_argument("--ratings", required=True, type=Path,
+                        help="ratings store written by `ramo rate` (every pair on every rule)")
+    parser.add_argument("--out", required=True, type=Path, help="selections JSONL to write")
+    d = defaults(select)
+    parser.add_argument("-k", "--k", type=int, default=d["k"],
+                        help=f"rules selected per pair (default {d['k']})")
+    parser.add_argument("--relevance", default=d["relevance"], choices=SOURCES,
+                        help="relevance regulariser: the judge's (default), prompt-rule "
+                        "embedding cosine, or none")
+    parser.add_argument("--encoder", default=d["encoder"],
+                        help="sentence encoder for --relevance embedding (default: MiniLM)")
+    parser.add_argument("--discrepancy-weight", type=float, default=d["discrepancy_weight"],
+                        help=f"weight of |s(A) - s(B)| in the criterion "
+                        f"(default {d['discrepancy_weight']})")
+    parser.add_argument("--relevance-weight", type=float, default=d["relevance_weight"],
+                        help=f"weight of the relevance in the criterion "
+                        f"(default {d['relevance_weight']})")
+
+
+def select(args: argparse.Namespace) -> int:
+    """Per pair, the k rules of largest discrepancy (plus relevance), and the label they give.
+
+    Reads the judge's ratings of every pair on every rule from a ratings store (`ramo rate`),
+    runs the fused `select_rules` op over all pairs at once and writes one JSON object per
+    pair: {"id", "rule_ids", "criterion", "reward_a", "reward_b", "margin", "preference"}
+    (preference 1: response A is better, -1: B is, 0: a tie).
+    """
+    from ramo.io import load_pairs, load_rules, write_selections
+    from ramo.ratings import read_ratings
+    from ramo.select import counts, summary
+    from ramo.select import select as select_step
+
+    pairs = load_pairs(args.pairs)
+    rules = load_rules(args.rules)
+    ratings = read_ratings(args.ratings, [p.id for p in pairs], [r.id for r in rules])
+    selections = select_step(pairs, rules, ratings, k=args.k, relevance=args.relevance,
+                             encoder=args.encoder, discrepancy_weight=args.discrepancy_weight,
+                             relevance_weight=args.relevance_weight)
+    write_selections(args.out, selections)
+    print(summary(counts(pairs, selections)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pairs", required=True, type=Path, action="append",
+                        help="preference pairs (repeatable: e.g. the fully rated pairs and the "
+                        "adapter-labeled ones)")
+    parser.add_argument("--selections", required=True, type=Path, action="append",
+                        help="selections JSONL from `ramo select` or `ramo adapter apply` "
+                        "(repeatable)")
+    parser.add_argument("--rules", default=None,
+                        help="the rule pool; when given, every selected rule id must be in it")
+    parser.add_argument("--out", required=True, type=Path, help="labeled JSONL to write")
+
+
+def label(args: argparse.Namespace) -> int:
+    """Preference rows for reward-model training from rule selections (TRL format).
+
+    Each selected pair becomes {"id", "prompt", "chosen", "rejected", "margin", "rule_ids",
+    "chosen_side"}: chosen is the response with the larger summed score on the pair's
+    selected rules, margin the (non-negative) difference of the two sums. Ties carry no
+    preference, so they are dropped and counted, never silently given to one side.
+    """
+    from ramo.io import load_pairs, load_rules, load_selections, write_preferences
+    from ramo.label import label as label_step
+
+    pairs, seen = [], {}
+    for path in args.pairs:
+        for pair in load_pairs(path):
+            if pair.id in seen:
+                raise ValueError(f"pair id {pair.id!r} is in both {seen[pair.id]} and {path}")
+            seen[pair.id] = path
+            pairs.append(pair)
+    selections, chosen_in = [], {}
+    for path in args.selections:
+        for selection in load_selections(path):
+            if selection.id in chosen_in:
+                raise ValueError(f"pair {selection.id!r} is selected in both "
+                                 f"{chosen_in[selection.id]} and {path}")
+            chosen_in[selection.id] = path
+            selections.append(selection)
+    rule_ids = [r.id for r in load_rules(args.rules)] if args.rules else None
+    labeled, counts = label_step(pairs, selections, rule_ids)
+    write_preferences(args.out, labeled)
+    print(f"{counts['labeled']} labeled pairs written to {args.out}; "
+          f"{counts['ties_dropped']} ties dropped; {counts['unselected']} pairs had no selection")
+    return 0

@@ -1,0 +1,202 @@
+"""What a rating is, in the two shapes ramo uses: a stored row, and a dense view of N pairs.
+
+A judge rates every (pair, side, rule); side 0 is response A, side 1 response B. For each it
+gives p_yes, p_no, p_other, a score and a relevance (docs/architecture.md, "Rating with a
+judge"). The store holds them as rows (`Rating`, one per key, only the keys rated so far);
+the method reads them as [N, 2, R] tensors (`Ratings`), with NaN where a key is not rated,
+so a partly rated store and a complete one are read the same way.
+
+Only torch and the standard library: this module is the vocabulary shared by the judge, the
+store and its readers, so it depends on none of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+# The judge's outputs per (pair, side, rule), in the store's column order.
+FIELDS = ("p_yes", "p_no", "p_other", "score", "relevance")
+# The row layout shared by the store, its exports and its readers.
+COLUMNS = ("pair_id", "side", "rule_id") + FIELDS
+
+
+class Rating(NamedTuple):
+    """One stored rating; a plain tuple in COLUMNS order, so it can be passed back to `add`."""
+
+    pair_id: str
+    side: int
+    rule_id: str
+    p_yes: float
+    p_no: float
+    p_other: float
+    score: float
+    relevance: float
+
+
+assert Rating._fields == COLUMNS
+
+
+def response_rows(pair_id: str, side: int, rule_ids: Sequence[str], scores) -> list[Rating]:
+    """One response's scores as store rows, one per rule, in the order of rule_ids.
+
+    scores: any object with tensor attributes p_yes, p_no, p_other, score and relevance,
+    each [len(rule_ids)] (a JudgeScores, say), of any float dtype, on any device. Values go
+    through float64, so a float64 judge's outputs are stored exactly and lower precisions
+    widen losslessly.
+    """
+    rule_ids = list(rule_ids)
+    columns = []
+    for name in FIELDS:
+        values = getattr(scores, name)
+        if tuple(values.shape) != (len(rule_ids),):
+            # Checked: zip would drop the extra values, or the extra rules, without a word.
+            raise ValueError(f"scores.{name} has shape {tuple(values.shape)}; "
+                             f"expected ({len(rule_ids)},), one value per rule")
+        columns.append(values.detach().double().cpu().tolist())
+    return [Rating(pair_id, side, rule_id, *(c[j] for c in columns))
+            for j, rule_id in enumerate(rule_ids)]
+
+
+# eq=False: == on tensors is elementwise, so a generated __eq__ would be ambiguous.
+# repr=False: the generated repr would print five whole tensors.
+@dataclass(frozen=True, eq=False, repr=False)
+class Ratings:
+    """Ratings of N pairs on R rules, dense: five float32 tensors [N, 2, R].
+
+    Entry [n, side, r] is pair pair_ids[n], side `side` (0 = response A), rule rule_ids[r];
+    it is NaN in every field where that (pair, side, rule) was not rated.
+    """
+
+    pair_ids: tuple[str, ...]
+    rule_ids: tuple[str, ...]
+    p_yes: torch.Tensor
+    p_no: torch.Tensor
+    p_other: torch.Tensor
+    score: torch.Tensor
+    relevance: torch.Tensor
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pair_ids", tuple(self.pair_ids))
+        object.__setattr__(self, "rule_ids", tuple(self.rule_ids))
+        shape = (len(self.pair_ids), 2, len(self.rule_ids))
+        for name in FIELDS:
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"Ratings.{name} has shape {got}; expected {shape} "
+                                 "(pairs, sides, rules)")
+
+    # ---- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence], pair_ids: Sequence[str],
+                  rule_ids: Sequence[str]) -> Ratings:
+        """The dense view of rows (Ratings, or tuples in COLUMNS order) on these pairs and rules.
+
+        Rows of pairs or rules not listed are ignored, so a whole store's rows can be given.
+        Raises ValueError when pair_ids or rule_ids repeat an id, a row's side is not 0 or 1,
+        or two rows have the same key.
+        """
+        pair_ids, rule_ids = _unique("pair_ids", pair_ids), _unique("rule_ids", rule_ids)
+        pair_pos = {p: i for i, p in enumerate(pair_ids)}
+        rule_pos = {r: j for j, r in enumerate(rule_ids)}
+        n_rules = len(rule_ids)
+        flat, values = [], []
+        for row in rows:
+            pair_id, side, rule_id, *row_values = row
+            if len(row_values) != len(FIELDS):
+                raise ValueError(f"a rating row has {len(COLUMNS)} values "
+                                 f"({', '.join(COLUMNS)}), got {len(row_values) + 3}")
+            i, j = pair_pos.get(pair_id), rule_pos.get(rule_id)
+            if i is None or j is None:
+                continue
+            if side not in (0, 1) or isinstance(side, bool):
+                raise ValueError(f"rating {(pair_id, side, rule_id)}: side must be 0 or 1")
+            flat.append((i * 2 + side) * n_rules + j)
+            values.append(row_values)
+        if len(set(flat)) != len(flat):
+            seen: set[int] = set()
+            twice = next(f for f in flat if f in seen or seen.add(f))
+            raise ValueError(f"rating {_key(pair_ids, rule_ids, twice)} is given twice")
+        return cls._from_flat(pair_ids, rule_ids, flat, values)
+
+    @classmethod
+    def _from_flat(cls, pair_ids: Sequence[str], rule_ids: Sequence[str], flat: Sequence[int],
+                   values: Sequence[Sequence[float]]) -> Ratings:
+        """Build from flat indices (pair * 2 + side) * R + rule, each with its FIELDS values;
+        every index at most once. The store calls this with the indices its join computed."""
+        shape = (len(pair_ids), 2, len(rule_ids))
+        size = shape[0] * shape[1] * shape[2]
+        # Filled in float64, as stored, and rounded once to float32.
+        dense = torch.full((size, len(FIELDS)), float("nan"), dtype=torch.float64)
+        if flat:
+            dense[torch.tensor(flat, dtype=torch.long)] = torch.tensor(values, dtype=torch.float64)
+        fields = dense.to(torch.float32).T.contiguous()  # [FIELDS, size]: one block per field
+        return cls(tuple(pair_ids), tuple(rule_ids), *(f.view(shape) for f in fields))
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """bool [N, 2, R]: True where the (pair, side, rule) is rated."""
+        return ~torch.isnan(self.score)
+
+    def rows(self) -> Iterator[Rating]:
+        """The rated entries as store rows, in (pair order, side, rule order): the sparse view."""
+        flat = torch.nonzero(self.valid.flatten()).flatten()
+        columns = torch.stack([getattr(self, name).flatten()[flat] for name in FIELDS], dim=1)
+        for f, values in zip(flat.tolist(), columns.double().tolist()):
+            yield Rating(*_key(self.pair_ids, self.rule_ids, f), *values)
+
+    def missing(self) -> list[tuple[str, int, str]]:
+        """The (pair_id, side, rule_id) keys not rated, in (pair order, side, rule order)."""
+        return self._missing_keys(None)
+
+    def _missing_keys(self, limit: int | None) -> list[tuple[str, int, str]]:
+        flat = torch.nonzero(~self.valid.flatten()).flatten()[:limit].tolist()
+        return [_key(self.pair_ids, self.rule_ids, f) for f in flat]
+
+    def require_complete(self, where: str | os.PathLike) -> Ratings:
+        """self when every (pair, side, rule) is rated; else ValueError naming the first
+        missing keys. where: what the ratings were read from (the store's path), for the
+        message."""
+        n_missing = int((~self.valid).sum())
+        if n_missing:
+            shown = self._missing_keys(5)
+            more = f" and {n_missing - len(shown)} more" if n_missing > len(shown) else ""
+            raise ValueError(f"{n_missing} of {self.score.numel()} ratings are missing from "
+                             f"{where}: {', '.join(map(str, shown))}{more}")
+        return self
+
+    def pair_relevance(self) -> torch.Tensor:
+        """float32 [N, R]: a pair's relevance for a rule, the mean of its two sides' relevance
+        (the judge rates responses, selection ranks rules per pair); NaN when a side is not
+        rated."""
+        return self.relevance.mean(dim=1)
+
+    def __repr__(self) -> str:
+        return (f"Ratings({len(self.pair_ids)} pairs x 2 sides x {len(self.rule_ids)} rules, "
+                f"{int(self.valid.sum())} of {self.score.numel()} rated)")
+
+
+def _unique(what: str, ids: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(ids, str):
+        raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
+    ids = tuple(ids)
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        twice = next(i for i in ids if i in seen or seen.add(i))
+        raise ValueError(f"{what} lists {twice!r} twice")
+    return ids
+
+
+def _key(pair_ids: Sequence[str], rule_ids: Sequence[str], flat: int) -> tuple[str, int, str]:
+    n_rules = len(rule_ids)
+    return pair_ids[flat // (2 * n_rules)], flat // n_rules % 2, rule_ids[flat % n_rules]

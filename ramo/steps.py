@@ -1,0 +1,64 @@
+"""The method's steps, as library functions, and where their settings' defaults come from.
+
+| step           | function                               | in                         -> out |
+| rate           | ramo.rate.rate                         | judge, pairs, rules -> a ratings store |
+| select         | ramo.select.select                     | pairs, rules, Ratings -> [Selection] |
+| adapter-train  | ramo.adapter.train.adapter_step        | pairs, [Selection], rules -> adapter folder, metrics |
+|   (evaluate)   | ramo.adapter.evaluate.evaluate_adapter | adapter, pairs, [Selection], Ratings -> metrics |
+| adapter-apply  | ramo.adapter.apply.apply_adapter       | adapter, judge, pairs, rules -> [Selection] (k rules rated) |
+| label          | ramo.label.label                       | pairs, [Selection] -> [Preference], counts |
+| rm-train       | ramo.reward.train.train_reward_model   | [Preference] -> reward-model folder |
+| eval           | ramo.evaluation.evaluate               | reward model, RewardBench-schema pairs -> accuracies |
+| report         | ramo.report.write_report               | a run folder -> report.md, plots |
+
+The command line (ramo.cli) and the pipeline (ramo.pipeline) are adapters over these
+functions. A setting's default is written once, in the signature of the function that uses
+it; `defaults` reads it from there for the CLI's flags and the pipeline's config sections.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# The judge's settings as the CLI and the config name them: RuleJudge's own, plus how to load
+# it (`load_judge`).
+JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None}
+JUDGE_OPTIONS = ("template", "normalize", "batch_size")
+
+
+def defaults(function: Callable, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """{name: default} of `function`'s keyword parameters (those in `names`, in that order,
+    when given; else every one that has a default)."""
+    parameters = inspect.signature(function).parameters
+    if names is None:
+        return {name: p.default for name, p in parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    missing = [name for name in names if name not in parameters
+               or parameters[name].default is inspect.Parameter.empty]
+    if missing:
+        raise AssertionError(f"{function.__qualname__} has no default for {missing}")
+    return {name: parameters[name].default for name in names}
+
+
+def judge_defaults() -> dict[str, Any]:
+    from ramo.judge import RuleJudge
+
+    return {**JUDGE_LOADING, **defaults(RuleJudge.__init__, JUDGE_OPTIONS)}
+
+
+def load_judge(settings: dict[str, Any], **options):
+    """A RuleJudge from judge settings (`judge_defaults` keys; missing ones take their
+    defaults) on this rank's device (`ramo.rate.default_device`), with no bar of its own:
+    the steps show their own."""
+    import torch
+
+    from ramo.judge import RuleJudge
+    from ramo.rate import default_device
+
+    settings = {**judge_defaults(), **settings}
+    return RuleJudge.from_pretrained(
+        settings["model"], dtype=getattr(torch, settings["dtype"]),
+        device=default_device(settings["device"]), progress=False,
+        **{name: settings[name] for name in JUDGE_OPTIONS}, **options)

@@ -1,0 +1,120 @@
+"""Tokenizers and the one (prompt, response) -> model inputs encoding.
+
+Below both ramo.models and ramo.reward: a reward model is scored in evaluation on exactly the
+token layout it was trained on, because training, evaluation and the rule-head model's pair
+comparison all call `encode` and `pad` from here. A drift there (a different truncation side,
+a template applied in one place and not the other) would lower accuracy silently, with no
+error anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def load_tokenizer(path: str | os.PathLike, name: str | os.PathLike | None = None):
+    """The model's tokenizer, padding with its EOS token when it has no pad token (decoders)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{name or path}: the tokenizer has neither a pad nor an EOS token "
+                             f"to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def uses_chat_template(tokenizer) -> bool:
+    """True when `encode` renders through the tokenizer's chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
+    """Model inputs (input_ids, attention_mask, and token_type_ids where the tokenizer makes
+    them) for one response to one prompt, at most `max_length` tokens.
+
+    - A tokenizer with a chat template (chat decoders) renders [user: prompt, assistant:
+      response]. When too long, tokens are dropped from the front (after a leading BOS, which
+      is kept): a decoder reward model reads its score at the last token, so the end of the
+      response must survive.
+    - Otherwise (encoders: MiniLM, BERT, DeBERTa, ...) the text pair (prompt, response) with
+      the tokenizer's special tokens. When too long, the response keeps as many tokens as fit
+      (from its start) and the prompt gets the rest (its end: the turn the response answers).
+      The response is what differs between the two sides of a pair; the prompt is shared.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    if uses_chat_template(tokenizer):
+        return _encode_chat(tokenizer, prompt, response, max_length)
+    return _encode_text_pair(tokenizer, prompt, response, max_length)
+
+
+def _encode_chat(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+    if len(ids) > max_length:
+        bos = tokenizer.bos_token_id
+        head = ids[:1] if bos is not None and ids[0] == bos and max_length > 1 else []
+        ids = head + ids[len(ids) - (max_length - len(head)):]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+
+def _encode_text_pair(tokenizer, prompt: str, response: str,
+                      max_length: int) -> dict[str, list[int]]:
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for text after the "
+                         f"tokenizer's special tokens")
+    if getattr(tokenizer, "is_fast", False):
+        # One call with special tokens; sequence_ids says which tokens are the prompt's (0),
+        # the response's (1) or special (None), so truncation works for any special layout
+        # ([CLS] p [SEP] r [SEP], <s> p </s></s> r </s>, ...).
+        full = tokenizer(prompt, response, verbose=False)
+        sequence = full.sequence_ids()
+        n_prompt, n_response = sequence.count(0), sequence.count(1)
+        keep_response = min(n_response, budget)
+        drop_prompt = n_prompt - min(n_prompt, budget - keep_response)
+        keep, seen = [], {0: 0, 1: 0}
+        for s in sequence:
+            if s is None:
+                keep.append(True)
+                continue
+            rank = seen[s]
+            seen[s] += 1
+            keep.append(rank >= drop_prompt if s == 0 else rank < keep_response)
+        return {key: [v for v, k in zip(values, keep) if k] for key, values in full.items()}
+    # Python ("slow") tokenizers: truncate the pieces, then let the tokenizer add its specials.
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"]
+    r = r[:budget]
+    p = p[len(p) - min(len(p), budget - len(r)):]
+    ids = tokenizer.build_inputs_with_special_tokens(p, r)
+    out = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+    if "token_type_ids" in tokenizer.model_input_names:
+        out["token_type_ids"] = tokenizer.create_token_type_ids_from_sequences(p, r)
+    return out
+
+
+def pad(rows: list[dict[str, list[int]]], tokenizer) -> dict[str, torch.Tensor]:
+    """Stack encoded rows into [len(rows), longest] tensors on the tokenizer's padding side.
+
+    input_ids are padded with the pad token, token_type_ids with the tokenizer's pad type id,
+    everything else (attention_mask) with 0.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token (load_tokenizer sets one for "
+                         "decoders)")
+    width = max(len(r["input_ids"]) for r in rows)
+    fill = {"input_ids": tokenizer.pad_token_id,
+            "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    out = {}
+    for key in rows[0]:
+        value = fill.get(key, 0)
+        padded = [([value] * (width - len(r[key])) + r[key]) if left
+                  else (r[key] + [value] * (width - len(r[key]))) for r in rows]
+        out[key] = torch.tensor(padded, dtype=torch.long)
+    return out
