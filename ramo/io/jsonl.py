@@ -1,4 +1,5 @@
-"""JSON Lines reading shared by the rule and pair loaders (plain or gzip-compressed)."""
+"""File reading shared by the rule and pair loaders: the format from the suffix, JSON Lines
+(plain or gzip-compressed) and JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from ramo.io._problems import Problems
 
 _BOM = b"\xef\xbb\xbf"
 _SKIP = object()  # what _parse_line returns for a line that yields no record
+
+
+def file_kind(path: str | os.PathLike, kinds: tuple[tuple[str, str], ...], what: str) -> str:
+    """The kind of `path` from the first of `kinds` ((suffix, kind), longest suffixes first,
+    so "x.jsonl.gz" is not taken for something shorter) that its name ends with; ValueError
+    naming the file, `what` it should be and the known suffixes otherwise."""
+    name = Path(path).name.lower()
+    for suffix, kind in kinds:
+        if name.endswith(suffix):
+            return kind
+    known = ", ".join(s for s, _ in kinds)
+    raise ValueError(f"{os.fspath(path)}: unknown {what} format (expected one of {known})")
 
 
 def is_gzip(path: str | os.PathLike) -> bool:

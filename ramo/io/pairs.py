@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ramo.io._problems import Problems, coerce_id, type_name
-from ramo.io.jsonl import read_json, read_jsonl
+from ramo.io.jsonl import file_kind, read_json, read_jsonl
 
 HH_ASSISTANT = "\n\nAssistant:"
 
@@ -125,18 +124,9 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
-def _kind(path: str | os.PathLike) -> str:
-    name = Path(path).name.lower()
-    for suffix, kind in _KINDS:
-        if name.endswith(suffix):
-            return kind
-    known = ", ".join(s for s, _ in _KINDS)
-    raise ValueError(f"{os.fspath(path)}: unknown pair file format (expected one of {known})")
-
-
 def _records(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
     """(position, raw row) for each row in the file."""
-    kind = _kind(path)
+    kind = file_kind(path, _KINDS, "pair file")
     if kind == "jsonl":
         return read_jsonl(path, problems)
     rows = _read_parquet(path) if kind == "parquet" else read_json(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ramo.io._problems import Problems, coerce_id, type_name
-from ramo.io.jsonl import read_json, read_jsonl
+from ramo.io.jsonl import file_kind, read_json, read_jsonl
 
 DEFAULT_POOL = "default"
 
@@ -58,7 +58,7 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
     """
     if os.fspath(path) == DEFAULT_POOL:
         path = Path(__file__).parent.parent / "data" / "rules" / "default.jsonl"
-    kind = _kind(path)
+    kind = file_kind(path, _KINDS, "rule pool")
     if kind == "text":
         rules = _rules_from_text(path)
     else:
@@ -109,15 +109,6 @@ def rules_fingerprint(rules: list[Rule]) -> str:
     payload = {"format": "ramo-rules-v1", "rules": [[r.id, r.text] for r in rules]}
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _kind(path: str | os.PathLike) -> str:
-    name = Path(path).name.lower()
-    for suffix, kind in _KINDS:
-        if name.endswith(suffix):
-            return kind
-    known = ", ".join(s for s, _ in _KINDS)
-    raise ValueError(f"{os.fspath(path)}: unknown rule pool format (expected one of {known})")
 
 
 def _rules_from_text(path: str | os.PathLike) -> list[Rule]:
