@@ -370,6 +370,9 @@ def test_open_existing_reads_and_never_writes(tmp_path):
             reader.add([])  # refused as such, not merely because there is nothing to add
         assert reader.count() == len(written)
     assert db.read_bytes() == before  # not even the header changed
+    # ... and sqlite's -wal / -shm files, which a read-only reader cannot remove, are gone:
+    # nobody else had the store open.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "r.db"]
     with closing(sqlite3.connect(db)) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with _open(db) as store:  # a writer after a reader: as before
@@ -398,6 +401,9 @@ def test_open_existing_beside_a_writer(tmp_path):
             assert writer.add(unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
             assert reader.scores(["p2"], RULES).valid[0, 0].all()
         assert time.monotonic() - start < 10  # nobody waited for the busy timeout
+        # The reader's tidying left the writer's WAL alone: it still reads and writes.
+        assert writer.add(unit_rows("p2", 1)) == len(RULES)
+        assert writer.missing_units(["p1", "p2"], RULES) == []
 
 
 def test_open_existing_refuses_what_is_not_a_store(tmp_path):

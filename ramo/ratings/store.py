@@ -410,6 +410,8 @@ class RatingStore:
         if self._con is not None:
             self._con.close()
             self._con = None
+            if self._read_only:
+                _tidy_wal(self.path)
 
     def __enter__(self) -> RatingStore:
         return self
@@ -436,6 +438,27 @@ def read_ratings(path: str | os.PathLike, pair_ids: Sequence[str],
 # sqlite's extended result code for a read-only open of a WAL database that could not create
 # the -shm file; the sqlite3 module names it from Python 3.11 on.
 _SQLITE_READONLY_DIRECTORY = getattr(sqlite3, "SQLITE_READONLY_DIRECTORY", 1544)
+
+
+def _tidy_wal(path: Path) -> None:
+    """After a read-only reader: remove sqlite's -wal / -shm files when the WAL is empty and
+    nobody else has the store open, so reading a run folder leaves it as it was.
+
+    A read-only connection cannot delete them itself; the last ordinary connection to close
+    does, after checkpointing an empty WAL (which writes nothing to the database). If another
+    process has the store open, or the folder is read-only, the files stay, as they would.
+    """
+    wal = Path(f"{path}-wal")
+    if not wal.is_file() or wal.stat().st_size:
+        return
+    try:
+        con = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass
 
 
 def _enable_wal(con: sqlite3.Connection, path: Path, timeout: float) -> None:
