@@ -194,6 +194,7 @@ class Pipeline:
     def check_inputs(self) -> None:
         """Loads (and so validates) every input before the first step writes anything."""
         self.rules, self.pairs, self.new_pairs
+        from ramo.adapter.train import check_holdout
         from ramo.select import check_k
 
         check_k(self.config.select["k"], self.rules, "select.k")
@@ -201,9 +202,7 @@ class Pipeline:
         both = sorted(ids & {p.id for p in self.new_pairs})
         if both:
             raise ValueError(f"pair ids in both pairs and new_pairs: {both[:5]}")
-        holdout = self.config.adapter["holdout"]
-        if not 0 <= holdout < 1:
-            raise ValueError(f"adapter.holdout must be in [0, 1), got {holdout}")
+        check_holdout(self.config.adapter["holdout"], "adapter.holdout")
         if self.config.eval is not None:
             from ramo.evaluation import load_eval_pairs
 

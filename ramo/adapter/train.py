@@ -140,12 +140,17 @@ def _check_options(*, k, epochs, learning_rate, batch_size, max_length, n_rules)
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def check_holdout(holdout, name: str = "holdout") -> None:
+    """The share held out must be in [0, 1): a run that holds out every pair trains nothing."""
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {holdout!r}")
+
+
 def split_holdout(pairs: Sequence[Pair], holdout: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """(training pairs, held-out pairs), each in the given order: a seeded shuffle picks
     round(holdout x N) pairs (at least one when holdout > 0) to hold out, so reruns and
     resumes hold out the same ones."""
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ValueError(f"holdout must be in [0, 1), got {holdout!r}")
+    check_holdout(holdout)
     if holdout == 0:
         return list(pairs), []
     count = max(1, round(holdout * len(pairs)))
