@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ramo.plots import save_figure
+
 PLOTS = {
     "rule_frequency": "selected-rule frequency by category",
     "discrepancy": "discrepancy |s(A) - s(B)|: all rules vs selected rules",
@@ -196,18 +198,6 @@ def _metric_rows(metrics: dict) -> dict[str, dict[str, float]]:
 
 # ---- plots ------------------------------------------------------------------------------------
 
-def _save(fig, path: Path) -> Path:
-    from ramo.io.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
 def _bar_plot(path, title, items, xlabel):
     import matplotlib.pyplot as plt
 
@@ -217,7 +207,7 @@ def _bar_plot(path, title, items, xlabel):
     ax.barh(labels, values, color="#4c72b0")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _histogram(path, title, series: dict[str, list[float]]):
@@ -234,7 +224,7 @@ def _histogram(path, title, series: dict[str, list[float]]):
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _line_plot(path, title, xs, ys):
@@ -246,7 +236,7 @@ def _line_plot(path, title, xs, ys):
     ax.set_ylabel("Bradley-Terry loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _grouped_bars(path, title, series: dict[str, dict[str, float]], ylabel="", chance=None):
@@ -266,4 +256,4 @@ def _grouped_bars(path, title, series: dict[str, dict[str, float]], ylabel="", c
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@
 | rm-train       | ramo.reward.train.train_reward_model   | [Preference] -> reward-model folder |
 | eval           | ramo.evaluation.evaluate               | reward model, RewardBench-schema pairs -> accuracies |
 | report         | ramo.report.write_report               | a run folder -> report.md, plots |
+| (study)        | ramo.study.selection_study             | scores, labels, relevance -> agreement per strategy and k |
 
 The command line (ramo.cli) and the pipeline (ramo.pipeline) are adapters over these
 functions. A setting's default is written once, in the signature of the function that uses

@@ -27,6 +27,8 @@ COMMANDS = {
                 "set"),
     ("explain",): ("ramo.cli.reward", "explain", "show the rules a rule-head reward model "
                    "selects for a pair"),
+    ("study", "selection"): ("ramo.cli.study", "selection", "compare rule-selection "
+                             "strategies by their agreement with human labels"),
     ("pipeline",): ("ramo.cli.run", "pipeline", "run the whole method from a config, "
                     "resumably"),
     ("demo",): ("ramo.cli.run", "demo", "run the pipeline on the embedded defaults and write a "

@@ -1,0 +1,19 @@
+"""Writing matplotlib figures: one place for the format and the atomic write, shared by the
+run report and the studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_figure(fig, path: Path) -> Path:
+    """The figure as a PNG at `path`, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    from ramo.io.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
