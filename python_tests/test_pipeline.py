@@ -61,7 +61,8 @@ def _config(tmp_path: Path, models: dict, **override) -> Path:
         "adapter": {"backbone": models["backbone"], "epochs": 1, "batch_size": 4,
                     "max_length": 48, "holdout": 0.3},
         "rm": {"model": models["backbone"], "epochs": 1, "batch_size": 4, "max_length": 48},
-        "evaluation": {"batch_size": 8, "max_length": 48, "baseline": True},
+        "evaluation": {"batch_size": 8, "max_length": 48, "baseline": True,
+                       "human_labels": True},
         **override,
     }
     path = tmp_path / "config.json"
@@ -95,14 +96,19 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
     report = (run / "report.md").read_text()
     plots = sorted(p.name for p in (run / "plots").iterdir())
     assert plots == ["adapter_metrics.png", "discrepancy.png", "eval_accuracy.png",
-                     "rm_loss.png", "rule_frequency.png"]
+                     "rm_loss.png", "rule_frequency.png", "selection_study.png",
+                     "selection_study_synthetic.png"]
     for name in plots:
         data = (run / "plots" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
         assert f"plots/{name}" in report
-    for heading in ("## Selection", "## Rule Adapter", "## Labels", "## Reward model",
-                    "## Evaluation", "preference agreement"):
+    for heading in ("## Selection", "## Selection study", "## Rule Adapter", "## Labels",
+                    "## Reward model", "## Evaluation", "preference agreement",
+                    "own (human-written) labels"):
         assert heading in report
+    evaluation = json.loads((run / "steps" / "eval.json").read_text())
+    assert evaluation["human_labels"]["pairs"] == 14  # every pair here has a label
+    assert evaluation["human_labels"]["sections"]["safety"]["n"] == 6
 
     # A second run finds every step done (the report is always rebuilt).
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "plots" not in p.parts

@@ -35,7 +35,7 @@ SETTINGS = {
     "adapter": {"epochs": 6, "learning_rate": 1.0e-4, "batch_size": 16, "max_length": 160,
                 "holdout": 0.2, "seed": 0},
     "rm": {"epochs": 2, "learning_rate": 5.0e-5, "batch_size": 8, "max_length": 128, "seed": 0},
-    "evaluation": {"batch_size": 32, "max_length": 128, "baseline": True},
+    "evaluation": {"batch_size": 32, "max_length": 128, "baseline": True, "human_labels": True},
 }
 
 

@@ -61,8 +61,10 @@ def sections() -> dict[str, dict[str, Any]]:
         "select": defaults(select),
         "adapter": {**defaults(train_adapter, ADAPTER_SETTINGS), "holdout": DEFAULT_HOLDOUT},
         "rm": defaults(train_reward_model, RM_SETTINGS),
-        # baseline: also score the untrained backbone, for scale
-        "evaluation": {**defaults(evaluate, ("batch_size", "max_length")), "baseline": True},
+        # baseline: also score the untrained backbone, for scale; human_labels: also train the
+        # same reward model on the pairs' own labels (where they have them) and score it
+        "evaluation": {**defaults(evaluate, ("batch_size", "max_length")), "baseline": True,
+                       "human_labels": False},
     }
 
 
@@ -322,7 +324,7 @@ class Pipeline:
         from ramo.evaluation import evaluate, to_markdown, write_result
 
         settings = dict(self.config.evaluation)
-        baseline = settings.pop("baseline")
+        baseline, human_labels = settings.pop("baseline"), settings.pop("human_labels")
         result = evaluate(self.path("rm"), self.config.eval, progress=self.progress, **settings)
         write_result(result, self.path("eval.json"), self.path("eval.md"))
         self.log(to_markdown(result))
@@ -333,6 +335,19 @@ class Pipeline:
             untrained = load_reward_model(self.config.rm["model"], seed=self.config.rm["seed"])
             stats["baseline"] = evaluate(untrained, self.config.eval, progress=self.progress,
                                          **settings)
+        human = [p for p in self.pairs + self.new_pairs if p.label is not None]
+        if human_labels and human:  # what the same training makes of the humans' labels
+            import tempfile
+
+            from ramo.io import preferences_from_pairs
+            from ramo.reward import train_reward_model
+
+            with tempfile.TemporaryDirectory(prefix="ramo-rm-human-") as scratch:
+                train_reward_model(preferences_from_pairs(human), scratch, progress=self.progress,
+                                   **self.config.rm)
+                stats["human_labels"] = evaluate(scratch, self.config.eval,
+                                                 progress=self.progress, **settings)
+            stats["human_labels"]["pairs"] = len(human)
         return stats
 
     def _report(self) -> dict:
