@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import platform
 import sys
 
@@ -81,7 +82,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         if tuple(words[:len(command)]) == command:
             module = importlib.import_module(module_name)
             run = getattr(module, function)
-            parser_of_command.description = run.__doc__
+            parser_of_command.description = inspect.cleandoc(run.__doc__ or "")
             parser_of_command.formatter_class = argparse.RawDescriptionHelpFormatter
             getattr(module, f"{function}_arguments")(parser_of_command)
             parser_of_command.set_defaults(run=run, words=" ".join(command))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_no_progress
-
 
 def _numbers(text: str, kind=int) -> list:
     try:
@@ -47,7 +45,6 @@ def selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-draws", type=int, default=d["random_draws"],
                         help=f"draws averaged for random k (default {d['random_draws']})")
     parser.add_argument("--seed", type=int, default=d["seed"])
-    add_no_progress(parser)
 
 
 def selection(args: argparse.Namespace) -> int:
