@@ -222,7 +222,8 @@ def _evaluation(p, plots_dir):
 
     result = rec["result"]
     lines = ["## Evaluation", "", f"Evaluation set: `{p.config.eval}`", "", to_markdown(result)]
-    series = {"trained RM": {s: v["accuracy"] for s, v in result["subsets"].items()}}
+    series = {"RM on the judge's labels": {s: v["accuracy"]
+                                           for s, v in result["subsets"].items()}}
     if rec.get("baseline"):
         base = rec["baseline"]
         series["untrained backbone"] = {s: v["accuracy"] for s, v in base["subsets"].items()}
