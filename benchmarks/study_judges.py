@@ -14,7 +14,8 @@ Ratings per second are measured in the same run on --speed-pairs fresh pairs.
 
     python benchmarks/study_judges.py --work /tmp/judges [--judge smollm2] [--judge gemma3-270m=/path]
 
-A judge is `name` (smollm2: ramo's default) or `name=folder` (any causal LM folder; the answer
+A judge is `smollm2` (ramo's default) or `name=folder[@template]` (any causal LM folder, or
+"default" for the default judge's weights; a ramo template such as few-shot; the answer
 "Irrelevant" is read from the first token of either spelling, as for the default judge).
 Output: benchmarks/results/judges_cpu.{json,md}. Skips (exit 0) when ../shared/data is not
 there.
@@ -58,20 +59,25 @@ def sample_pairs(count: int, seed: int):
 
 
 def load_judge(spec: str):
-    """(name, RuleJudge) from "smollm2" or "name=folder"."""
+    """(name, RuleJudge) from "smollm2" (ramo's default judge) or "name=folder[@template]"
+    (folder "default": the default judge's weights; template: a ramo template name)."""
     from transformers import AutoTokenizer
 
     from ramo.steps import load_judge as load
 
-    name, _, folder = spec.partition("=")
+    name, _, rest = spec.partition("=")
+    folder, _, template = rest.partition("@")
+    settings = {"model": folder or "default", "template": template or "rule-last"}
     if not folder:
         if name != "smollm2":
             raise SystemExit(f"unknown judge {name!r}: give name=folder")
-        return name, load({"model": "default"})
+        return name, load(settings)
+    if folder == "default":
+        return name, load(settings)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     irrelevant = sorted({tokenizer(w, add_special_tokens=False)["input_ids"][0]
                          for w in ("Irrelevant", " Irrelevant")})
-    return name, load({"model": folder}, answer_ids={"irrelevant": irrelevant})
+    return name, load(settings, answer_ids={"irrelevant": irrelevant})
 
 
 def ratings_per_second(judge, pairs, rules) -> float:

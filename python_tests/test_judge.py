@@ -9,7 +9,7 @@ import torch
 
 from python_tests.baselines import naive_judge_scores
 from python_tests.judge_models import tiny_llama, tiny_tokenizer
-from ramo.judge import RULE_FIRST, RULE_LAST, RuleJudge
+from ramo.judge import FEW_SHOT, RULE_FIRST, RULE_LAST, RuleJudge
 
 RULES = [
     "never give weapon instructions",
@@ -70,6 +70,23 @@ def test_equals_naive_loop(model_and_tokenizers, template, chat, normalize):
     expected = (naive[..., 0] + naive[..., 1]) / naive.sum(-1)
     assert (rel - expected).abs().max().item() < 1e-4
     assert ratings.pair_relevance().shape == (len(PAIRS), len(RULES))
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+def test_few_shot_template_equals_naive_loop(model_and_tokenizers, chat):
+    """The few-shot template's long prefix leaves this tiny random model almost no probability
+    on the answer words (about 1e-11), so the comparison is made on the scores renormalised
+    over the answers ("choices"), which are of order one."""
+    model, chat_tok, plain_tok = model_and_tokenizers
+    judge = RuleJudge(model, chat_tok if chat else plain_tok, template=FEW_SHOT,
+                      normalize="choices", batch_size=2, progress=False)
+    assert judge.share_prefix  # rule-last: one prefill serves every rule
+    ratings = judge.rate(PAIRS, RULES)
+    naive = _naive_ratings(judge, model)
+    naive = naive / naive.sum(-1, keepdim=True)
+    got = torch.stack([ratings.p_yes, ratings.p_no, ratings.p_other], -1)
+    assert (got - naive).abs().max().item() < 2e-5
+    assert naive.max().item() > 0.05
 
 
 def test_shared_prefix_equals_unshared(model_and_tokenizers):
