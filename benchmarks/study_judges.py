@@ -12,7 +12,8 @@ over the 100 rules), the all-rule label's agreement, and at k = 5 the method's l
 (max-discrepancy + relevance) against k random rules, each with a 95% bootstrap interval.
 Ratings per second are measured in the same run on --speed-pairs fresh pairs.
 
-    python benchmarks/study_judges.py --work /tmp/judges [--judge smollm2] [--judge gemma3-270m=/path]
+    python benchmarks/study_judges.py --work /tmp/judges --rate [--judge smollm2] \
+        [--judge gemma3-270m=/path] [--judge gemma-few-shot=/path@few-shot]
 
 A judge is `smollm2` (ramo's default) or `name=folder[@template]` (any causal LM folder, or
 "default" for the default judge's weights; a ramo template such as few-shot; the answer
