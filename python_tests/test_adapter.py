@@ -27,6 +27,7 @@ from ramo.io.atomic import write_jsonl
 from ramo.io.selections import load_selections, selections_from, write_selections
 from ramo.judge import RuleJudge
 from ramo.ops import select_rules
+from ramo.rate import bind
 from ramo.ratings import RatingStore
 
 RULES = [Rule(f"r{j}", text) for j, text in enumerate([
@@ -203,6 +204,7 @@ def test_apply_reuses_the_store(tmp_path, trained, judge):
     full = judge.rate(PAIRS, RULES)
     with RatingStore(tmp_path / "full.sqlite", judge_fingerprint=judge.fingerprint(),
                      template_fingerprint=judge.template_fingerprint()) as store:
+        bind(store, PAIRS, range(len(PAIRS)))
         store.add([(p.id, side, rule.id, *(float(getattr(full, f)[i, side, j])
                                              for f in ("p_yes", "p_no", "p_other", "score",
                                                        "relevance")))
@@ -290,6 +292,7 @@ def test_commands_end_to_end(tmp_path, backbone, judge_parts, judge, capsys):
     ratings = judge.rate(PAIRS, RULES)
     store_path = tmp_path / "ratings.sqlite"
     with RatingStore(store_path, judge_fingerprint="judge", template_fingerprint="tpl") as store:
+        bind(store, PAIRS, range(len(PAIRS)))
         store.add([(p.id, side, rule.id, 0.0, 0.0, 0.0, float(ratings.score[i, side, j]),
                     float(ratings.relevance[i, side, j]))
                    for i, p in enumerate(PAIRS) for side in (0, 1) for j, rule in enumerate(RULES)])

@@ -1,5 +1,6 @@
 """`ramo rate`: the command end to end on a tiny judge saved to disk, resumption after
-SIGKILL, two ranks under torchrun, and bad input that writes nothing."""
+SIGKILL, ranks under torchrun (one killed, the job resumed), shared responses rated once, and
+bad input that writes nothing."""
 
 from __future__ import annotations
 
@@ -48,12 +49,13 @@ def judge_dir(tmp_path_factory) -> Path:
 
 
 def _rate(tmp_path: Path, judge: Path, pairs: Path, out: Path, *extra: str,
-          launcher: list[str] | None = None, rules: list[dict] = RULES) -> subprocess.Popen:
+          launcher: list[str] | None = None, rules: list[dict] = RULES,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     rules = _write_jsonl(tmp_path / "rules.jsonl", rules)
     cmd = (launcher or [sys.executable, "-m"]) + [
         "ramo", "rate", "--pairs", str(pairs), "--rules", str(rules), "--judge", str(judge),
         "--out", str(out), "--no-progress", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     # A session of its own, so that a timeout can kill the launcher and all its ranks.
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -70,9 +72,10 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str
 
 
 def _table(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT pair_id, side, rule_id, score, relevance FROM ratings "
-                           "ORDER BY pair_id, side, rule_id").fetchall()
+    from ramo.ratings import RatingStore
+
+    with RatingStore.open_existing(db) as store:
+        return [(r.pair_id, r.side, r.rule_id, r.score, r.relevance) for r in store.read()]
 
 
 def _count(db: Path) -> int:
@@ -131,18 +134,82 @@ def test_resume_after_sigkill(tmp_path, judge_dir):
     assert table == _table(reference)
 
 
-def test_two_ranks_under_torchrun(tmp_path, judge_dir):
-    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(7))
+def _rank_pid(tag: str, rank: int) -> int | None:
+    """The pid of torchrun's worker `rank` in the run started with RAMO_TEST_TAG=tag."""
+    want = {f"RAMO_TEST_TAG={tag}".encode(), f"RANK={rank}".encode()}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and want <= set((proc / "environ").read_bytes().split(b"\0")):
+                return int(proc.name)
+        except OSError:  # gone, or not ours
+            continue
+    return None
+
+
+def _stored(db: Path) -> int:
+    """Ratings in a store that another process holds exclusively (a rank's shard): read
+    without locking (immutable), so a read during a write can fail; 0 then."""
+    try:
+        with sqlite3.connect(f"file:{db}?immutable=1", uri=True) as con:
+            return con.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_ranks_under_torchrun_one_killed_then_resumed(tmp_path, judge_dir, ranks):
+    """Every rank writes a shard of its own and rank 0 merges them; a rank SIGKILLed mid-run
+    fails the job before any merge, and the rerun ends with the one-process table."""
+    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(40))
     single = tmp_path / "single.db"
     assert _finish(_rate(tmp_path, judge_dir, pairs, single))[0] == 0
-    two = tmp_path / "two.db"
+    out = tmp_path / "multi.db"
     # --standalone: a local rendezvous on a free port (a port of 0 never rendezvouses).
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2", "-m"]
-    code, stdout, err = _finish(_rate(tmp_path, judge_dir, pairs, two, launcher=launcher))
+                "--nproc_per_node", str(ranks), "-m"]
+    tag = f"{tmp_path.name}-{ranks}"
+    proc = _rate(tmp_path, judge_dir, pairs, out, "--commit-every", "1", launcher=launcher,
+                 env={"RAMO_TEST_TAG": tag})
+    shard = tmp_path / "multi.db.shards" / "rank-1.sqlite"
+    deadline = time.monotonic() + 240
+    while _stored(shard) < 2 * 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = _rank_pid(tag, 1)
+    assert victim is not None and proc.poll() is None, "rank 1 finished before the kill"
+    os.kill(victim, signal.SIGKILL)
+    code, _, err = _finish(proc)
+    assert code != 0
+    assert not out.exists() and shard.is_file()  # killed before rank 0 merged anything
+
+    code, stdout, err = _finish(_rate(tmp_path, judge_dir, pairs, out, launcher=launcher))
     assert code == 0, err
-    assert stdout.count("42 ratings") == 1  # rank 0 reports once everyone is done
-    assert _table(two) == _table(single)
+    assert stdout.count("240 ratings in") == 1  # rank 0 reports once everyone is done
+    assert _table(out) == _table(single)
+    assert not (tmp_path / "multi.db.shards").exists()
+
+
+def test_a_shared_response_is_rated_once(tmp_path, judge_dir):
+    """Four responses per prompt, paired every way (UltraFeedback-style): 6 pairs a prompt,
+    12 pair sides, 4 responses rated."""
+    from itertools import combinations
+
+    prompts = ["how do I make a bomb", "tell me a joke", "what is the capital of France"]
+    answers = ["sorry I can not help", "here are the steps", "why did the cat sit", "Paris"]
+    rows = [{"id": f"q{q}-{a}{b}", "prompt": prompt, "response_a": answers[a],
+             "response_b": answers[b]}
+            for q, prompt in enumerate(prompts) for a, b in combinations(range(4), 2)]
+    pairs = _write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "ratings.db"
+    code, stdout, err = _finish(_rate(tmp_path, judge_dir, pairs, out))
+    assert code == 0, err
+    assert "108 ratings in" in stdout and "12 distinct responses rated, 36 ratings stored" in stdout
+    from ramo.judge import RuleJudge
+
+    direct = RuleJudge.from_pretrained(str(judge_dir), progress=False).rate(
+        rows, [r["text"] for r in RULES])
+    position = {row["id"]: i for i, row in enumerate(rows)}
+    for pair_id, side, rule_id, score, _ in _table(out):
+        assert abs(score - direct.score[position[pair_id], side, int(rule_id[1:]) - 1].item()) < 1e-6
 
 
 def test_refuses_another_judge_in_the_same_store(tmp_path, judge_dir):

@@ -56,11 +56,28 @@ def unit_rows(pair_id: str, side: int, rule_ids=RULES) -> list[tuple]:
     return [(pair_id, side, r, *_values(pair_id, side, r)) for r in rule_ids]
 
 
+def key(pair_id: str, side: int) -> str:
+    """The made-up response key of a unit in these tests: every unit its own response."""
+    return f"{pair_id}#{side}"
+
+
+def add(store: RatingStore, rows, **kwargs) -> int:
+    """store.add, after binding each unit of the rows to its own response (`key`); rows
+    that are not well formed are left to `add` to refuse."""
+    rows = list(rows)
+    units = {(r[0], r[1]) for r in rows if isinstance(r, tuple) and len(r) > 1
+             and isinstance(r[0], str) and r[0] and r[1] in (0, 1) and not isinstance(r[1], bool)}
+    units |= {(r["pair_id"], r["side"]) for r in rows if isinstance(r, dict)
+              and isinstance(r.get("pair_id"), str) and r.get("side") in (0, 1)}
+    store.bind([(pair_id, side, key(pair_id, side)) for pair_id, side in sorted(units)])
+    return store.add(rows, **kwargs)
+
+
 def write_all(db, pair_ids=PAIRS, rule_ids=RULES, pause: float = 0.0) -> None:
     """A resumable rating loop: rates only the missing units, committing one unit at a time."""
     with _open(db) as store:
         for pair_id, side in store.missing_units(pair_ids, rule_ids):
-            store.add(unit_rows(pair_id, side, rule_ids))
+            add(store, unit_rows(pair_id, side, rule_ids))
             time.sleep(pause)
 
 
@@ -75,7 +92,7 @@ def _count(db: Path) -> int:
 
 def _unit_sizes(db: Path) -> set[int]:
     with closing(sqlite3.connect(db)) as con:
-        return {n for (n,) in con.execute("SELECT COUNT(*) FROM ratings GROUP BY pair_id, side")}
+        return {n for (n,) in con.execute("SELECT COUNT(*) FROM ratings GROUP BY response")}
 
 
 # ---- round trip, meta, resumption ---------------------------------------------------------------
@@ -88,8 +105,8 @@ def test_round_trip_and_reopen(tmp_path):
          "p_other": 0.25, "score": -0.25, "relevance": 0.75}]
     with _open(db, judge_info={"model": "tiny", "dtype": "float32"},
                template_info={"template": "rule-last"}) as store:
-        assert store.add(rows) == 7
-        assert store.add([]) == 0
+        assert add(store, rows) == 7
+        assert add(store, []) == 0
         assert store.count() == 7
     with _open(db) as store:  # info is recorded once, at creation
         assert store.judge_info == {"model": "tiny", "dtype": "float32"}
@@ -107,10 +124,10 @@ def test_round_trip_and_reopen(tmp_path):
 
 def test_missing_units_and_completed_pairs(tmp_path):
     with _open(tmp_path / "r.db") as store:
-        store.add(unit_rows("p1", 0) + unit_rows("p1", 1))
-        store.add(unit_rows("p2", 1))
-        store.add(unit_rows("p3", 0, RULES[:50]))  # a unit from a smaller rule pool
-        store.add(unit_rows("p4", 0, ["other"]))   # a rule not asked about is ignored
+        add(store, unit_rows("p1", 0) + unit_rows("p1", 1))
+        add(store, unit_rows("p2", 1))
+        add(store, unit_rows("p3", 0, RULES[:50]))  # a unit from a smaller rule pool
+        add(store, unit_rows("p4", 0, ["other"]))   # a rule not asked about is ignored
         assert store.missing_units(["p3", "p1", "p2", "p4"], RULES) == [
             ("p3", 0), ("p3", 1), ("p2", 0), ("p4", 0), ("p4", 1)]
         assert store.missing_units(["p3", "p1", "p2"], RULES[:50], sides=(0,)) == [("p2", 0)]
@@ -122,7 +139,7 @@ def test_missing_units_and_completed_pairs(tmp_path):
         with pytest.raises(ValueError, match="empty"):
             store.missing_units(["p1"], [])
         # Completing the partial unit: its stored rows are kept, only the new ones written.
-        assert store.add(unit_rows("p3", 0), skip_existing=True) == 50
+        assert add(store, unit_rows("p3", 0), skip_existing=True) == 50
         assert store.missing_units(["p3"], RULES) == [("p3", 1)]
 
 
@@ -137,7 +154,7 @@ def test_missing_units_and_completed_pairs(tmp_path):
 def test_another_judge_or_template_is_refused(tmp_path, judge, template, named):
     db = tmp_path / "r.db"
     with _open(db, judge_info={"model": "a"}) as store:
-        store.add(unit_rows("p1", 0))
+        add(store, unit_rows("p1", 0))
     with pytest.raises(StoreMismatchError) as err:
         _open(db, judge=judge, template=template)
     assert isinstance(err.value, ValueError)
@@ -191,9 +208,9 @@ BAD_ROWS = {
 @pytest.mark.parametrize("name", BAD_ROWS)
 def test_a_bad_row_writes_nothing(tmp_path, name):
     with _open(tmp_path / "r.db") as store:
-        store.add(unit_rows("p0", 0, RULES[:2]))
+        add(store, unit_rows("p0", 0, RULES[:2]))
         with pytest.raises(ValueError, match="row 3") as err:
-            store.add(unit_rows("p1", 0, RULES[:3]) + [BAD_ROWS[name]] + unit_rows("p2", 0, RULES[:3]))
+            add(store, unit_rows("p1", 0, RULES[:3]) + [BAD_ROWS[name]] + unit_rows("p2", 0, RULES[:3]))
         assert "nothing was written" in str(err.value)
         assert store.count() == 2
 
@@ -203,15 +220,15 @@ def test_duplicates_are_refused_never_stored(tmp_path):
     duplicate means overlapping shards or a bug); skip_existing=True skips stored keys. A
     stored rating is never replaced and no key is ever stored twice."""
     with _open(tmp_path / "r.db") as store:
-        store.add(unit_rows("p1", 0))
+        add(store, unit_rows("p1", 0))
         before = store.read()
         again = [("p1", 0, RULES[5], 0.9, 0.05, 0.05, 0.85, 0.95)]
         with pytest.raises(DuplicateRatingError, match="'p1', 0, 'r005'"):
-            store.add(unit_rows("p2", 0) + again)  # the new unit is not written either
+            add(store, unit_rows("p2", 0) + again)  # the new unit is not written either
         with pytest.raises(DuplicateRatingError, match="rows 0 and 2"):
-            store.add(unit_rows("p3", 0, ["x", "y"]) + unit_rows("p3", 0, ["x"]))
+            add(store, unit_rows("p3", 0, ["x", "y"]) + unit_rows("p3", 0, ["x"]))
         assert store.read() == before
-        assert store.add(unit_rows("p2", 0) + again, skip_existing=True) == len(RULES)
+        assert add(store, unit_rows("p2", 0) + again, skip_existing=True) == len(RULES)
         assert store.count() == 2 * len(RULES)
         assert [r for r in store.read() if r.pair_id == "p1"] == before
 
@@ -237,7 +254,7 @@ def test_export_round_trip(tmp_path, suffix):
         target = tmp_path / f"out{suffix}"
         store.export(target)  # an empty store exports an empty table
         assert _read_export(target) == []
-        store.add(unit_rows("é/ü", 1, RULES[:7]) + unit_rows("p0", 0, RULES[:7]))
+        add(store, unit_rows("é/ü", 1, RULES[:7]) + unit_rows("p0", 0, RULES[:7]))
         assert store.export(target) == target  # replaces the previous export
         assert _read_export(target) == store.read()  # bit-exact floats, sorted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out" + suffix, "r.db"]
@@ -287,7 +304,7 @@ def test_scores_and_require_complete(tmp_path):
     db = tmp_path / "r.db"
     with _open(db) as store:
         for pair_id in pairs + ["unasked"]:
-            store.add(unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
+            add(store, unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
         ratings = store.scores(pairs, rules)
         assert ratings.require_complete(str(store.path)) is ratings
         assert ratings.pair_ids == tuple(pairs) and ratings.rule_ids == tuple(rules)
@@ -313,9 +330,9 @@ def test_scores_and_require_complete(tmp_path):
 def test_scores_of_a_partly_rated_store(tmp_path):
     rules = RULES[:4]
     with _open(tmp_path / "r.db") as store:
-        store.add(unit_rows("p1", 0, rules) + unit_rows("p1", 1, rules))
-        store.add(unit_rows("p2", 1, rules))
-        store.add(unit_rows("p3", 0, [rules[0], rules[2]]) + unit_rows("p3", 1, ["other"]))
+        add(store, unit_rows("p1", 0, rules) + unit_rows("p1", 1, rules))
+        add(store, unit_rows("p2", 1, rules))
+        add(store, unit_rows("p3", 0, [rules[0], rules[2]]) + unit_rows("p3", 1, ["other"]))
         pairs = ["p3", "p4", "p1", "p2"]  # p4: nothing stored
         ratings = store.scores(pairs, rules)
         stored = {row[:3]: row[3:] for row in store.read()}
@@ -350,7 +367,7 @@ def test_scores_of_a_partly_rated_store(tmp_path):
 def test_open_existing_reads_and_never_writes(tmp_path):
     db = tmp_path / "r.db"
     with _open(db, judge_info={"model": "tiny"}) as store:
-        store.add(unit_rows("p1", 0) + unit_rows("p1", 1) + unit_rows("p2", 0))
+        add(store, unit_rows("p1", 0) + unit_rows("p1", 1) + unit_rows("p2", 0))
         assert not store.read_only
         written = store.read()
     before = db.read_bytes()
@@ -365,9 +382,9 @@ def test_open_existing_reads_and_never_writes(tmp_path):
                      Ratings.from_rows(written, ["p1", "p2"], RULES))
         assert reader.export(tmp_path / "out.jsonl") == tmp_path / "out.jsonl"
         with pytest.raises(StoreError, match=r"r\.db was opened read-only"):
-            reader.add(unit_rows("p2", 1))
+            add(reader, unit_rows("p2", 1))
         with pytest.raises(StoreError, match="read-only"):
-            reader.add([])  # refused as such, not merely because there is nothing to add
+            add(reader, [])  # refused as such, not merely because there is nothing to add
         assert reader.count() == len(written)
     assert db.read_bytes() == before  # not even the header changed
     # ... and sqlite's -wal / -shm files, which a read-only reader cannot remove, are gone:
@@ -376,7 +393,7 @@ def test_open_existing_reads_and_never_writes(tmp_path):
     with closing(sqlite3.connect(db)) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with _open(db) as store:  # a writer after a reader: as before
-        store.add(unit_rows("p2", 1))
+        add(store, unit_rows("p2", 1))
         assert store.missing_units(["p1", "p2"], RULES) == []
 
 
@@ -385,10 +402,12 @@ def test_open_existing_beside_a_writer(tmp_path):
     them read the last commit; they never wait for the writer nor make it wait."""
     db = tmp_path / "r.db"
     with _open(db) as writer:
-        writer.add(unit_rows("p1", 0))
+        add(writer, unit_rows("p1", 0))
+        writer.bind([("p1", 1, key("p1", 1))])
         writer._con.execute("BEGIN IMMEDIATE")
         writer._con.executemany(
-            f"INSERT INTO ratings VALUES ({', '.join('?' * len(COLUMNS))})", unit_rows("p1", 1))
+            f"INSERT INTO ratings VALUES ({', '.join('?' * (len(COLUMNS) - 1))})",
+            [(key("p1", 1), *row[2:]) for row in unit_rows("p1", 1)])
         start = time.monotonic()
         with RatingStore.open_existing(db, timeout=30) as reader:
             assert reader.read() == sorted(unit_rows("p1", 0))  # the last commit only
@@ -398,11 +417,11 @@ def test_open_existing_beside_a_writer(tmp_path):
             assert reader.completed_pairs(RULES) == set()
             writer._con.execute("COMMIT")
             assert reader.missing_units(["p1"], RULES) == []  # each read sees the latest commit
-            assert writer.add(unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
+            assert add(writer, unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
             assert reader.scores(["p2"], RULES).valid[0, 0].all()
         assert time.monotonic() - start < 10  # nobody waited for the busy timeout
         # The reader's tidying left the writer's WAL alone: it still reads and writes.
-        assert writer.add(unit_rows("p2", 1)) == len(RULES)
+        assert add(writer, unit_rows("p2", 1)) == len(RULES)
         assert writer.missing_units(["p1", "p2"], RULES) == []
 
 
@@ -425,16 +444,16 @@ def test_open_existing_refuses_what_is_not_a_store(tmp_path):
     future = tmp_path / "future.db"
     _open(future).close()
     with closing(sqlite3.connect(future)) as con:
-        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
         con.commit()
-    with pytest.raises(StoreError, match="schema version '2'"):
+    with pytest.raises(StoreError, match="schema version '3'"):
         RatingStore.open_existing(future)
 
 
 def test_open_existing_paths_that_need_escaping(tmp_path):
     db = tmp_path / "a?b#c %41 é" / "r.db"  # "?", "#" and "%" mean something in a URI
     with _open(db) as store:
-        store.add(unit_rows("p1", 0, RULES[:2]))
+        add(store, unit_rows("p1", 0, RULES[:2]))
     with RatingStore.open_existing(db) as reader:
         assert reader.count() == 2 and reader.path == db
 
@@ -443,7 +462,7 @@ def test_open_existing_paths_that_need_escaping(tmp_path):
 def test_open_existing_in_a_read_only_folder(tmp_path):
     folder = tmp_path / "ro"
     with _open(folder / "r.db") as store:
-        store.add(unit_rows("p1", 0, RULES[:2]))
+        add(store, unit_rows("p1", 0, RULES[:2]))
     # Readable only while the -shm file sqlite keeps beside a WAL database can be created.
     folder.chmod(0o555)
     try:
@@ -512,9 +531,10 @@ def test_sigkill_midway_then_resume(tmp_path):
 
 _STALLED_ADD = """
 import sys, time
-from python_tests.test_ratings_store import _open, unit_rows, PAIRS
+from python_tests.test_ratings_store import _open, add, key, unit_rows, PAIRS
 store = _open(sys.argv[1])
-store.add(unit_rows("p000", 0))
+add(store, unit_rows("p000", 0))
+store.bind([(p, side, key(p, side)) for p in PAIRS[1:] for side in (0, 1)])
 store._con.execute("PRAGMA cache_size=10")  # spills the uncommitted rows into the WAL
 
 
@@ -526,6 +546,8 @@ class StallInsideTransaction:
         return getattr(self._c, name)
 
     def executemany(self, sql, rows):
+        if not sql.startswith("INSERT INTO ratings"):
+            return self._c.executemany(sql, rows)
         rows = list(rows)
         self._c.executemany(sql, rows[: len(rows) // 2])
         print("inside", flush=True)
@@ -554,3 +576,75 @@ def test_sigkill_inside_a_transaction_leaves_nothing_of_it(tmp_path):
     with _open(db) as store:
         assert store.read() == sorted(unit_rows("p000", 0))
         assert store.missing_units(PAIRS[:2], RULES) == [("p000", 1), ("p001", 0), ("p001", 1)]
+
+
+# ---- keyed by response ---------------------------------------------------------------------------
+
+
+def test_a_shared_response_is_rated_once(tmp_path):
+    with _open(tmp_path / "r.db") as store:
+        # p1's A and p2's B are one response (same prompt and text); p2's A another.
+        assert store.bind([("p1", 0, "resp-x"), ("p2", 1, "resp-x"), ("p2", 0, "resp-y")]) == 3
+        assert store.bind([("p1", 0, "resp-x")]) == 0  # bound the same way: nothing new
+        assert store.missing_units(["p1", "p2"], RULES[:4]) == [("p1", 0), ("p1", 1),
+                                                                 ("p2", 0), ("p2", 1)]
+        assert store.add(unit_rows("p1", 0, RULES[:4])) == 4
+        assert store.missing_units(["p1", "p2"], RULES[:4]) == [("p1", 1), ("p2", 0)]
+        assert store.count() == 8 and store.count_rated() == (1, 4)
+        shared = [r for r in store.read() if (r.pair_id, r.side) == ("p2", 1)]
+        assert [r[2:] for r in shared] == [r[2:] for r in unit_rows("p1", 0, RULES[:4])]
+        ratings = store.scores(["p2", "p1"], RULES[:4])
+        assert torch.equal(ratings.score[0, 1], ratings.score[1, 0])
+        assert ratings.valid[0, 1].all() and not ratings.valid[0, 0].any()
+        # Rating the other side of the shared response again is a duplicate of the same key.
+        with pytest.raises(DuplicateRatingError, match="'p2', 1, 'r000'"):
+            store.add(unit_rows("p2", 1, RULES[:1]))
+        assert store.add(unit_rows("p2", 1, RULES[:1]), skip_existing=True) == 0
+        with pytest.raises(DuplicateRatingError, match="share it"):  # two units, one response
+            store.add(unit_rows("p1", 0, ["x"]) + unit_rows("p2", 1, ["x"]))
+
+
+def test_a_pair_is_never_rebound_to_another_response(tmp_path):
+    with _open(tmp_path / "r.db") as store:
+        store.bind([("p1", 0, "resp-x")])
+        add(store, unit_rows("p9", 0, RULES[:2]))
+        before = store.read()
+        with pytest.raises(ValueError, match="pair 'p1' side 0 is bound .* to another response"):
+            store.bind([("p2", 0, "resp-z"), ("p1", 0, "resp-changed")])
+        with pytest.raises(ValueError, match="two responses"):
+            store.bind([("p3", 0, "a"), ("p3", 0, "b")])
+        with pytest.raises(ValueError, match="unit row 0"):
+            store.bind([("p3", 2, "a")])
+        with pytest.raises(ValueError, match="'p5' side 1 is not bound"):
+            store.add(unit_rows("p5", 1, RULES[:2]))
+        assert store.read() == before
+        assert store.missing_units(["p2"], RULES[:2]) == [("p2", 0), ("p2", 1)]  # not bound
+
+
+def test_a_single_writer_store_needs_no_shared_memory(tmp_path):
+    db = tmp_path / "shard.db"
+    with _open(db, single_writer=True) as store:
+        add(store, unit_rows("p1", 0, RULES[:3]))
+        assert not Path(f"{db}-shm").exists() and not Path(f"{db}-wal").exists()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _open(db, timeout=0.1)  # it is the only writer while it is open
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with RatingStore.open_existing(db) as reader:
+        assert reader.read() == sorted(unit_rows("p1", 0, RULES[:3]))
+    with _open(db) as store:  # a shared open afterwards switches it back to WAL
+        assert store.count() == 3
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_shared_store_is_refused_when_ranks_span_hosts(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(StoreError, match=r"span hosts \(WORLD_SIZE=4, LOCAL_WORLD_SIZE=2\)"):
+        _open(tmp_path / "r.db")
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created
+    with _open(tmp_path / "rank-0.db", single_writer=True) as store:  # a rank's own store
+        assert store.count() == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # all on one host: WAL is fine
+    _open(tmp_path / "r.db").close()

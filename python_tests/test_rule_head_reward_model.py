@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from python_tests.test_ratings_store import add
 from python_tests.encoder_models import tiny_encoder_dir
 from python_tests.test_reward import write_jsonl
 
@@ -150,7 +151,7 @@ def test_regression_onto_judge_ratings(tmp_path, backbone, capsys):
     rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
-        s.add([(f"p{i}", side, rid, 0.5, 0.25, 0.25, 0.9 if side == 0 else -0.9, 1.0)
+        add(s, [(f"p{i}", side, rid, 0.5, 0.25, 0.25, 0.9 if side == 0 else -0.9, 1.0)
                for i in range(0, 8, 2) for side in (0, 1) for rid in RULE_IDS[:3]])
     common = ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
               "--rules", str(rules), "-k", "2", "--batch-size", "4", "--max-steps", "2",

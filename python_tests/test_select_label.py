@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from python_tests.test_ratings_store import add
 from python_tests.encoder_models import tiny_encoder_dir
 
 from ramo.cli import main
@@ -43,7 +44,7 @@ def rated(tmp_path):
              for n in range(N)]
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
-        s.add([(f"p{n}", side, RULES[j]["id"], 0.5, 0.25, 0.25, float(scores[n, side, j]),
+        add(s, [(f"p{n}", side, RULES[j]["id"], 0.5, 0.25, 0.25, float(scores[n, side, j]),
                 float(relevance[n, side, j])) for n in range(N) for side in (0, 1) for j in range(R)])
     return (_jsonl(tmp_path / "pairs.jsonl", pairs), _jsonl(tmp_path / "rules.jsonl", RULES),
             store, scores.float(), relevance.float())

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from python_tests.test_ratings_store import add
 from ramo.cli import main
 from ramo.ratings import RatingStore, Ratings
 from ramo.study import (agreement, bootstrap, calibrated, judge_agreement, selection_study,
@@ -135,7 +136,7 @@ def test_command_on_stored_ratings(tmp_path, capsys):
     (tmp_path / "rules.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rules))
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j", template_fingerprint="t") as s:
-        s.add([(f"p{i}", side, f"r{j}", 0.3, 0.3, 0.4, float(scores[i, side, j]), 0.5)
+        add(s, [(f"p{i}", side, f"r{j}", 0.3, 0.3, 0.4, float(scores[i, side, j]), 0.5)
                for i in range(n) for side in (0, 1) for j in range(6)])
     args = ["study", "selection", "--pairs", str(pairs), "--rules", str(tmp_path / "rules.jsonl"),
             "--ratings", str(store), "-k", "1,3", "--samples", "50", "--out",

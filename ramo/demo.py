@@ -78,7 +78,7 @@ def seed(pipeline, log=print) -> bool:
     from ramo.io import rules_fingerprint
     from ramo.io._problems import Problems
     from ramo.io.jsonl import read_jsonl
-    from ramo.rate import open_store
+    from ramo.rate import bind, open_store
 
     if not (SEED_META.is_file() and SEED_ROWS.is_file()):
         log("[demo] no shipped ratings in this installation: rating live (about 25 minutes "
@@ -96,6 +96,7 @@ def seed(pipeline, log=print) -> bool:
         return False
     rows = [row for _, row in read_jsonl(SEED_ROWS, Problems(SEED_ROWS))]
     with open_store(pipeline.path("ratings.sqlite"), judge) as store:
+        bind(store, pipeline.pairs, range(len(pipeline.pairs)))
         added = store.add(rows, skip_existing=True)
     log(f"[demo] {added} ratings taken from the shipped seed ({SEED_ROWS.name}; same judge "
         f"fingerprint {meta['judge_fingerprint']})")

@@ -4,10 +4,11 @@ The unit of work is one response (a pair's side) with the rules it is rated on: 
 serves them all, and the unit's rows are committed together, so a killed run loses at most
 the units since its last commit and never leaves part of a unit. `rate_units` is the one
 rating loop: `rate` runs it over every rule of the pool, the Rule Adapter's application over
-each pair's k rules.
+each pair's k rules. The store keys ratings by response (`ramo.ratings.response_key`), so a
+response that appears in several pairs is rated once.
 
-Under torchrun (or accelerate launch) every rank takes the pairs whose index is its rank
-modulo the world size and writes to the same store (see `ramo.cli.rating`).
+Under torchrun (or accelerate launch) every rank takes the responses whose key falls to it
+(`share`) and writes a store of its own, merged by rank 0 at the end (see `ramo.cli.rating`).
 """
 
 from __future__ import annotations
@@ -29,15 +30,27 @@ def default_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def open_store(path, judge):
+def open_store(path, judge, *, single_writer: bool = False):
     """The ratings store at `path` for this judge and template (created when absent; a store
-    of another judge or template is refused)."""
+    of another judge or template is refused). single_writer: see `RatingStore`."""
     from ramo.ratings import RatingStore
 
     return RatingStore(path, judge_fingerprint=judge.fingerprint(),
                        template_fingerprint=judge.template_fingerprint(),
                        judge_info=judge.describe(),
-                       template_info={"template": judge.template.name, "normalize": judge.normalize})
+                       template_info={"template": judge.template.name, "normalize": judge.normalize},
+                       single_writer=single_writer)
+
+
+def bind(store, pairs: Sequence[Pair], indices: Sequence[int]) -> dict[tuple[int, int], str]:
+    """Binds both sides of `pairs[indices]` to their responses in the store; returns
+    {(pair index, side): response key}. ValueError when a pair's text changed under its id."""
+    from ramo.ratings import response_key
+
+    keys = {(i, side): response_key(pairs[i].prompt, text) for i in indices
+            for side, text in enumerate((pairs[i].response_a, pairs[i].response_b))}
+    store.bind((pairs[i].id, side, key) for (i, side), key in keys.items())
+    return keys
 
 
 def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Sequence[Rule]]], *,
@@ -55,6 +68,8 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
 
     if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
         raise ValueError(f"commit_every must be a positive integer, got {commit_every!r}")
+    if store is not None:
+        bind(store, pairs, sorted({i for i, _, _ in units}))
     per_unit = max((len(rules) for _, _, rules in units), default=0)
     bar = rating_bar(done + len(units), per_unit, progress, initial=done)
     pending, in_pending = [], 0
@@ -78,16 +93,33 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
 
 
 def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
-         indices: Sequence[int] | None = None, commit_every: int = 4,
-         progress: bool = True) -> int:
-    """The rate step: rates the responses of `pairs[indices]` (all by default) that the store
-    lacks on every rule, into the store. Returns the number of responses rated now."""
+         indices: Sequence[int] | None = None, share: tuple[int, int] = (0, 1),
+         rated_elsewhere=None, commit_every: int = 4, progress: bool = True) -> int:
+    """The rate step: rates each distinct response of `pairs[indices]` (all by default) that
+    the store lacks on some rule, once, into the store. Returns the number rated now.
+
+    share: (rank, world size): only the responses whose key falls to this rank (a stable
+    split by key, so ranks never rate the same response). rated_elsewhere: another store (read
+    only, say the merged store of an earlier run) whose complete responses are skipped too.
+    """
+    rank, world = share
+    if not 0 <= rank < world:
+        raise ValueError(f"share must be (rank, world size) with 0 <= rank < world, got {share}")
     rule_ids = [r.id for r in rules]
     indices = range(len(pairs)) if indices is None else indices
     index = {pairs[i].id: i for i in indices}
+    keys = bind(store, pairs, list(index.values()))
+    mine = {key for key in keys.values() if int(key, 16) % world == rank}
     todo = store.missing_units(list(index), rule_ids)
-    units = [(index[pair_id], side, rules) for pair_id, side in todo]
+    if rated_elsewhere is not None:
+        todo = set(todo) & set(rated_elsewhere.missing_units(list(index), rule_ids))
+    units, picked = [], set()
+    for i, side in sorted((index[pair_id], side) for pair_id, side in todo):
+        key = keys[(i, side)]
+        if key in mine and key not in picked:  # one unit per response: the rest share it
+            picked.add(key)
+            units.append((i, side, rules))
     for _ in rate_units(judge, pairs, units, store=store, commit_every=commit_every,
-                        progress=progress, done=2 * len(index) - len(units)):
+                        progress=progress, done=len(mine) - len(units)):
         pass
     return len(units)

@@ -61,13 +61,14 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     scores in it.
     """
     from ramo.io.selections import selections_from
-    from ramo.rate import rate_units
+    from ramo.rate import bind, rate_units
 
     adapter.check_rules(rules)
     k = adapter.resolve_k(k)
     pairs = as_pairs(pairs)
     if store is not None:
         store.check_judge(judge.fingerprint(), judge.template_fingerprint())
+        bind(store, pairs, range(len(pairs)))  # so a response rated in another pair is reused
     n, rule_ids = len(pairs), adapter.rule_ids
     logits = adapter.logits(pairs, batch_size) if n else torch.zeros(0, len(rules))
     picked = top_k(logits, k) if n else torch.zeros(0, k, dtype=torch.int64)

@@ -14,6 +14,10 @@ import sys
 COMMANDS = {
     ("rate",): ("ramo.cli.rating", "rate", "rate every pair's responses on every rule with a "
                 "judge, into a resumable store"),
+    ("ratings", "merge"): ("ramo.cli.store", "merge", "merge ratings stores of one judge "
+                           "(a multi-process run's shards) into one"),
+    ("ratings", "migrate"): ("ramo.cli.store", "migrate", "convert a ratings store of schema 1 "
+                             "(keyed by pair) to the response-keyed one"),
     ("select",): ("ramo.cli.rating", "select", "select each pair's k rules of largest "
                   "discrepancy and label it"),
     ("adapter", "train"): ("ramo.cli.adapter", "train", "train a Rule Adapter on pairs and "

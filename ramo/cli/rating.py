@@ -39,9 +39,14 @@ def rate(args: argparse.Namespace) -> int:
     The unit of work is one response (a pair's side) with all R rules: one prefill serves them
     all, and its R rows are committed together, so a killed run loses at most the units since
     its last commit and never leaves part of a unit. A rerun skips the units already stored.
+    Ratings are keyed by response, so a response that several pairs share is rated once.
 
-    Under torchrun (or accelerate launch) every rank takes the pairs whose index is its rank
-    modulo the world size and writes to the same store; rank 0 exports once all are done.
+    Under torchrun (or accelerate launch) every rank takes the responses whose key falls to it
+    and writes them to a store of its own, OUT.shards/rank-N.sqlite (one writer per file, no
+    shared memory: safe on a network file system, which OUT.shards must be when the ranks
+    span hosts, so that rank 0 can read it); after all are done rank 0 merges the shards into
+    OUT and removes them. A killed job, rerun, resumes from its shards and from OUT;
+    `ramo ratings merge` merges shards by hand.
     """
     from ramo.io import load_pairs, load_rules
     from ramo.rate import open_store
@@ -60,19 +65,60 @@ def rate(args: argparse.Namespace) -> int:
             args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
     rank, world = _dist()
     judge = load_judge(judge_settings(args), **options)
-    mine = [i for i in range(len(pairs)) if i % world == rank]
-    with open_store(args.out, judge) as store:
-        rate_step(judge, pairs, rules, store, indices=mine, commit_every=args.commit_every,
-                  progress=not args.no_progress)
+    shards = shard_folder(args.out)
+    progress = not args.no_progress
+    if world == 1:
+        if shards.is_dir():  # a sharded run's leftovers: their ratings are not rated again
+            _merge_shards(args.out, shards, single_writer=False)
+        with open_store(args.out, judge) as store:
+            rate_step(judge, pairs, rules, store, commit_every=args.commit_every,
+                      progress=progress)
+    else:
+        elsewhere = RatingStore.open_existing(args.out) if args.out.is_file() else None
+        try:
+            if elsewhere is not None:
+                elsewhere.check_judge(judge.fingerprint(), judge.template_fingerprint())
+            with open_store(shards / f"rank-{rank}.sqlite", judge, single_writer=True) as store:
+                rate_step(judge, pairs, rules, store, share=(rank, world),
+                          rated_elsewhere=elsewhere, commit_every=args.commit_every,
+                          progress=progress)
+        finally:
+            if elsewhere is not None:
+                elsewhere.close()
     _barrier(world)
     if rank == 0:
+        if world > 1:
+            _merge_shards(args.out, shards, single_writer=True)
         with RatingStore.open_existing(args.out) as store:
+            responses, stored = store.count_rated()
             print(f"{store.count()} ratings in {args.out} ({len(pairs)} pairs x 2 sides x "
-                  f"{len(rules)} rules = {len(pairs) * 2 * len(rules)})")
+                  f"{len(rules)} rules = {len(pairs) * 2 * len(rules)}; {responses} distinct "
+                  f"responses rated, {stored} ratings stored)")
             if args.export:
                 store.export(args.export)
                 print(f"exported to {args.export}")
     return 0
+
+
+def shard_folder(out: Path) -> Path:
+    """Where the ranks of a multi-process `ramo rate --out OUT` write their stores."""
+    return out.with_name(out.name + ".shards")
+
+
+def _merge_shards(out: Path, shards: Path, *, single_writer: bool) -> None:
+    """Merges every store in `shards` into `out`, then removes them (after the merge has
+    committed, so a kill at any point loses nothing: the rerun merges again)."""
+    from ramo.ratings import merge_stores
+
+    paths = sorted(shards.glob("rank-*.sqlite"))
+    if paths:
+        bound, written = merge_stores(out, paths, single_writer=single_writer)
+        print(f"merged {len(paths)} shards into {out}: {written} ratings, {bound} pair sides")
+    for path in paths:
+        path.unlink()
+    for leftover in shards.glob("rank-*.sqlite-journal"):  # only a killed writer leaves one
+        leftover.unlink()
+    shards.rmdir()
 
 
 def _dist() -> tuple[int, int]:

@@ -12,6 +12,8 @@ store and its readers, so it depends on none of them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,18 @@ class Rating(NamedTuple):
 
 
 assert Rating._fields == COLUMNS
+
+
+def response_key(prompt: str, response: str) -> str:
+    """The key a response's ratings are stored under: a hash of its prompt and text.
+
+    A judge's rating of a rule on a response depends on the prompt and the response only, so
+    a response that appears in several pairs (several responses per prompt, paired every
+    way) is rated once and its ratings are shared. The judge and template are the store's
+    own (one store, one judge, one template), so they are not part of the key.
+    """
+    text = json.dumps([prompt, response], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def response_rows(pair_id: str, side: int, rule_ids: Sequence[str], scores) -> list[Rating]:

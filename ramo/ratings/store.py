@@ -1,18 +1,27 @@
 """The ratings store: one sqlite file holding one judge's ratings under one template.
 
-One row per (pair_id, side, rule_id), side 0 for response A and 1 for response B, with the
-judge's p_yes, p_no, p_other, score and relevance for that rule on that response.
+Ratings are keyed by response: one row per (response, rule_id) with the judge's p_yes, p_no,
+p_other, score and relevance for that rule on that response, where a response is the key
+`response_key(prompt, text)`. A pair's sides are bound to their responses (`bind`: pair_id,
+side 0 for response A and 1 for response B -> response key), so a response shared by several
+pairs is rated once, and every read goes through the binding: callers see one row per
+(pair_id, side, rule_id), as if each pair had been rated alone.
 
 Guarantees, and what gives them:
 - One judge, one template: the meta table records both fingerprints when the store is
   created; opening it with others raises StoreMismatchError, so ratings are never mixed.
-- No duplicates: (pair_id, side, rule_id) is the primary key. Adding a key that is already
+- No duplicates: (response, rule_id) is the primary key. Adding a key that is already
   stored raises DuplicateRatingError (or is skipped with skip_existing=True); a stored
-  rating is never overwritten.
+  rating is never overwritten. A (pair_id, side) bound to one response is never rebound to
+  another: a pair whose text changed under the same id is refused, not read stale.
 - All or nothing: `add` validates every row first, then writes them in one transaction.
   A killed process loses at most its uncommitted transaction and never leaves part of one.
-- Several processes (torchrun ranks) may write at once: WAL lets readers run beside the one
-  writer, and writers wait for each other for up to `timeout` seconds.
+- Several processes on one host may write at once: WAL lets readers run beside the one
+  writer, and writers wait for each other for up to `timeout` seconds. WAL needs every
+  process on one host (its index is shared memory), so a shared open is refused in a job whose
+  ranks span hosts (WORLD_SIZE != LOCAL_WORLD_SIZE): there every rank writes a store of its
+  own (`single_writer=True`: an exclusive lock and a rollback journal, no shared memory) and
+  the shards are merged afterwards (`ramo.ratings.merge`).
 - Readers that hold no judge (`ramo select`, metrics, reports) use `open_existing`: a
   read-only connection that takes no write lock and changes nothing, so it can run while
   `ramo rate` is still writing.
@@ -34,26 +43,38 @@ from pathlib import Path
 from typing import Any
 
 from ramo.ratings.export import export_rows
-from ramo.ratings.ratings import COLUMNS, FIELDS, Rating, Ratings
-from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_id, check_rows,
-                               check_sides, from_json, to_json)
+from ramo.ratings.ratings import FIELDS, Rating, Ratings
+from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_float, check_id,
+                               check_rows, check_side, check_sides, from_json, to_json)
 
-SCHEMA_VERSION = "1"
+# 1: ratings keyed by (pair_id, side, rule_id); 2: keyed by (response, rule_id).
+SCHEMA_VERSION = "2"
 _FETCH_ROWS = 65536
 
 _CREATE = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
-    # WITHOUT ROWID: the table is stored in key order, so reads in key order need no sort
-    # and per-pair lookups are range scans.
-    "CREATE TABLE ratings ("
+    # WITHOUT ROWID: a table is stored in key order, so reads in key order need no sort
+    # and per-pair or per-response lookups are range scans.
+    "CREATE TABLE units ("
     " pair_id TEXT NOT NULL CHECK (length(pair_id) > 0),"
     " side INTEGER NOT NULL CHECK (side IN (0, 1)),"
+    " response TEXT NOT NULL CHECK (length(response) > 0),"
+    " PRIMARY KEY (pair_id, side)) WITHOUT ROWID",
+    "CREATE TABLE ratings ("
+    " response TEXT NOT NULL CHECK (length(response) > 0),"
     " rule_id TEXT NOT NULL CHECK (length(rule_id) > 0),"
     + "".join(f" {name} REAL NOT NULL," for name in FIELDS)
-    + " PRIMARY KEY (pair_id, side, rule_id)) WITHOUT ROWID",
+    + " PRIMARY KEY (response, rule_id)) WITHOUT ROWID",
 )
-_INSERT = f"INSERT INTO ratings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM ratings ORDER BY pair_id, side, rule_id"
+_RESPONSE_COLUMNS = ("response", "rule_id") + FIELDS
+_INSERT = (f"INSERT INTO ratings ({', '.join(_RESPONSE_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_RESPONSE_COLUMNS))})")
+# The (pair_id, side, rule_id) view every reader sees: units in key order, each with its
+# response's ratings in rule order (the primary keys give both orders).
+_SELECT_ALL = ("SELECT u.pair_id, u.side, r.rule_id, "
+               + ", ".join(f"r.{name}" for name in FIELDS)
+               + " FROM units u JOIN ratings r ON r.response = u.response"
+               " ORDER BY u.pair_id, u.side, r.rule_id")
 
 
 class StoreError(ValueError):
@@ -69,7 +90,10 @@ class RatingStore:
 
     judge_info / template_info: JSON-serialisable descriptions, recorded when the store is
     created (later opens neither need nor change them). timeout: seconds a writer waits for
-    another process's transaction before giving up.
+    another process's transaction before giving up. single_writer: this connection is the
+    only one while it is open (an exclusive lock and a rollback journal instead of WAL, so no
+    shared memory: safe on any file system, the way each rank of a multi-host job writes its
+    shard); without it, writers share the file through WAL, which needs them on one host.
 
     A connection belongs to the process (and thread) that opened the store: open it after
     forking, not before. `open_existing` opens a store for reading only.
@@ -79,8 +103,11 @@ class RatingStore:
 
     def __init__(self, path: str | os.PathLike, *, judge_fingerprint: str,
                  template_fingerprint: str, judge_info: Any = None, template_info: Any = None,
-                 timeout: float = 60.0):
+                 timeout: float = 60.0, single_writer: bool = False):
         self.path = Path(path)
+        self.single_writer = bool(single_writer)
+        if not self.single_writer:
+            refuse_shared_across_hosts(self.path)
         # Everything the caller gave is checked before the file is created or touched.
         wanted = {
             "schema_version": SCHEMA_VERSION,
@@ -144,7 +171,7 @@ class RatingStore:
             try:
                 tables = {name for (name,) in con.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if not {"meta", "ratings"} <= tables:
+                if not {"meta", "ratings"} <= tables:  # a schema 1 store has no units
                     raise StoreError(f"{self.path} is an sqlite database but not a ratings store "
                                      f"(its tables: {', '.join(sorted(tables)) or 'none'})")
                 meta = dict(con.execute("SELECT key, value FROM meta"))
@@ -163,13 +190,14 @@ class RatingStore:
             raise  # locked past the timeout...: not a statement about the file
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(f"ratings store {self.path} has schema version "
-                             f"{meta.get('schema_version')!r}; this ramo reads {SCHEMA_VERSION!r}")
+        _check_schema(self.path, meta)
         return meta
 
     def _open(self, wanted: dict[str, str | None], timeout: float) -> dict[str, str | None]:
         con = self._con
+        if self.single_writer:
+            # Before the first read: the lock, once taken, is held until close.
+            con.execute("PRAGMA locking_mode=EXCLUSIVE")
         # Durability. WAL with synchronous=NORMAL would already survive a SIGKILL: COMMIT
         # returns once the transaction is in the WAL file (in the OS page cache, which outlives
         # the process), and recovery ignores frames of a transaction without its commit frame,
@@ -191,7 +219,7 @@ class RatingStore:
                         con.execute(statement)
                     con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
                     meta = wanted
-                elif {"meta", "ratings"} <= tables:
+                elif {"meta", "ratings"} <= tables:  # a store (of some schema)
                     meta = dict(con.execute("SELECT key, value FROM meta"))
                     self._check_meta(meta, wanted)
                 else:
@@ -201,13 +229,16 @@ class RatingStore:
             raise  # locked past the timeout, disk full...: not a statement about the file
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
-        _enable_wal(con, self.path, timeout)
+        if self.single_writer:
+            # A rollback journal: no -shm index in shared memory, which a network file system
+            # cannot provide. Switching out of WAL is possible: this connection is alone.
+            con.execute("PRAGMA journal_mode=DELETE").fetchone()
+        else:
+            _enable_wal(con, self.path, timeout)
         return meta
 
     def _check_meta(self, meta: dict[str, str | None], wanted: dict[str, str | None]) -> None:
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(f"ratings store {self.path} has schema version "
-                             f"{meta.get('schema_version')!r}; this ramo reads {SCHEMA_VERSION!r}")
+        _check_schema(self.path, meta)
         differ = [what for what in ("judge", "template")
                   if meta.get(f"{what}_fingerprint") != wanted[f"{what}_fingerprint"]]
         if differ:
@@ -251,43 +282,115 @@ class RatingStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def bind(self, units: Iterable[Sequence]) -> int:
+        """Record which response each (pair_id, side) is: rows (pair_id, side, response key),
+        the key from `response_key(prompt, text)`. Rows already bound the same way are
+        skipped; a unit bound to another response raises ValueError (the pair's text changed
+        under the same id) and nothing is written. Returns the number of units bound now.
+        """
+        self._check_writable()
+        checked, given = [], {}
+        for i, row in enumerate(units):
+            try:
+                pair_id, side, response = row
+                unit = (check_id("pair_id", pair_id), check_side(side))
+                response = check_id("response", response)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"unit row {i}: {exc} (expected pair_id, side, response key); "
+                                 "nothing was written") from None
+            if given.setdefault(unit, response) != response:
+                raise ValueError(f"unit {unit} is given two responses; nothing was written")
+            checked.append((*unit, response))
+        if not checked:
+            return 0
+        con = self._db
+        with self._write():
+            bound = self._bound(list(given))
+            for unit, response in given.items():
+                if bound.get(unit, response) != response:
+                    raise ValueError(
+                        f"pair {unit[0]!r} side {unit[1]} is bound in {self.path} to another "
+                        "response than the one given: the pair's prompt or text changed under "
+                        "the same id; use new pair ids or another store")
+            # rowcount, not total_changes: that also counts the temporary table's rows.
+            return con.executemany("INSERT INTO units (pair_id, side, response) VALUES (?, ?, ?)"
+                                   " ON CONFLICT (pair_id, side) DO NOTHING", checked).rowcount
+
+    def _bound(self, units: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """{(pair_id, side): response} for the given units that are bound."""
+        con = self._db
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS want_units "
+                    "(pair_id TEXT, side INTEGER, PRIMARY KEY (pair_id, side)) WITHOUT ROWID")
+        con.execute("DELETE FROM temp.want_units")
+        con.executemany("INSERT OR IGNORE INTO temp.want_units VALUES (?, ?)", units)
+        return {(pair_id, side): response for pair_id, side, response in con.execute(
+            "SELECT u.pair_id, u.side, u.response FROM temp.want_units w"
+            " JOIN units u ON u.pair_id = w.pair_id AND u.side = w.side")}
+
     def add(self, rows: Iterable[Sequence | Mapping], *, skip_existing: bool = False) -> int:
         """Store rows in one transaction: all of them or, on any error, none.
 
         Each row is a tuple (pair_id, side, rule_id, p_yes, p_no, p_other, score, relevance)
-        or a dict with exactly those keys. Ids must be non-empty strings, side 0 or 1, the
-        values finite numbers; a bad row raises ValueError before anything is written.
-        A key given twice, or already stored, raises DuplicateRatingError and writes nothing;
-        with skip_existing=True stored keys are skipped instead (the stored values are kept).
-        Returns the number of rows written.
+        or a dict with exactly those keys, for a (pair_id, side) bound to its response
+        (`bind`); the rating is stored under the response, so every pair bound to it has it.
+        Ids must be non-empty strings, side 0 or 1, the values finite numbers; a bad row, or
+        a unit not bound, raises ValueError before anything is written. A (response, rule)
+        given twice, or already stored, raises DuplicateRatingError and writes nothing; with
+        skip_existing=True stored keys are skipped instead (the stored values are kept, and
+        of two rows for one key in the call the first is taken). Returns the number of
+        ratings written.
         """
-        if self._read_only:
-            raise StoreError(f"ratings store {self.path} was opened read-only (open_existing); "
-                             "open it with RatingStore(path, judge_fingerprint=..., "
-                             "template_fingerprint=...) to add ratings")
+        self._check_writable()
         checked = check_rows(rows)
         if not checked:
             return 0
         con = self._db
-        sql = _INSERT + (" ON CONFLICT (pair_id, side, rule_id) DO NOTHING" if skip_existing else "")
-        before = con.total_changes
-        try:
-            with self._write():
-                con.executemany(sql, checked)
-        except sqlite3.IntegrityError as exc:
-            # Only the primary key can fail here: everything else was checked above.
-            key = self._first_stored(checked)
-            raise DuplicateRatingError(
-                f"rating {key} is already in {self.path}; nothing from this add was written "
-                "(stored ratings are never replaced; skip_existing=True skips them)") from exc
-        return con.total_changes - before
+        with self._write():
+            bound = self._bound(list({row[:2]: None for row in checked}))
+            keyed, first = [], {}
+            for i, row in enumerate(checked):
+                response = bound.get(row[:2])
+                if response is None:
+                    raise ValueError(f"rating row {i}: pair {row[0]!r} side {row[1]} is not "
+                                     "bound to a response (RatingStore.bind); nothing was written")
+                key = (response, row[2])
+                if key in first:
+                    if skip_existing:
+                        continue
+                    raise DuplicateRatingError(
+                        f"rating rows {first[key]} and {i} rate the same response on rule "
+                        f"{row[2]!r} (pairs {checked[first[key]][:2]} and {row[:2]} share it); "
+                        "nothing was written")
+                first[key] = i
+                keyed.append((response, *row[2:]))
+            if not skip_existing:
+                # Checked inside the write transaction, so nobody can add one in between.
+                stored = self._first_stored([row[:2] for row in keyed])
+                if stored is not None:
+                    raise DuplicateRatingError(
+                        f"rating {checked[stored][:3]} is already in {self.path}; nothing from "
+                        "this add was written (stored ratings are never replaced; "
+                        "skip_existing=True skips them)")
+            return con.executemany(_INSERT + " ON CONFLICT (response, rule_id) DO NOTHING",
+                                   keyed).rowcount
 
-    def _first_stored(self, rows: list[tuple]) -> tuple | None:
-        for row in rows:
-            if self._db.execute("SELECT 1 FROM ratings WHERE pair_id = ? AND side = ? AND rule_id = ?",
-                                row[:3]).fetchone():
-                return row[:3]
-        return None
+    def _first_stored(self, keys: list[tuple[str, str]]) -> int | None:
+        """The position of the first (response, rule_id) of `keys` that is stored, or None."""
+        con = self._db
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS new_keys "
+                    "(pos INTEGER, response TEXT, rule_id TEXT)")
+        con.execute("DELETE FROM temp.new_keys")
+        con.executemany("INSERT INTO temp.new_keys VALUES (?, ?, ?)",
+                        ((i, *k) for i, k in enumerate(keys)))
+        found = con.execute("SELECT MIN(n.pos) FROM temp.new_keys n JOIN ratings r"
+                            " ON r.response = n.response AND r.rule_id = n.rule_id").fetchone()[0]
+        return found
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise StoreError(f"ratings store {self.path} was opened read-only (open_existing); "
+                             "open it with RatingStore(path, judge_fingerprint=..., "
+                             "template_fingerprint=...) to add ratings")
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -306,10 +409,17 @@ class RatingStore:
     # ---- reading -----------------------------------------------------------------------------
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+        """The (pair_id, side, rule_id) ratings the store answers for (what `read` returns)."""
+        return self._db.execute(
+            "SELECT COUNT(*) FROM units u JOIN ratings r ON r.response = u.response").fetchone()[0]
+
+    def count_rated(self) -> tuple[int, int]:
+        """(responses rated, ratings stored): what the judge was asked, each response once."""
+        return self._db.execute(
+            "SELECT COUNT(DISTINCT response), COUNT(*) FROM ratings").fetchone()
 
     def read(self) -> list[Rating]:
-        """Every row, sorted by (pair_id, side, rule_id)."""
+        """Every (pair_id, side, rule_id) rating, sorted by those keys."""
         return [Rating(*row) for row in self._db.execute(_SELECT_ALL)]
 
     def missing_units(self, pair_ids: Sequence[str], rule_ids: Sequence[str],
@@ -325,10 +435,11 @@ class RatingStore:
         pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
         n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
         complete = {(pos, side) for pos, side, n in self._db.execute(
-            "SELECT p.pos, r.side, COUNT(*) FROM temp.want_pairs p"
-            " CROSS JOIN ratings r ON r.pair_id = p.id"
+            "SELECT p.pos, u.side, COUNT(*) FROM temp.want_pairs p"
+            " CROSS JOIN units u ON u.pair_id = p.id"
+            " JOIN ratings r ON r.response = u.response"
             " JOIN temp.want_rules w ON w.id = r.rule_id"
-            " GROUP BY p.pos, r.side") if n == n_rules}
+            " GROUP BY p.pos, u.side") if n == n_rules}
         return [(pair_id, side) for pos, pair_id in enumerate(pair_ids) for side in sides
                 if (pos, side) not in complete]
 
@@ -336,8 +447,9 @@ class RatingStore:
         """Pairs rated on both sides for every one of rule_ids."""
         n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
         return {pair_id for (pair_id,) in self._db.execute(
-            "SELECT r.pair_id FROM ratings r JOIN temp.want_rules w ON w.id = r.rule_id"
-            " GROUP BY r.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
+            "SELECT u.pair_id FROM units u JOIN ratings r ON r.response = u.response"
+            " JOIN temp.want_rules w ON w.id = r.rule_id"
+            " GROUP BY u.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
 
     def scores(self, pair_ids: Sequence[str], rule_ids: Sequence[str]) -> Ratings:
         """The stored ratings of these pairs on these rules, dense, in the order of the
@@ -351,9 +463,10 @@ class RatingStore:
         # One statement, so one snapshot, even while another process writes; the join gives
         # each row its flat position in [N, 2, R], and the keys are unique, so none twice.
         rows = self._db.execute(
-            "SELECT (p.pos * 2 + r.side) * ? + w.pos, "
+            "SELECT (p.pos * 2 + u.side) * ? + w.pos, "
             + ", ".join(f"r.{name}" for name in FIELDS)
-            + " FROM temp.want_pairs p CROSS JOIN ratings r ON r.pair_id = p.id"
+            + " FROM temp.want_pairs p CROSS JOIN units u ON u.pair_id = p.id"
+            " JOIN ratings r ON r.response = u.response"
             " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),)).fetchall()
         return Ratings._from_flat(pair_ids, rule_ids, [row[0] for row in rows],
                                   [row[1:] for row in rows])
@@ -389,14 +502,44 @@ class RatingStore:
         """
         return export_rows(self._iter_rows(), path)
 
-    def _iter_rows(self) -> Iterator[tuple]:
+    def _iter_rows(self, sql: str = _SELECT_ALL) -> Iterator[tuple]:
         # One statement, one read transaction: under WAL it sees a single snapshot throughout.
-        cursor = self._db.execute(_SELECT_ALL)
+        cursor = self._db.execute(sql)
         try:
             while batch := cursor.fetchmany(_FETCH_ROWS):
                 yield from batch
         finally:
             cursor.close()
+
+    # ---- the response-keyed tables, for merging stores ------------------------------------------
+
+    def units(self) -> Iterator[tuple[str, int, str]]:
+        """Every bound unit, (pair_id, side, response key), in key order."""
+        return self._iter_rows("SELECT pair_id, side, response FROM units ORDER BY pair_id, side")
+
+    def response_ratings(self) -> Iterator[tuple]:
+        """Every stored rating as (response key, rule_id, *FIELDS), in key order."""
+        return self._iter_rows(f"SELECT {', '.join(_RESPONSE_COLUMNS)} FROM ratings"
+                               " ORDER BY response, rule_id")
+
+    def add_response_ratings(self, rows: Iterable[Sequence]) -> int:
+        """Store (response key, rule_id, *FIELDS) rows (another store's `response_ratings`)
+        in one transaction, skipping keys already stored; every row is validated first.
+        Returns the number written."""
+        self._check_writable()
+        checked = []
+        for i, row in enumerate(rows):
+            try:
+                response, rule_id, *values = row
+                if len(values) != len(FIELDS):
+                    raise ValueError(f"expected {len(_RESPONSE_COLUMNS)} values")
+                checked.append((check_id("response", response), check_id("rule_id", rule_id),
+                                *(check_float(n, v) for n, v in zip(FIELDS, values))))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"response rating row {i}: {exc}; nothing was written") from None
+        with self._write():
+            return self._db.executemany(
+                _INSERT + " ON CONFLICT (response, rule_id) DO NOTHING", checked).rowcount
 
     # ---- life cycle --------------------------------------------------------------------------
 
@@ -433,6 +576,37 @@ def read_ratings(path: str | os.PathLike, pair_ids: Sequence[str],
     read-only: what the steps after rating read (ValueError names what is missing)."""
     with RatingStore.open_existing(path) as store:
         return store.scores(pair_ids, rule_ids).require_complete(store.path)
+
+
+def _check_schema(path: Path, meta: dict[str, str | None]) -> None:
+    version = meta.get("schema_version")
+    if version == "1":
+        raise StoreError(
+            f"ratings store {path} has schema version '1' (ratings keyed by pair and side); "
+            "this ramo keys them by response, so a response shared by pairs is rated once. "
+            f"Convert it with `ramo ratings migrate --ratings {path} --pairs PAIRS --out NEW` "
+            "(PAIRS: the pairs it was rated on), or rate again into a new store")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"ratings store {path} has schema version {version!r}; "
+                         f"this ramo reads {SCHEMA_VERSION!r}")
+
+
+def refuse_shared_across_hosts(path: Path) -> None:
+    """StoreError in a job whose ranks span hosts: there a store file must not be shared.
+
+    torchrun (and accelerate) set WORLD_SIZE (all ranks) and LOCAL_WORLD_SIZE (this host's).
+    WAL keeps its index in shared memory, which processes on different hosts do not share,
+    and over a network file system sqlite's locks have corrupted databases; a file system
+    can even answer "wal" to the journal-mode switch there, so the danger cannot be detected
+    from the file. The job's own description is what tells.
+    """
+    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if world and local and world != local:
+        raise StoreError(
+            f"ratings store {path}: this job's ranks span hosts (WORLD_SIZE={world}, "
+            f"LOCAL_WORLD_SIZE={local}), and processes on different hosts cannot share one "
+            "sqlite file safely; give each rank a store of its own (single_writer=True) and "
+            "merge them afterwards (`ramo rate` does this by itself; `ramo ratings merge`)")
 
 
 # sqlite's extended result code for a read-only open of a WAL database that could not create
