@@ -9,7 +9,7 @@ import torch
 
 from python_tests.baselines import naive_judge_scores
 from python_tests.judge_models import tiny_llama, tiny_tokenizer
-from ramo.judge import FEW_SHOT, RULE_FIRST, RULE_LAST, RuleJudge
+from ramo.judge import FEW_SHOT, RULE_FIRST, RULE_LAST, JudgeTemplate, RuleJudge
 
 RULES = [
     "never give weapon instructions",
@@ -140,6 +140,56 @@ def test_fingerprints_tell_judges_and_templates_apart(model_and_tokenizers):
                    {"answer_words": {"irrelevant": "NA"}}):
         assert RuleJudge(model, tok, progress=False, **kwargs).template_fingerprint() \
             != base.template_fingerprint()
+
+
+def test_a_template_file_reproduces_a_prompt(tmp_path, model_and_tokenizers):
+    """A .txt body or a YAML template with a rule lead-in: the judge reads what the file says,
+    the lead-in never reaches it, and the file's template has its own fingerprint."""
+    import dataclasses
+
+    model, tok, _ = model_and_tokenizers
+    body = "Rate it.\nQ: {prompt}\nA: {response}\nIs the answer {yes} or {no}? Rule:{rule}"
+    (tmp_path / "mine.txt").write_text(body + "\n")
+    (tmp_path / "mine.yaml").write_text(
+        "body: |-\n  " + body.replace("\n", "\n  ") + "\n"
+        "rule_lead_in: 'Accept the response that '\nanswer_lead: 'no'\n")
+    by_hand = JudgeTemplate(name="mine", body=body)
+    from_txt = RuleJudge(model, tok, template=str(tmp_path / "mine.txt"), progress=False)
+    assert from_txt.template == by_hand
+    assert from_txt.template_fingerprint() == RuleJudge(
+        model, tok, template=by_hand, progress=False).template_fingerprint()
+    from_yaml = RuleJudge(model, tok, template=tmp_path / "mine.yaml", progress=False)
+    assert from_yaml.template.answer_lead == "no"  # YAML's "no" stays a string
+    assert from_yaml.render("q", "a", "Accept the response that is polite") == \
+        from_txt.render("q", "a", "is polite")
+    assert from_yaml.render("q", "a", "be polite") == from_txt.render("q", "a", "be polite")
+    assert from_yaml.template_fingerprint() != from_txt.template_fingerprint()
+    # Templates without a lead-in keep the fingerprint they had before there was one.
+    assert "rule_lead_in" not in RULE_LAST.fingerprint_data()
+    assert dataclasses.replace(RULE_LAST, rule_lead_in="x").fingerprint_data() != \
+        RULE_LAST.fingerprint_data()
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("no_rule.txt", "{prompt} {response}", r"\{rule\} exactly once \(it holds it 0 times\)"),
+    ("two_prompts.txt", "{prompt} {prompt} {response} {rule}", r"\{prompt\} exactly once"),
+    ("list.json", '["{prompt} {response} {rule}"]', "holds an object with 'body'"),
+    ("typo.json", '{"body": "{prompt} {response} {rule}", "rule_lines": "x"}',
+     r"unknown keys \['rule_lines'\]"),
+    ("nobody.yaml", "name: x\n", "has no 'body'"),
+    ("null.yaml", "body: '{prompt} {response} {rule}'\nanswer_lead: null\n",
+     "'answer_lead' must be a string"),
+    ("badline.yaml", "body: '{prompt} {response} {rule}'\nrule_line: 'Rule:'\n",
+     r"'rule_line' must hold \{rule\}"),
+])
+def test_bad_template_files(tmp_path, model_and_tokenizers, name, text, match):
+    model, tok, _ = model_and_tokenizers
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        RuleJudge(model, tok, template=str(tmp_path / name), progress=False)
+    assert name in str(err.value)
+    with pytest.raises(FileNotFoundError, match="no judge template file"):
+        RuleJudge(model, tok, template=str(tmp_path / "absent.yaml"), progress=False)
 
 
 def test_braces_in_text_stay_as_written(model_and_tokenizers):

@@ -20,7 +20,10 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool =
                         help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
     if loading_only:
         return
-    parser.add_argument("--template", default=d["template"], choices=sorted(TEMPLATES))
+    parser.add_argument("--template", default=d["template"], metavar="NAME_OR_FILE",
+                        help=f"the judge's prompt: {', '.join(sorted(TEMPLATES))} "
+                        f"(default {d['template']}), or a template file (.txt: the body; "
+                        ".json/.yaml: body, rule_line, answer_lead, rule_lead_in; see README)")
     parser.add_argument("--normalize", default=d["normalize"], choices=["vocab", "choices"])
     parser.add_argument("--batch-size", type=int, default=d["batch_size"],
                         help=f"sequences per forward pass (default {d['batch_size']})")

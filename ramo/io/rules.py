@@ -128,7 +128,7 @@ def _records(path: str | os.PathLike, kind: str, problems: Problems) -> list[tup
     """(position, raw object) for each rule entry in the file."""
     if kind == "jsonl":
         return read_jsonl(path, problems)
-    document = read_json(path) if kind == "json" else _read_yaml(path)
+    document = read_json(path) if kind == "json" else read_yaml(path)
     entries = _rule_list(document, path)
     return [(f"index {i}", entry) for i, entry in enumerate(entries)]
 
@@ -190,7 +190,8 @@ def _rule_from_entry(entry: Any) -> tuple[Rule | None, list[str]]:
     return Rule(id=rule_id, text=text, category=category), []
 
 
-def _read_yaml(path: str | os.PathLike) -> Any:
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML document (rule pools, judge templates) whose scalars all stay strings."""
     try:
         import yaml
     except ImportError as e:  # pyyaml is optional: only YAML pools need it

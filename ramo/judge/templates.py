@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
+from pathlib import Path
 
 # Stands for the rule line while the chat template is applied; split out afterwards.
 _RULE_SLOT = "\u0000RAMO_RULE_SLOT\u0000"
@@ -26,17 +28,29 @@ class JudgeTemplate:
     """The judge's instructions, with {prompt}, {response}, {rule} and the three answer words.
 
     ``body`` is the user turn; ``rule_line`` is what stands where {rule} is in ``body``: it
-    starts the suffix, so everything before the rule itself (its label) belongs in ``body``. ``answer_lead`` ends the text when the tokenizer has no chat
-    template (the judge then continues a plain document).
+    starts the suffix, so everything before the rule itself (its label) belongs in ``body``.
+    ``answer_lead`` ends the text when the tokenizer has no chat template (the judge then
+    continues a plain document). ``rule_lead_in``: a fixed opening that rule texts carry and
+    the judge should not see (e.g. "Accept the response that "), removed from a rule that
+    starts with it.
     """
 
     name: str
     body: str
     rule_line: str = " {rule}"
     answer_lead: str = "\nAnswer:"
+    rule_lead_in: str = ""
+
+    def rule_text(self, rule: str) -> str:
+        """The rule as the judge reads it."""
+        lead = self.rule_lead_in
+        return rule[len(lead):] if lead and rule.startswith(lead) else rule
 
     def fingerprint_data(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.rule_lead_in:  # so templates without one keep the fingerprints they had
+            del data["rule_lead_in"]
+        return data
 
 
 _INSTRUCTIONS = (
@@ -99,15 +113,73 @@ def _fill(text: str, values: dict[str, str]) -> str:
 TEMPLATES = {t.name: t for t in (RULE_LAST, RULE_FIRST, FEW_SHOT)}
 
 
-def get_template(template: str | JudgeTemplate) -> JudgeTemplate:
+def get_template(template: str | os.PathLike | JudgeTemplate) -> JudgeTemplate:
+    """A template: one of TEMPLATES by name, a template file (`load_template`), or a
+    JudgeTemplate, checked."""
     if isinstance(template, JudgeTemplate):
-        if "{rule}" not in template.body:
-            raise ValueError(f"template {template.name!r}: its body has no {{rule}} slot")
-        return template
-    try:
+        return check_template(template)
+    if isinstance(template, str) and template in TEMPLATES:
         return TEMPLATES[template]
-    except KeyError:
-        raise ValueError(f"unknown judge template {template!r}; known: {sorted(TEMPLATES)}")
+    if Path(template).suffix.lower() in _TEMPLATE_SUFFIXES:
+        return load_template(template)
+    raise ValueError(f"unknown judge template {os.fspath(template)!r}; known: "
+                     f"{sorted(TEMPLATES)}, or a template file ({', '.join(_TEMPLATE_SUFFIXES)})")
+
+
+def check_template(template: JudgeTemplate, where: str | None = None) -> JudgeTemplate:
+    """The template, when each of {prompt}, {response} and {rule} is in its body once
+    (the rule's slot splits the shared prefix from each rule's suffix); else ValueError."""
+    where = where or f"template {template.name!r}"
+    for field in ("name", "body", "rule_line", "answer_lead", "rule_lead_in"):
+        if not isinstance(getattr(template, field), str):
+            raise ValueError(f"{where}: {field!r} must be a string")
+    for slot in ("{prompt}", "{response}", "{rule}"):
+        if template.body.count(slot) != 1:
+            raise ValueError(f"{where}: its body must hold {slot} exactly once "
+                             f"(it holds it {template.body.count(slot)} times)")
+    if "{rule}" not in template.rule_line:
+        raise ValueError(f"{where}: 'rule_line' must hold {{rule}}")
+    return template
+
+
+_TEMPLATE_SUFFIXES = (".json", ".yaml", ".yml", ".txt")
+_TEMPLATE_KEYS = ("name", "body", "rule_line", "answer_lead", "rule_lead_in")
+
+
+def load_template(path: str | os.PathLike) -> JudgeTemplate:
+    """A judge template from a file, so another pipeline's prompt can be reproduced exactly.
+
+    .txt: the body itself (the file's text; one trailing newline is dropped). .json / .yaml /
+    .yml: an object with "body" and optionally "name" (default: the file's stem),
+    "rule_line" (default " {rule}"), "answer_lead" (default "\\nAnswer:") and
+    "rule_lead_in" (a fixed opening of every rule text the judge should not see). The body
+    holds {prompt}, {response} and {rule} once each, and may use {yes}, {no} and
+    {irrelevant} for the answer words; other braces are kept as written. ValueError names
+    the file and the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no judge template file at {path}")
+    kind = path.suffix.lower()
+    if kind == ".txt":
+        text = path.read_text(encoding="utf-8-sig")
+        fields = {"body": text[:-1] if text.endswith("\n") else text}
+    else:
+        from ramo.io.jsonl import read_json
+        from ramo.io.rules import read_yaml
+
+        fields = read_json(path) if kind == ".json" else read_yaml(path)
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: a judge template file holds an object with 'body', "
+                             f"got {type(fields).__name__}")
+        unknown = sorted(map(str, set(fields) - set(_TEMPLATE_KEYS)))
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; a template has "
+                             f"{', '.join(_TEMPLATE_KEYS)}")
+        if "body" not in fields:
+            raise ValueError(f"{path}: the template has no 'body'")
+    fields.setdefault("name", path.stem)
+    return check_template(JudgeTemplate(**fields), where=str(path))
 
 
 class TemplateRenderer:
@@ -147,7 +219,8 @@ class TemplateRenderer:
         """(prefix ids, one suffix's ids per rule): the template and the conversation are
         rendered once per response, whatever the number of rules."""
         head, tail = self.texts(prompt, response)
-        suffixes = [self._encode(_fill(self.template.rule_line, {"rule": rule}) + tail, first=False)
+        suffixes = [self._encode(_fill(self.template.rule_line,
+                                       {"rule": self.template.rule_text(rule)}) + tail, first=False)
                     for rule in rules]
         return self._encode(head, first=True), suffixes
 
