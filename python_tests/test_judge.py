@@ -192,6 +192,38 @@ def test_bad_template_files(tmp_path, model_and_tokenizers, name, text, match):
         RuleJudge(model, tok, template=str(tmp_path / "absent.yaml"), progress=False)
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_checkpoint_fingerprint_is_the_loaded_models(tmp_path, tied):
+    """An engine that loads the weights itself (vLLM) fingerprints the files as the
+    transformers engine fingerprints the model it loads: fp32 and bf16, saved and loaded in
+    either, with tied embeddings (one tensor in the file, two names in the model)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from ramo.judge.rule_judge import checkpoint_fingerprint, model_fingerprint
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    for saved in (torch.float32, torch.bfloat16):
+        folder = tmp_path / str(saved)
+        LlamaForCausalLM(config).to(saved).save_pretrained(folder)
+        for loaded in (torch.float32, torch.bfloat16):
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=loaded)
+            assert checkpoint_fingerprint(folder, loaded) == model_fingerprint(model)
+    assert checkpoint_fingerprint(tmp_path / str(torch.float32), torch.float32) != \
+        checkpoint_fingerprint(tmp_path / str(torch.bfloat16), torch.float32)
+    with pytest.raises(ValueError, match="no .safetensors files"):
+        checkpoint_fingerprint(tmp_path, torch.float32)
+
+
+def test_engine_arguments(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    with pytest.raises(ValueError, match="a causal LM \\(model\\) or an engine"):
+        RuleJudge(None, tok)
+    with pytest.raises(ValueError, match="unknown judge engine 'sglang'"):
+        RuleJudge.from_pretrained("default", engine="sglang")
+
+
 def test_braces_in_text_stay_as_written(model_and_tokenizers):
     model, tok, _ = model_and_tokenizers
     judge = RuleJudge(model, tok, progress=False)

@@ -95,6 +95,25 @@ def test_fp32_within_1e5_of_fp64_truth(backend, normalize, shape):
         assert err <= 1e-5, (seed, err)
 
 
+@pytest.mark.parametrize("normalize", ["vocab", "choices"])
+def test_from_listed_logprobs_equals_the_truth(normalize):
+    """An engine that returns the listed ids' full-vocabulary log-probabilities (vLLM) gets
+    the same five outputs, in fp64 to fp64 precision and from fp32 log-probabilities within
+    the fp32 bound, extreme logits and an empty `other` set included."""
+    from ramo.reference.judge_scores import from_listed_logprobs
+
+    for seed, (scale, other) in enumerate([(2.0, OTHER), (40.0, OTHER), (2.0, [])]):
+        hidden, weight, bias = make_case(seed, 9, 33, 300, dtype=torch.float64, bias=True,
+                                         scale=scale)
+        ids = YES + NO + list(other)
+        logprobs = torch.log_softmax(hidden @ weight.T + bias, dim=1)[:, ids]
+        want = truth(hidden, weight, bias, YES, NO, other, normalize)
+        got = JudgeScores(*from_listed_logprobs(logprobs, len(YES), len(NO), normalize))
+        assert max_error(got, want) <= 1e-12
+        rounded = from_listed_logprobs(logprobs.float().double(), len(YES), len(NO), normalize)
+        assert max_error(JudgeScores(*rounded), want) <= 1e-5
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", NARROW, ids=str)
 @pytest.mark.parametrize("normalize", ["vocab", "choices"])

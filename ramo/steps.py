@@ -25,7 +25,8 @@ from typing import Any
 
 # The judge's settings as the CLI and the config name them: RuleJudge's own, plus how to load
 # it (`load_judge`).
-JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None}
+JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None, "engine": "transformers",
+                 "engine_options": None}
 JUDGE_OPTIONS = ("template", "normalize", "batch_size")
 
 
@@ -61,5 +62,6 @@ def load_judge(settings: dict[str, Any], **options):
     settings = {**judge_defaults(), **settings}
     return RuleJudge.from_pretrained(
         settings["model"], dtype=getattr(torch, settings["dtype"]),
-        device=default_device(settings["device"]), progress=False,
+        device=default_device(settings["device"]), engine=settings["engine"],
+        engine_options=settings["engine_options"], progress=False,
         **{name: settings[name] for name in JUDGE_OPTIONS}, **options)

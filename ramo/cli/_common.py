@@ -9,6 +9,7 @@ from pathlib import Path
 def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool = False) -> None:
     """--judge, --dtype, --device and (unless loading_only) --template, --normalize and
     --batch-size, defaulting to the judge settings of ramo.steps."""
+    from ramo.judge.models import ENGINES
     from ramo.judge.templates import TEMPLATES
     from ramo.steps import judge_defaults
 
@@ -18,6 +19,13 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool =
     parser.add_argument("--dtype", default=d["dtype"], choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default=d["device"],
                         help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")
+    parser.add_argument("--engine", default=d["engine"], choices=ENGINES,
+                        help="what runs the judge: transformers (default) or vLLM (pip install "
+                        "'ramo[vllm]'; a local folder; it places the model itself)")
+    parser.add_argument("--engine-option", action="append", default=[], metavar="KEY=VALUE",
+                        dest="engine_options", type=_engine_option,
+                        help="an argument of vllm.LLM, e.g. tensor_parallel_size=4 (the value "
+                        "read as JSON when it parses, else as text; repeatable)")
     if loading_only:
         return
     parser.add_argument("--template", default=d["template"], metavar="NAME_OR_FILE",
@@ -32,10 +40,24 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool =
 def judge_settings(args: argparse.Namespace, *, loading_only: bool = False) -> dict:
     """The judge settings (ramo.steps.load_judge) that the flags of add_judge_arguments, with
     the same loading_only, gave."""
-    names = {"model": "judge", "dtype": "dtype", "device": "device"}
+    names = {"model": "judge", "dtype": "dtype", "device": "device", "engine": "engine"}
     if not loading_only:
         names.update(template="template", normalize="normalize", batch_size="batch_size")
-    return {key: getattr(args, flag) for key, flag in names.items()}
+    settings = {key: getattr(args, flag) for key, flag in names.items()}
+    settings["engine_options"] = dict(args.engine_options) or None
+    return settings
+
+
+def _engine_option(text: str) -> tuple[str, object]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. tensor_parallel_size=2")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def add_pairs_and_rules(parser: argparse.ArgumentParser, pairs_help: str,

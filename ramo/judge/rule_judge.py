@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import inspect
 import json
+import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -39,11 +41,12 @@ class RuleJudge:
     """Rates (response, rule) pairs with a Hugging Face causal LM.
 
     Args:
-        model: any causal LM (``AutoModelForCausalLM``), in the dtype and device to run in.
+        model: any causal LM (``AutoModelForCausalLM``), in the dtype and device to run in;
+            None when an engine runs the model.
         tokenizer: its tokenizer; its chat template is used when it has one.
         template: "rule-last" (default; the conversation prefix is shared by all rules),
-            "rule-first" (the reference pipeline's order; batched, nothing shared), or a
-            `JudgeTemplate`.
+            "rule-first" (the reference pipeline's order; batched, nothing shared), a
+            template file (`ramo.judge.templates.load_template`), or a `JudgeTemplate`.
         normalize: "vocab" (softmax over the whole vocabulary, the method's definition) or
             "choices" (softmax over the answer tokens only).
         batch_size: sequences (rule suffixes, or whole prompts when nothing is shared) per
@@ -54,6 +57,9 @@ class RuleJudge:
             whose rule comes last.
         backend: the `judge_scores` backend (None: by device).
         progress: show a progress bar in `rate`.
+        engine: instead of `model`, an engine that scores ramo's rendered ids itself
+            (`ramo.judge.vllm_engine.VllmEngine`); batch_size, share_prefix and backend are
+            then the engine's business.
     """
 
     def __init__(self, model, tokenizer, *, template: str | JudgeTemplate = "rule-last",
@@ -61,13 +67,21 @@ class RuleJudge:
                  answer_words: dict[str, str] | None = None,
                  answer_ids: dict[str, list[int]] | None = None,
                  use_chat_template: bool | None = None, share_prefix: bool | None = None,
-                 backend: str | None = None, progress: bool = True):
+                 backend: str | None = None, progress: bool = True, engine=None):
         if normalize not in ("vocab", "choices"):
             raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-        _check_lm_head(model)
-        self.model = model.eval()
+        if (model is None) == (engine is None):
+            raise ValueError("give a causal LM (model) or an engine that runs one, not both")
+        self.engine = engine
+        self.model = None
+        if model is not None:
+            _check_lm_head(model)
+            self.model = model.eval()
+            head = model.get_output_embeddings()
+            self._head_weight = head.weight
+            self._head_bias = getattr(head, "bias", None)
         self.tokenizer = tokenizer
         self.template = get_template(template)
         self.normalize = normalize
@@ -79,17 +93,22 @@ class RuleJudge:
         self._renderer = TemplateRenderer(self.template, tokenizer, words, use_chat_template)
         rule_last = self.template.body.rstrip().endswith("{rule}")
         self.share_prefix = rule_last if share_prefix is None else bool(share_prefix)
-        head = model.get_output_embeddings()
-        self._head_weight = head.weight
-        self._head_bias = getattr(head, "bias", None)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu", **kwargs) -> "RuleJudge":
-        """A judge from a local folder or a hub id, or "default" for the embedded judge."""
-        from ramo.judge.models import load_judge
+                        device: str | torch.device = "cpu", engine: str = "transformers",
+                        engine_options: dict | None = None, **kwargs) -> "RuleJudge":
+        """A judge from a local folder or a hub id, or "default" for the embedded judge.
 
-        model, tokenizer, defaults = load_judge(name_or_path, dtype=dtype, device=device)
+        engine: "transformers" (the model runs here, on `device`) or "vllm" (a `VllmEngine`
+        over a local folder, with `engine_options` for `vllm.LLM`; it places the model
+        itself)."""
+        from ramo.judge.models import ENGINES, load_judge
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown judge engine {engine!r}; the engines are {ENGINES}")
+        model, tokenizer, defaults = load_judge(name_or_path, dtype=dtype, device=device,
+                                                engine=engine, engine_options=engine_options)
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
         return cls(model, tokenizer, **kwargs)
@@ -109,17 +128,23 @@ class RuleJudge:
         return list(self._answer_ids[answer])
 
     def fingerprint(self) -> str:
-        """Identifies the judge model: its class, config and a sample of its weights."""
-        return model_fingerprint(self.model)
+        """Identifies the judge model: its class, config and a sample of its weights (the
+        same for the same weights and dtype on either engine)."""
+        return self.engine.fingerprint() if self.engine else model_fingerprint(self.model)
 
     def template_fingerprint(self) -> str:
         """Identifies everything that turns (prompt, response, rule) into a score."""
         return self._renderer.fingerprint(self._answer_ids, self.normalize)
 
     def describe(self) -> dict:
+        if self.engine is not None:
+            model = {"model": self.engine.path, "dtype": str(self.engine.dtype),
+                     "engine": type(self.engine).__name__}
+        else:
+            model = {"model": getattr(self.model.config, "_name_or_path", "")
+                     or type(self.model).__name__, "dtype": str(self._head_weight.dtype)}
         return {
-            "model": getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__,
-            "dtype": str(self._head_weight.dtype), "template": self.template.name,
+            **model, "template": self.template.name,
             "normalize": self.normalize, "answer_ids": self._answer_ids,
             "chat_template": self._renderer.use_chat,
         }
@@ -133,6 +158,8 @@ class RuleJudge:
         texts = [rule.text for rule in as_rules(rules)]
         _text_of(prompt, "prompt"), _text_of(response, "response")
         prefix, suffixes = self._renderer.ids(prompt, response, texts)
+        if self.engine is not None:
+            return self._engine_scores([prefix + s for s in suffixes])
         if self.share_prefix:
             hidden = self._answer_hidden_shared(prefix, suffixes)
         else:
@@ -157,6 +184,16 @@ class RuleJudge:
                        **fields)
 
     # ---- forward passes ------------------------------------------------------------------
+
+    def _engine_scores(self, sequences: list[list[int]]) -> JudgeScores:
+        from ramo.reference.judge_scores import from_listed_logprobs
+
+        ids = self._answer_ids
+        listed = self.engine.listed_logprobs(sequences, ids["yes"] + ids["no"] + ids["irrelevant"])
+        scores = from_listed_logprobs(listed, len(ids["yes"]), len(ids["no"]), self.normalize)
+        # The transformers engine's outputs are in the judge's accumulation dtype: fp32
+        # below fp64 (vLLM returns fp32 log-probabilities).
+        return JudgeScores(*(x.to(torch.float32) for x in scores))
 
     def _decoder(self):
         return self.model.base_model
@@ -257,14 +294,56 @@ def _check_lm_head(model) -> None:
 def model_fingerprint(model) -> str:
     """sha256 (16 hex digits) of the model's class, config and a strided sample of every
     parameter: cheap, yet any fine-tune or other checkpoint changes it."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    config = model.config.to_dict()
+    return _fingerprint(type(model).__name__, model.config.to_dict(),
+                        ((name, p) for name, p in sorted(model.state_dict().items())))
+
+
+def checkpoint_fingerprint(path: str | os.PathLike, dtype: torch.dtype) -> str:
+    """The `model_fingerprint` of the causal LM that `from_pretrained(path, dtype=dtype)`
+    loads, read from the folder's safetensors files one tensor at a time: for an engine that
+    loads the weights itself (vLLM), so that its ratings and the transformers engine's share
+    a store. The model is built on the meta device for its parameter names and ties."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(path)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder}: no .safetensors files to fingerprint the judge from")
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # A tied parameter is one object under several names; the file holds one of them.
+    names_of: dict[int, list[str]] = {}
+    for name, param in skeleton.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(param), []).append(name)
+    aliases = {name: names for names in names_of.values() for name in names}
+    where = {}
+    for file in files:
+        with safe_open(file, "pt") as f:
+            where.update((key, file) for key in f.keys())
+
+    def tensors():
+        for name, meta in sorted(skeleton.state_dict().items()):
+            stored = next((n for n in aliases.get(name, [name]) if n in where), None)
+            if stored is None:
+                raise ValueError(f"{folder}: the checkpoint has no tensor {name!r} (nor a "
+                                 "weight tied to it): it cannot be fingerprinted as the "
+                                 "transformers engine would load it")
+            with safe_open(where[stored], "pt") as f:
+                yield name, f.get_tensor(stored).to(meta.dtype)
+
+    return _fingerprint(type(skeleton).__name__, skeleton.config.to_dict(), tensors())
+
+
+def _fingerprint(class_name: str, config: dict, tensors) -> str:
+    h = hashlib.sha256(class_name.encode())
     # Where the model was loaded from and which transformers wrote its config say nothing
     # about the model: the same weights must keep their ratings across paths and upgrades.
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, p in sorted(model.state_dict().items()):
+    for name, p in tensors:
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 4096)
         h.update(name.encode())

@@ -90,3 +90,14 @@ def judge_scores(
         probs = torch.softmax(listed, dim=1)
     p_yes, p_no, p_other = set_sums(probs, n_yes, n_no)
     return p_yes, p_no, p_other, p_yes - p_no, relevance_of(listed, n_yes, n_no)
+
+
+def from_listed_logprobs(listed: torch.Tensor, n_yes: int, n_no: int,
+                         normalize: str) -> tuple[torch.Tensor, ...]:
+    """The same five outputs from an engine that returns, instead of hidden states, the
+    full-vocabulary log-probabilities of the listed ids ([B, L], yes then no then other
+    columns), as vLLM does: "vocab" probabilities are their exponentials, "choices" their
+    softmax (the vocabulary's normaliser cancels), and the relevance is the same ratio."""
+    probs = torch.exp(listed) if normalize == "vocab" else torch.softmax(listed, dim=1)
+    p_yes, p_no, p_other = set_sums(probs, n_yes, n_no)
+    return p_yes, p_no, p_other, p_yes - p_no, relevance_of(listed, n_yes, n_no)
