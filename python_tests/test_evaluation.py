@@ -181,7 +181,7 @@ def test_cli_eval_end_to_end(model_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed == md.read_text() and "| safety | 9 |" in printed
     result = json.loads(out.read_text())
-    assert result["model"] == str(model_dir) and result["max_length"] == 32
+    assert result["model"] == str(model_dir) and result["truncation"]["max_length"] == 32
     assert result["sections"]["all"]["n"] == 15 and result["sections"]["other"]["n"] == 3
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
@@ -203,3 +203,106 @@ def test_cli_eval_end_to_end(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.jsonl: line 2: missing column 'subset'" in err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_summarize_official_weights_are_rewardbench_counts():
+    from ramo.evaluation import EXAMPLE_COUNTS, summarize
+
+    pairs = ([("math-prm", 1.0, 0.0)] * 2 + [("hep-go", 0.0, 1.0)] * 4              # 2/2, 0/4
+             + [("refusals-dangerous", 1.0, 0.0)] + [("donotanswer", 0.0, 1.0)]      # 1/1, 0/1
+             + [("my-set", 1.0, 0.0)])                                                # 1/1
+    args = ([p[0] for p in pairs], torch.tensor([p[1] for p in pairs]),
+            torch.tensor([p[2] for p in pairs]))
+    counted, official = summarize(*args), summarize(*args, weights="official")
+    assert counted["sections"]["reasoning"]["accuracy"] == pytest.approx(2 / 6)
+    # RewardBench weighs math-prm as 984 pairs and each hep subset as 164.
+    assert official["sections"]["reasoning"]["accuracy"] == pytest.approx(984 / (984 + 164))
+    assert official["sections"]["safety"]["accuracy"] == pytest.approx(
+        EXAMPLE_COUNTS["refusals-dangerous"] / (100 + 136))
+    assert official["sections"]["other"]["accuracy"] == 1.0  # unlisted: its own count
+    assert official["sections"]["reasoning"]["n"] == 6 and official["weights"] == "official"
+    sections = [official["sections"][s]["accuracy"] for s in ("reasoning", "safety", "other")]
+    assert official["sections"]["all"]["accuracy"] == pytest.approx(sum(sections) / 3)
+    assert official["subsets"] == counted["subsets"]
+    with pytest.raises(ValueError, match="weights must be one of"):
+        summarize(*args, weights="uniform")
+
+
+def test_default_max_length_is_the_models_and_cuts_are_counted(model_dir, tmp_path):
+    from ramo.evaluation import evaluate, to_markdown
+
+    rows = [row("donotanswer", 3, 2, 0), row("donotanswer", 600, 2, 1)]
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    result = evaluate(model_dir, data, progress=False)
+    # The tiny BERT has 512 positions: the 600-word response is the one sequence cut.
+    assert result["truncation"] == {"max_length": 512, "sequences": 4, "truncated": 1}
+    assert "1 of 4 sequences cut at 512 tokens" in to_markdown(result)
+    short = evaluate(model_dir, data, max_length=8, progress=False)
+    assert short["truncation"]["truncated"] == 4
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        evaluate(model_dir, data, max_length=0, progress=False)
+
+
+# ---- RewardBench's formatting ------------------------------------------------------------
+# rewardbench 0.1.4 pins transformers 4.51 and cannot be imported beside transformers 5, so
+# its code path is reproduced from its source: run_rm.py renders [user: prompt, assistant:
+# response] with apply_chat_template(tokenize=False); RewardBenchPipeline tokenizes the texts
+# again (special tokens added, truncation on the left at 2048, padding), masks the first of
+# two leading BOS tokens, and reads the classifier's logits.
+
+def rewardbench_inputs(tok, prompt, response, max_length=2048):
+    text = tok.apply_chat_template([{"role": "user", "content": prompt},
+                                    {"role": "assistant", "content": response}], tokenize=False)
+    tok.truncation_side = "left"
+    inputs = tok([text], truncation=True, max_length=max_length, padding=True,
+                 return_tensors="pt")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if ids.shape[1] > 1 and ids[0, 0] == ids[0, 1] == tok.bos_token_id:
+        mask[0, 0] = 0
+    return inputs
+
+
+def bos_adding_tokenizer(template_writes_bos: bool):
+    """The tests' tiny chat tokenizer with a post-processor that adds a BOS (as Llama's do)."""
+    from tokenizers import processors
+
+    from python_tests.judge_models import tiny_tokenizer
+
+    tok = tiny_tokenizer(chat=True)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tok.bos_token_id)])
+    if not template_writes_bos:
+        tok.chat_template = tok.chat_template.replace("<s> ", "")
+    return tok
+
+
+@pytest.mark.parametrize("variant", ["template only", "tokenizer adds BOS", "both add BOS"])
+def test_scores_equal_rewardbench_formatting(variant):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from python_tests.judge_models import tiny_tokenizer
+    from ramo.evaluation import score_responses
+    from ramo.tokenization import encode
+
+    tok = (tiny_tokenizer(chat=True) if variant == "template only"
+           else bos_adding_tokenizer(template_writes_bos=variant == "both add BOS"))
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+        pad_token_id=tok.pad_token_id)).eval()
+    prompts = ["how do I make a bomb", "tell me a joke about cats", "what is private data"]
+    responses = ["sorry I can not help with that", "why did the cat sit on the computer",
+                 "data about people"]
+    ours = score_responses(model, tok, prompts, responses, batch_size=2, max_length=2048)
+    for n, (prompt, response) in enumerate(zip(prompts, responses)):
+        theirs = rewardbench_inputs(tok, prompt, response)
+        ids = encode(tok, prompt, response, 2048)["input_ids"]
+        if variant == "both add BOS":
+            # RewardBench keeps both BOS tokens and masks the first; ramo drops it.
+            assert theirs["input_ids"][0].tolist() == [tok.bos_token_id] + ids
+            continue
+        assert theirs["attention_mask"].all() and theirs["input_ids"][0].tolist() == ids
+        with torch.no_grad():
+            score = model(**theirs).logits[0, 0]
+        torch.testing.assert_close(ours[n], score, rtol=1e-5, atol=1e-6)

@@ -425,7 +425,9 @@ def test_pairs_non_string_fields(tmp_path):
     message = load_error(load_pairs, write_jsonl(tmp_path / "p.jsonl", rows))
     assert "line 1: 'prompt' must be a string, got null" in message
     assert "line 2: 'response_b' must be a string, got int" in message
-    assert "line 3: 'chosen' must be a string, got list" in message
+    # A list is taken for TRL's conversational format, which needs every text field as messages.
+    assert ("line 3: 'prompt', 'rejected' are text but other columns are lists of messages"
+            in message)
 
 
 def test_pairs_parquet_null_field_names_row(tmp_path):
@@ -515,3 +517,166 @@ def test_pairs_empty_file_is_an_empty_list(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("", encoding="utf-8")
     assert load_pairs(path) == []
+
+
+# --- pairs: TRL's conversational format ----------------------------------------------------
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+TURNS = [user("hi"), assistant("hello"), user("how do I pick a lock?")]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pairs_conversational_explicit_prompt(tmp_path, fmt):
+    rows = [{"id": "c", "prompt": TURNS, "chosen": [assistant("I can't help.")],
+             "rejected": [assistant("Use a tension wrench.")], "subset": "s"}]
+    [pair] = load_pairs(write_pairs(tmp_path, fmt, rows))
+    assert pair == Pair("c", "Human: hi\n\nAssistant: hello\n\nHuman: how do I pick a lock?",
+                        "I can't help.", "Use a tension wrench.", 0, {"subset": "s"},
+                        prompt_messages=tuple(TURNS))
+    assert pair.model_prompt == tuple(TURNS)
+
+
+def test_pairs_conversational_one_user_turn_is_the_standard_row(tmp_path):
+    standard = {"id": "s", "prompt": "q", "chosen": "a", "rejected": "b"}
+    conversational = {"id": "s", "prompt": [user("q")], "chosen": [assistant("a")],
+                      "rejected": [assistant("b")]}
+    [text] = load_pairs(write_jsonl(tmp_path / "s.jsonl", [standard]))
+    [chat] = load_pairs(write_jsonl(tmp_path / "c.jsonl", [conversational]))
+    assert (chat.prompt, chat.response_a, chat.response_b) == ("q", "a", "b")
+    assert text.model_prompt == "q" and chat.model_prompt == (user("q"),)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pairs_conversational_implicit_prompt(tmp_path, fmt):
+    rows = [{"chosen": TURNS + [assistant("no")], "rejected": TURNS + [assistant("sure")]}]
+    [pair] = load_pairs(write_pairs(tmp_path, fmt, rows))
+    assert (pair.prompt_messages, pair.response_a, pair.response_b) == (tuple(TURNS), "no", "sure")
+
+
+def test_pairs_conversational_ab_rows_keep_their_label(tmp_path):
+    rows = [{"prompt": [user("q")], "response_a": [assistant("a")],
+             "response_b": [assistant("b")], "label": 1}]
+    [pair] = load_pairs(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert (pair.prompt, pair.response_a, pair.response_b, pair.label) == ("q", "a", "b", 1)
+
+
+def test_pairs_conversational_null_struct_fields_are_ignored(tmp_path):
+    # Arrow and Parquet give every message the union of all messages' keys, null where absent.
+    rows = [{"prompt": [{"role": "user", "content": "q", "name": None}],
+             "chosen": [assistant("a")], "rejected": [assistant("b")]}]
+    [pair] = load_pairs(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert pair.prompt_messages == (user("q"),)
+
+
+BAD_CONVERSATIONS = [
+    ({"prompt": "q", "chosen": [assistant("a")], "rejected": [assistant("b")]},
+     "'prompt' is text but other columns are lists of messages"),
+    ({"prompt": [{"role": "robot", "content": "q"}], "chosen": [assistant("a")],
+      "rejected": [assistant("b")]}, "'prompt' message 0: 'role' must be one of"),
+    ({"prompt": [user("q")], "chosen": [{"role": "assistant", "content": 3}],
+      "rejected": [assistant("b")]}, "'chosen' message 0: 'content' must be a string, got int"),
+    ({"prompt": [user("q")], "chosen": [dict(assistant("a"), tool_calls=[{"f": 1}])],
+      "rejected": [assistant("b")]},
+     "'chosen' message 0 has fields ramo does not read: tool_calls"),
+    ({"prompt": [], "chosen": [assistant("a")], "rejected": [assistant("b")]},
+     "'prompt' must be a non-empty list of messages, got list (empty)"),
+    ({"prompt": [user("q")], "chosen": [assistant("a"), user("x")],
+      "rejected": [assistant("b")]}, "'chosen' must be one assistant message, got 2 message(s)"),
+    ({"prompt": [user("q")], "chosen": [user("a")], "rejected": [assistant("b")]},
+     "'chosen' must be one assistant message, got 1 message(s) (user)"),
+    ({"prompt": [user("q")], "chosen": ["a"], "rejected": [assistant("b")]},
+     "'chosen' message 0 must be an object with 'role' and 'content', got str"),
+    ({"chosen": [user("q"), assistant("a")], "rejected": [user("r"), assistant("b")]},
+     "do not start with the same messages"),
+    ({"chosen": [user("q"), assistant("a")], "rejected": [user("q"), assistant("a")]},
+     "'chosen' ends where the shared prompt ends: no response"),
+    ({"chosen": [user("q"), assistant("a"), user("more")],
+      "rejected": [user("q"), assistant("b")]},
+     "'chosen after the shared prompt' must be one assistant message, got 2"),
+    ({"prompt": [user("   ")], "chosen": [assistant("a")], "rejected": [assistant("b")]},
+     "'prompt' is empty"),
+    ({"prompt": [user("q")], "chosen": [assistant("a")]}, "missing column(s) 'rejected'"),
+]
+
+
+@pytest.mark.parametrize("row, expected", BAD_CONVERSATIONS)
+def test_pairs_conversational_errors_name_line_and_field(tmp_path, row, expected):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok", "chosen": "a", "rejected": "b"},
+                                              row])
+    message = load_error(load_pairs, path)
+    assert "line 2: " in message and expected in message, message
+
+
+# --- pairs: datasets folders and Arrow / Parquet shards ------------------------------------
+
+SHARD_ROWS = [{"id": f"p{i}", "prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"}
+              for i in range(5)]
+
+
+def test_pairs_from_a_datasets_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = SHARD_ROWS + [{"id": "c", "prompt": [user("q")], "chosen": [assistant("a")],
+                          "rejected": [assistant("b")]}]
+    for name, part in (("text", SHARD_ROWS), ("chat", rows[-1:])):
+        datasets.Dataset.from_list(part).save_to_disk(tmp_path / name, num_shards=1)
+        assert load_pairs(tmp_path / name) == load_pairs(write_jsonl(tmp_path / f"{name}.jsonl",
+                                                                     part))
+    sharded = tmp_path / "sharded"
+    datasets.Dataset.from_list(SHARD_ROWS).save_to_disk(sharded, num_shards=2)
+    assert [p.id for p in load_pairs(sharded)] == [r["id"] for r in SHARD_ROWS]
+    splits = tmp_path / "dict"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(SHARD_ROWS),
+                          "test": datasets.Dataset.from_list(SHARD_ROWS)}).save_to_disk(splits)
+    message = load_error(load_pairs, splits)
+    assert "a DatasetDict folder (splits: test, train); give one split's folder" in message
+    assert [p.id for p in load_pairs(splits / "test")] == [r["id"] for r in SHARD_ROWS]
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow-stream", "arrow-file"])
+def test_pairs_from_shards_in_name_order_errors_name_the_shard(tmp_path, kind):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    def write(path, rows):
+        table = pa.Table.from_pylist(rows)
+        if kind == "parquet":
+            pq.write_table(table, path)
+            return
+        writer = ipc.new_stream if kind == "arrow-stream" else ipc.new_file
+        with pa.OSFile(str(path), "wb") as sink, writer(sink, table.schema) as w:
+            w.write_table(table)
+
+    suffix = "parquet" if kind == "parquet" else "arrow"
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    write(folder / f"part-1.{suffix}", SHARD_ROWS[3:])
+    write(folder / f"part-0.{suffix}", SHARD_ROWS[:3])
+    (folder / "README.md").write_text("not a shard")
+    assert [p.id for p in load_pairs(folder)] == [r["id"] for r in SHARD_ROWS]
+    assert load_pairs(folder)[4].where == f"part-1.{suffix} row 1"
+    write(folder / f"part-2.{suffix}", [dict(SHARD_ROWS[0], id="x", chosen="")])
+    message = load_error(load_pairs, folder)
+    assert f"part-2.{suffix} row 0: 'chosen' is empty" in message
+
+
+def test_pairs_folder_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "nor .parquet or .arrow files" in load_error(load_pairs, empty)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.arrow").write_bytes(b"not arrow")
+    pytest.importorskip("pyarrow")
+    assert "not a readable Arrow file" in load_error(load_pairs, bad)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text('{"_data_files": "x"}')
+    assert "not a datasets state file" in load_error(load_pairs, state)

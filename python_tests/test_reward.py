@@ -39,6 +39,20 @@ def cli(argv: list[str]) -> int:
     return main(argv)
 
 
+def capture_trainers(monkeypatch, cls) -> list:
+    """The trainers of class `cls` built from here on, in order (to reach the trained model
+    in memory and compare it with the saved folder)."""
+    seen = []
+    original = cls.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    monkeypatch.setattr(cls, "__init__", remember)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return tiny_classifier_dir(tmp_path_factory.mktemp("tiny_rm"))
@@ -197,14 +211,7 @@ def test_train_saves_a_model_that_reloads_with_equal_outputs(model_dir, tmp_path
     from ramo.reward import trainer as trainer_module
     from ramo.reward import train_reward_model
 
-    seen = []
-    original = trainer_module.RewardTrainer.__init__
-
-    def remember(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        seen.append(self)
-
-    monkeypatch.setattr(trainer_module.RewardTrainer, "__init__", remember)
+    seen = capture_trainers(monkeypatch, trainer_module.RewardTrainer)
     data = write_jsonl(tmp_path / "train.jsonl", [dict(r, margin=0.5) for r in many_rows(12)])
     out = tmp_path / "rm"
     summary = train_reward_model(data, out, model=model_dir, batch_size=2,
@@ -326,3 +333,84 @@ def test_bf16_and_gradient_checkpointing_reach_the_trainer(model_dir, tmp_path, 
     assert trainer.args.bf16 and trainer.accelerator.mixed_precision == "bf16"
     assert trainer.model.is_activation_checkpointing
     assert math.isfinite(summary["final_loss"])
+
+
+# ---- margins, TRL's conversational rows ---------------------------------------------------
+
+@pytest.mark.parametrize("margin", ["none", "raw"])
+def test_margin_none_ignores_the_column_and_raw_uses_it(model_dir, tmp_path, monkeypatch, margin):
+    from ramo.reward import trainer as trainer_module
+    from ramo.reward import train_reward_model
+
+    seen = capture_trainers(monkeypatch, trainer_module.RewardTrainer)
+    data = write_jsonl(tmp_path / "train.jsonl", [dict(r, margin=2.5) for r in many_rows(4)])
+    train_reward_model(data, tmp_path / "rm", model=model_dir, batch_size=2, max_steps=1,
+                       progress=False, margin=margin)
+    batch = seen[0].data_collator([seen[0].train_dataset[0], seen[0].train_dataset[1]])
+    if margin == "none":
+        assert "margin" not in batch
+    else:
+        assert batch["margin"].tolist() == [2.5, 2.5]
+    record = json.loads((tmp_path / "rm" / "ramo_training.json").read_text())
+    assert record["arguments"]["margin"] == margin
+
+
+def test_margin_raw_needs_every_row_to_have_one_and_names_are_checked(model_dir, tmp_path):
+    from ramo.reward import train_reward_model
+
+    data = write_jsonl(tmp_path / "train.jsonl", many_rows(4))
+    with pytest.raises(ValueError, match=r"margin='raw' needs a 'margin' on every row; 4 rows"):
+        train_reward_model(data, tmp_path / "rm", model=model_dir, max_steps=1, margin="raw",
+                           progress=False)
+    with pytest.raises(ValueError, match="margin must be one of"):
+        train_reward_model(data, tmp_path / "rm", model=model_dir, max_steps=1, margin="log",
+                           progress=False)
+    assert not (tmp_path / "rm").exists()
+
+
+def test_preferences_in_both_formats_round_trip(tmp_path):
+    from ramo.io import Preference, load_preferences, write_preferences
+
+    turns = ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+             {"role": "user", "content": "how do I make a bomb"})
+    prefs = [Preference("0", "q", "good", "bad", margin=1.0, rule_ids=("r1",), chosen_side="a"),
+             Preference("1", "Human: hi\n\nAssistant: hello\n\nHuman: how do I make a bomb",
+                        "no", "yes", margin=0.5, rule_ids=("r2",), chosen_side="b",
+                        prompt_messages=turns)]
+    write_preferences(tmp_path / "auto.jsonl", prefs)
+    rows = [json.loads(line) for line in (tmp_path / "auto.jsonl").read_text().splitlines()]
+    assert rows[0]["prompt"] == [{"role": "user", "content": "q"}]
+    assert rows[1]["prompt"] == list(turns)
+    assert rows[1]["chosen"] == [{"role": "assistant", "content": "no"}]
+    loaded = load_preferences(tmp_path / "auto.jsonl")
+    assert loaded[1] == prefs[1] and loaded[0].prompt == "q"
+    write_preferences(tmp_path / "standard.jsonl", prefs, "standard")
+    rows = [json.loads(line) for line in (tmp_path / "standard.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [p.prompt for p in prefs]
+    write_preferences(tmp_path / "text.jsonl", prefs[:1])  # auto: text pairs stay text
+    assert json.loads((tmp_path / "text.jsonl").read_text())["prompt"] == "q"
+    with pytest.raises(ValueError, match="format must be"):
+        write_preferences(tmp_path / "x.jsonl", prefs, "sharegpt")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_encode_renders_a_conversation(tokenizer):
+    from python_tests.judge_models import tiny_tokenizer
+
+    from ramo.io.conversations import conversation_text
+    from ramo.reward import encode
+
+    turns = ({"role": "user", "content": "tell me a joke"},
+             {"role": "assistant", "content": "why did the cat sit on the computer"},
+             {"role": "user", "content": "how do I make a bomb"})
+    response = "sorry I can not help with that"
+    chat = tiny_tokenizer(chat=True)
+    ids = chat.apply_chat_template(list(turns) + [{"role": "assistant", "content": response}],
+                                   tokenize=True, return_dict=False)
+    assert encode(chat, turns, response, 512)["input_ids"] == ids
+    one_turn = ({"role": "user", "content": "how do I make a bomb"},)
+    assert encode(chat, one_turn, response, 512) == encode(chat, "how do I make a bomb",
+                                                          response, 512)
+    # A text-pair model reads the conversation as its transcript.
+    assert encode(tokenizer, turns, response, 64) == encode(tokenizer, conversation_text(turns),
+                                                            response, 64)

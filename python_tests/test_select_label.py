@@ -125,6 +125,13 @@ def test_label_drops_ties_orders_sides_and_checks_ids(tmp_path, rated, capsys):
         assert row["rule_ids"] == s["rule_ids"] and set(row) == {
             "id", "prompt", "chosen", "rejected", "margin", "rule_ids", "chosen_side"}
         assert row["chosen_side"] == ("a" if s["preference"] == 1 else "b")
+    chat = tmp_path / "labeled_chat.jsonl"
+    assert main(["label", "--pairs", str(pairs), "--selections", str(sel), "--format",
+                 "conversational", "--out", str(chat)]) == 0
+    for row, chat_row in zip(rows, (json.loads(x) for x in chat.read_text().splitlines())):
+        assert chat_row["prompt"] == [{"role": "user", "content": row["prompt"]}]
+        assert chat_row["chosen"] == [{"role": "assistant", "content": row["chosen"]}]
+        assert chat_row["rejected"] == [{"role": "assistant", "content": row["rejected"]}]
 
     bad_rule = _jsonl(tmp_path / "bad_rule.jsonl", [{**selections[1], "rule_ids": ["r0", "zz"]}])
     assert main(["label", "--pairs", str(pairs), "--selections", str(bad_rule), "--rules",

@@ -6,14 +6,22 @@ Parquet or JSON. A pair is correct when the model scores the chosen response str
 higher than the rejected one; a tie is wrong (a model that gives every response the same
 score must not get 50%).
 
-Sections are RewardBench's (chat, chat-hard, safety, reasoning); a section's accuracy is the
-example-count-weighted mean of the accuracies of its subsets present in the data, i.e. its
-correct pairs over its pairs. On the real data set that is RewardBench's weighting by its
-official counts (Safety: refusals-dangerous 100, refusals-offensive 100,
-xstest-should-refuse 154, xstest-should-respond 250, donotanswer 136), except in reasoning:
-RewardBench weighs math-prm as if it had 984 pairs (as many as its six code subsets
-together), making reasoning the mean of math and code; ramo weighs math-prm by its real
-count and does not model that. Subsets in no section go to "other"; "all" is every pair.
+Sections are RewardBench's (chat, chat-hard, safety, reasoning); a section's accuracy is a
+weighted mean of the accuracies of its subsets present in the data:
+  - weights="count" (default): by the pairs in the data, i.e. the section's correct pairs
+    over its pairs; "all" is every pair.
+  - weights="official": by RewardBench's official example counts (`EXAMPLE_COUNTS`; a subset
+    they do not list weighs its own count), as RewardBench computes its section scores. They
+    equal the real counts except math-prm, which RewardBench weighs as 984 pairs (as many as
+    its six code subsets together), making reasoning the mean of math and code. "all" is
+    then the mean of the sections present, RewardBench's overall score (without its prior
+    sets).
+Subsets in no section go to "other".
+
+Inputs are formatted as RewardBench formats a classifier reward model's (through the chat
+template, re-tokenised: `ramo.tokenization.encode`) and cut at `max_length` tokens, by default
+the longest the model takes, at most RewardBench's 2048; the result says how many sequences
+were cut.
 """
 
 from __future__ import annotations
@@ -36,6 +44,16 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "reasoning": ("math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python",
                   "hep-rust"),
 }
+# RewardBench's official example counts per subset (its section weights).
+EXAMPLE_COUNTS: dict[str, int] = {
+    "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
+    "mt-bench-med": 40, "mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
+    "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
+    "refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 154,
+    "xstest-should-respond": 250, "donotanswer": 136, "math-prm": 984, "hep-cpp": 164,
+    "hep-go": 164, "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
+}
+WEIGHTS = ("count", "official")
 OTHER = "other"
 ALL = "all"
 _SECTION_OF = {subset: section for section, subsets in SECTIONS.items() for subset in subsets}
@@ -78,7 +96,7 @@ def _good_subset(value: Any) -> bool:
 
 
 @torch.inference_mode()
-def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
+def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str], *,
                     batch_size: int = 32, max_length: int = 256,
                     progress: bool = False) -> torch.Tensor:
     """The model's score of each (prompt, response): float32 [N] on the CPU.
@@ -127,14 +145,17 @@ def score_responses(model, tokenizer, prompts: Sequence[str], responses: Sequenc
 
 
 def summarize(subsets: Sequence[str], chosen_scores: torch.Tensor,
-              rejected_scores: torch.Tensor) -> dict:
-    """{"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}}} from
-    each pair's subset and scores. Correct means chosen > rejected (ties and NaN are wrong).
+              rejected_scores: torch.Tensor, weights: str = "count") -> dict:
+    """{"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}},
+    "weights"} from each pair's subset and scores. Correct means chosen > rejected (ties and
+    NaN are wrong); sections are weighted as the module docstring says.
 
     Subsets are listed section by section in RewardBench's order, then the others in order
     of first appearance; sections with no pairs in the data are left out, "all" is always
     there.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
     if not (len(subsets) == len(chosen_scores) == len(rejected_scores)):
         raise ValueError(f"{len(subsets)} subsets, {len(chosen_scores)} chosen scores and "
                          f"{len(rejected_scores)} rejected scores: they must match")
@@ -146,33 +167,47 @@ def summarize(subsets: Sequence[str], chosen_scores: torch.Tensor,
         tally[1] += 1
     known = [s for section in SECTIONS.values() for s in section if s in counts]
     names = known + [s for s in counts if s not in _SECTION_OF]
-    by_section: dict[str, list[int]] = {}
+    # section -> [sum of weight x accuracy, sum of weights, pairs]
+    by_section: dict[str, list[float]] = {}
     for name in names:
+        correct, n = counts[name]
+        weight = EXAMPLE_COUNTS.get(name, n) if weights == "official" else n
         for section in (section_of(name), ALL):
-            tally = by_section.setdefault(section, [0, 0])
-            tally[0] += counts[name][0]
-            tally[1] += counts[name][1]
-    order = [*SECTIONS, OTHER, ALL]
+            tally = by_section.setdefault(section, [0.0, 0, 0])
+            tally[0] += weight * correct / n
+            tally[1] += weight
+            tally[2] += n
+    sections = {s: {"accuracy": by_section[s][0] / by_section[s][1], "n": by_section[s][2]}
+                for s in [*SECTIONS, OTHER, ALL] if s in by_section}
+    if weights == "official":  # RewardBench's overall score: the mean of its sections
+        present = [entry["accuracy"] for s, entry in sections.items() if s != ALL]
+        sections[ALL]["accuracy"] = sum(present) / len(present)
     return {
-        "subsets": {name: _entry(*counts[name]) for name in names},
-        "sections": {s: _entry(*by_section[s]) for s in order if s in by_section},
+        "subsets": {name: {"accuracy": counts[name][0] / counts[name][1], "n": counts[name][1]}
+                    for name in names},
+        "sections": sections, "weights": weights,
     }
 
 
-def _entry(correct: int, n: int) -> dict:
-    return {"accuracy": correct / n, "n": n}
-
-
-def evaluate(model, data, *, batch_size: int = 32, max_length: int = 256,
-             progress: bool = True) -> dict:
+def evaluate(model, data, *, batch_size: int = 32, max_length: int | None = None,
+             weights: str = "count", progress: bool = True) -> dict:
     """Accuracy of a reward model per subset and per section (see the module docstring).
 
     model: a local folder or hub id of an AutoModelForSequenceClassification with one output
         (what `ramo rm train` saves), or a (model, tokenizer) pair, used on its own device.
     data: a RewardBench-format file, or ramo.io.Pair objects with extra["subset"] and
         response_a the chosen response.
-    Returns {"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}}}.
+    max_length: tokens per (prompt, response); None: the longest the model takes, at most
+        2048 (`ramo.tokenization.input_limit`).
+    weights: "count" or "official" (RewardBench's section weights; see `summarize`).
+    Returns {"subsets": {name: {"accuracy", "n"}}, "sections": {name: {"accuracy", "n"}},
+    "weights", "truncation": {"max_length", "sequences", "truncated"}}.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                   or max_length < 1):
+        raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
     if isinstance(data, (str, os.PathLike)):
         pairs = load_eval_pairs(data)
     else:
@@ -187,22 +222,30 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int = 256,
         net, tokenizer = model
     else:
         net, tokenizer = _load(model)
-    prompts = [p.prompt for p in pairs]
-    subsets = [p.extra["subset"] for p in pairs]
     from ramo.models import RuleHeadRewardModel
+    from ramo.tokenization import count_truncated, input_limit
 
+    prompts = [p.model_prompt for p in pairs]
+    subsets = [p.extra["subset"] for p in pairs]
+    responses = [p.response_a for p in pairs] + [p.response_b for p in pairs]
+    max_length = input_limit(net, tokenizer) if max_length is None else max_length
+    truncation = {"max_length": max_length, "sequences": len(responses),
+                  "truncated": count_truncated(tokenizer, prompts + prompts, responses,
+                                               max_length)}
     if isinstance(net, RuleHeadRewardModel):
         # A rule-head model compares a pair as it was trained: the sums over the k heads on
         # which the two responses differ most (margin > 0: chosen wins; a tie is wrong).
         margin = net.compare(tokenizer, prompts, [p.response_a for p in pairs],
                              [p.response_b for p in pairs], batch_size=batch_size,
                              max_length=max_length).margin
-        return summarize(subsets, margin, torch.zeros_like(margin))
-    scores = score_responses(net, tokenizer, prompts + prompts,
-                             [p.response_a for p in pairs] + [p.response_b for p in pairs],
-                             batch_size=batch_size, max_length=max_length, progress=progress)
-    n = len(pairs)
-    return summarize(subsets, scores[:n], scores[n:])
+        result = summarize(subsets, margin, torch.zeros_like(margin), weights)
+    else:
+        scores = score_responses(net, tokenizer, prompts + prompts, responses,
+                                 batch_size=batch_size, max_length=max_length,
+                                 progress=progress)
+        n = len(pairs)
+        result = summarize(subsets, scores[:n], scores[n:], weights)
+    return {**result, "truncation": truncation}
 
 
 def _load(name: str | os.PathLike):
@@ -217,14 +260,21 @@ def _load(name: str | os.PathLike):
 
 
 def to_markdown(result: dict) -> str:
-    """A subsets table and a sections table, accuracies in percent."""
+    """A subsets table and a sections table, accuracies in percent, and what was cut."""
     lines = ["| subset | section | n | accuracy (%) |", "|---|---|---:|---:|"]
     for name, entry in result["subsets"].items():
         lines.append(f"| {name} | {section_of(name)} | {entry['n']} | "
                      f"{100 * entry['accuracy']:.1f} |")
-    lines += ["", "| section | n | accuracy (%) |", "|---|---:|---:|"]
+    official = result.get("weights") == "official"
+    weighted = (" (RewardBench's official weights; all: the mean of the sections)"
+                if official else "")
+    lines += ["", f"| section{weighted} | n | accuracy (%) |", "|---|---:|---:|"]
     for name, entry in result["sections"].items():
         lines.append(f"| {name} | {entry['n']} | {100 * entry['accuracy']:.1f} |")
+    cut = result.get("truncation")
+    if cut:
+        lines += ["", f"{cut['truncated']} of {cut['sequences']} sequences cut at "
+                  f"{cut['max_length']} tokens"]
     return "\n".join(lines) + "\n"
 
 

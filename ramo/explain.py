@@ -11,7 +11,7 @@ from __future__ import annotations
 
 def explain(model, tokenizer, pairs, rule_text: dict[str, str] | None = None, *,
             max_length: int = 256) -> str:
-    selection = model.compare(tokenizer, [p.prompt for p in pairs],
+    selection = model.compare(tokenizer, [p.model_prompt for p in pairs],
                               [p.response_a for p in pairs], [p.response_b for p in pairs],
                               max_length=max_length)
     blocks = []

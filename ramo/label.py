@@ -42,7 +42,7 @@ def label(pairs: Sequence[Pair], selections: Sequence[Selection],
             margin=abs(float(s.margin)), rule_ids=tuple(s.rule_ids),
             # Which response of the pair won: ratings are stored by side, and a rule-head
             # reward model regressed onto them must know which side each text is.
-            chosen_side="a" if a_wins else "b"))
+            chosen_side="a" if a_wins else "b", prompt_messages=pair.prompt_messages))
     counts = {"pairs": len(pairs), "selected": len(selections), "labeled": len(labeled),
               "ties_dropped": ties, "unselected": len(pairs) - len(selections)}
     return labeled, counts

@@ -43,8 +43,10 @@ from typing import Any
 
 STEPS = ("rate", "select", "adapter-train", "adapter-apply", "label", "rm-train", "eval", "report")
 RM_SETTINGS = ("model", "epochs", "learning_rate", "batch_size", "max_length",
-               "center_rewards_coefficient", "bf16", "gradient_checkpointing", "seed")
-ADAPTER_SETTINGS = ("backbone", "epochs", "learning_rate", "batch_size", "max_length", "seed")
+               "center_rewards_coefficient", "margin", "bf16", "gradient_checkpointing", "seed",
+               "lora")
+ADAPTER_SETTINGS = ("backbone", "epochs", "learning_rate", "batch_size", "max_length", "seed",
+                    "lora")
 
 
 def sections() -> dict[str, dict[str, Any]]:
@@ -63,8 +65,8 @@ def sections() -> dict[str, dict[str, Any]]:
         "rm": defaults(train_reward_model, RM_SETTINGS),
         # baseline: also score the untrained backbone, for scale; human_labels: also train the
         # same reward model on the pairs' own labels (where they have them) and score it
-        "evaluation": {**defaults(evaluate, ("batch_size", "max_length")), "baseline": True,
-                       "human_labels": False},
+        "evaluation": {**defaults(evaluate, ("batch_size", "max_length", "weights")),
+                       "baseline": True, "human_labels": False},
     }
 
 

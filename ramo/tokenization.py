@@ -10,6 +10,7 @@ error anywhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 
@@ -32,29 +33,46 @@ def uses_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def encode(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
+def encode(tokenizer, prompt: str | Sequence[dict], response: str,
+           max_length: int) -> dict[str, list[int]]:
     """Model inputs (input_ids, attention_mask, and token_type_ids where the tokenizer makes
     them) for one response to one prompt, at most `max_length` tokens.
 
-    - A tokenizer with a chat template (chat decoders) renders [user: prompt, assistant:
-      response]. When too long, tokens are dropped from the front (after a leading BOS, which
-      is kept): a decoder reward model reads its score at the last token, so the end of the
-      response must survive.
+    prompt: text, or the prompt's messages (a conversation: `Pair.model_prompt`).
+
+    - A tokenizer with a chat template (chat decoders) renders the prompt's messages (a text
+      prompt is one user turn) and then [assistant: response] as text, which is tokenized
+      again with the tokenizer's special tokens: RewardBench's formatting, so a model scores
+      here as it does there. Where the template writes a BOS and the tokenizer adds another,
+      one is dropped (RewardBench keeps both and masks the first). When too long, tokens are
+      dropped from the front (after a leading BOS, which is kept): a decoder reward model
+      reads its score at the last token, so the end of the response must survive.
     - Otherwise (encoders: MiniLM, BERT, DeBERTa, ...) the text pair (prompt, response) with
       the tokenizer's special tokens. When too long, the response keeps as many tokens as fit
       (from its start) and the prompt gets the rest (its end: the turn the response answers).
       The response is what differs between the two sides of a pair; the prompt is shared.
+      A conversation is its `conversation_text`.
     """
+    from ramo.io.conversations import conversation_text
+
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
     if uses_chat_template(tokenizer):
         return _encode_chat(tokenizer, prompt, response, max_length)
-    return _encode_text_pair(tokenizer, prompt, response, max_length)
+    text = prompt if isinstance(prompt, str) else conversation_text(prompt)
+    return _encode_text_pair(tokenizer, text, response, max_length)
 
 
-def _encode_chat(tokenizer, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
-    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    ids = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+def _encode_chat(tokenizer, prompt: str | Sequence[dict], response: str,
+                 max_length: int) -> dict[str, list[int]]:
+    from ramo.io.conversations import as_messages
+
+    messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
+        ids = ids[1:]
     if len(ids) > max_length:
         bos = tokenizer.bos_token_id
         head = ids[:1] if bos is not None and ids[0] == bos and max_length > 1 else []
@@ -96,6 +114,34 @@ def _encode_text_pair(tokenizer, prompt: str, response: str,
     if "token_type_ids" in tokenizer.model_input_names:
         out["token_type_ids"] = tokenizer.create_token_type_ids_from_sequences(p, r)
     return out
+
+
+def count_truncated(tokenizer, prompts: Sequence, responses: Sequence[str],
+                    max_length: int) -> int:
+    """How many of the (prompt, response) sequences `encode` cuts at max_length."""
+    return sum(len(encode(tokenizer, p, r, _NO_LIMIT)["input_ids"]) > max_length
+               for p, r in zip(prompts, responses))
+
+
+# Long enough for any text: encode's length before truncation.
+_NO_LIMIT = 1 << 40
+
+# RewardBench's length; what `input_limit` allows at most by default.
+DEFAULT_LENGTH_CAP = 2048
+
+
+def input_limit(model, tokenizer, cap: int = DEFAULT_LENGTH_CAP) -> int:
+    """The longest input the model takes: its position embeddings and the tokenizer's
+    model_max_length where they say (a tokenizer without a limit says 10^30), at most cap."""
+    config = getattr(model, "config", None)
+    limits = [cap]
+    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    stated = getattr(tokenizer, "model_max_length", None)
+    if isinstance(stated, int) and 0 < stated < 10**9:
+        limits.append(stated)
+    return min(limits)
 
 
 def pad(rows: list[dict[str, list[int]]], tokenizer) -> dict[str, torch.Tensor]:

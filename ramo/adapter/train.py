@@ -24,6 +24,7 @@ import torch
 from ramo.adapter.model import ADAPTER_FILE, FORMAT, TEXT_FORMAT, encode_pairs, rule_indices
 from ramo.io import Pair, Rule, as_pairs
 from ramo.io.selections import Selection
+from ramo.models.lora import check_rank
 
 DEFAULT_HOLDOUT = 0.2  # the share held out when there are ratings to evaluate on
 
@@ -32,7 +33,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
                   out_dir: str | Path, *, backbone: str = "default", k: int = 5,
                   epochs: float = 5, learning_rate: float = 1e-4,
                   batch_size: int = 16, max_length: int = 256, seed: int = 0,
-                  progress: bool = True) -> dict:
+                  lora: int | None = None, progress: bool = True) -> dict:
     """Train a Rule Adapter and save it to out_dir (atomically: all of it, or nothing).
 
     pairs: `Pair`s (or dicts with id, prompt, response_a, response_b). targets: each pair's
@@ -40,6 +41,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     adapter has one output per rule, in pool order. backbone: an encoder folder or hub id,
     or "default" (the embedded MiniLM); its head is replaced by one of R outputs.
     k: how many rules the adapter picks by default at prediction time.
+    lora: None (full fine-tuning) or a LoRA rank (`ramo.models.lora`: adapters on the
+    backbone's linear layers, the new head in full, merged before saving).
 
     The defaults (5 epochs at 1e-4) are sized for MiniLM on about 1K pairs, not tuned.
     Everything is checked before the backbone is loaded; an unknown rule id in targets is a
@@ -53,6 +56,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     rules = list(rules)
     _check_options(k=k, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                    max_length=max_length, n_rules=len(rules))
+    check_rank(lora)
     pairs = as_pairs(pairs)
     pair_ids = [p.id for p in pairs]
     if not pair_ids:
@@ -68,6 +72,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
                               TrainingArguments, set_seed)
 
     from ramo.encoders import resolve
+    from ramo.models.lora import add_lora, merge_lora
     from ramo.progress import show_loss_on_bar
     from ramo.io.atomic import atomic_dir, write_json
 
@@ -82,6 +87,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     if positions is not None and max_length > positions:
         raise ValueError(f"max_length = {max_length} is more than the backbone's "
                          f"{positions} positions")
+    if lora is not None:
+        model = add_lora(model, lora, classifier=True)
     loaded = time.perf_counter()
 
     encoded = encode_pairs(tokenizer, pairs, max_length)
@@ -108,12 +115,12 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     history = [{"step": e["step"], "epoch": e["epoch"], "loss": e["loss"]}
                for e in trainer.state.log_history if "loss" in e]
     training = {"pairs": len(pair_ids), "epochs": epochs, "learning_rate": learning_rate,
-                "batch_size": batch_size, "seed": seed, "steps": trainer.state.global_step,
-                "train_loss": result.training_loss}
+                "batch_size": batch_size, "seed": seed, "lora": lora,
+                "steps": trainer.state.global_step, "train_loss": result.training_loss}
     meta = {"format": FORMAT, "text_format": TEXT_FORMAT, "k": k, "rule_ids": rule_ids,
             "rules_fingerprint": rules_fingerprint(rules), "max_length": max_length,
             "backbone": str(backbone), "training": training, "loss_history": history}
-    model = trainer.model
+    model = trainer.model if lora is None else merge_lora(trainer.model)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -38,6 +38,10 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens per pair (prompt and both responses)")
     parser.add_argument("--seed", type=int, default=d["seed"],
                         help="model initialisation, order, holdout")
+    parser.add_argument("--lora", type=int, default=d["lora"], metavar="R",
+                        help="train LoRA adapters of rank R on the backbone (the head in "
+                        "full) instead of every weight; merged before saving (needs peft: "
+                        "pip install 'ramo[lora]')")
     add_no_progress(parser)
 
 
@@ -68,7 +72,7 @@ def train(args: argparse.Namespace) -> int:
         pairs, selections, rules, args.out, ratings=args.ratings, holdout=args.holdout,
         k=args.k, seed=args.seed, progress=not args.no_progress, backbone=args.backbone,
         epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length)
+        max_length=args.max_length, lora=args.lora)
     summary = result["training"]
     print(f"trained a Rule Adapter over {len(rules)} rules (k = {result['k']}) on "
           f"{result['train_pairs']} pairs: {summary['steps']} steps, mean loss "

@@ -217,6 +217,11 @@ def label_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", default=None,
                         help="the rule pool; when given, every selected rule id must be in it")
     parser.add_argument("--out", required=True, type=Path, help="labeled JSONL to write")
+    parser.add_argument("--format", default="auto",
+                        choices=["auto", "standard", "conversational"],
+                        help="TRL's standard format (prompt, chosen, rejected as text) or its "
+                        "conversational one (the prompt's messages, each response one assistant "
+                        "message); auto (default): conversational when the pairs came so")
 
 
 def label(args: argparse.Namespace) -> int:
@@ -247,7 +252,7 @@ def label(args: argparse.Namespace) -> int:
             selections.append(selection)
     rule_ids = [r.id for r in load_rules(args.rules)] if args.rules else None
     labeled, counts = label_step(pairs, selections, rule_ids)
-    write_preferences(args.out, labeled)
+    write_preferences(args.out, labeled, args.format)
     print(f"{counts['labeled']} labeled pairs written to {args.out}; "
           f"{counts['ties_dropped']} ties dropped; {counts['unselected']} pairs had no selection")
     return 0

@@ -15,8 +15,9 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = defaults(train_reward_model)
     parser.add_argument("--data", required=True, type=Path,
-                        help="labeled pairs: prompt, chosen, rejected (+ margin, rule_ids); "
-                        "JSONL(.gz), Parquet or JSON")
+                        help="labeled pairs: prompt, chosen, rejected (+ margin, rule_ids), as "
+                        "text or TRL's conversational messages; JSONL(.gz), Parquet, JSON, or a "
+                        "datasets / Parquet / Arrow folder")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder to save the trained model, tokenizer and "
                         "ramo_training.json to (replaced whole when training succeeds)")
@@ -41,6 +42,15 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-rewards", type=float, default=d["center_rewards_coefficient"],
                         metavar="C",
                         help="add C * mean((r_chosen + r_rejected)^2) to the loss (e.g. 0.01)")
+    parser.add_argument("--margin", default=d["margin"], choices=["none", "raw"],
+                        help="none (default, as in the paper): the loss ignores a margin "
+                        "column; raw: -logsigmoid(r_chosen - r_rejected - margin) with each "
+                        "row's margin (ramo label writes the summed score gap), as in TRL")
+    parser.add_argument("--lora", type=int, default=d["lora"], metavar="R",
+                        help="train LoRA adapters of rank R on the backbone's linear layers "
+                        "(the head in full) instead of every weight; merged into the weights "
+                        "before saving, so the folder loads as usual (needs peft: pip install "
+                        "'ramo[lora]')")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute activations in backward: less memory, more time")
@@ -80,9 +90,10 @@ def train(args: argparse.Namespace) -> int:
         args.data, args.out, model=args.model, epochs=args.epochs, learning_rate=args.lr,
         batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
         max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
-        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
+        margin=args.margin, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+        seed=args.seed,
         progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
-        rules=args.rules, k=args.k, ratings=args.ratings,
+        rules=args.rules, k=args.k, ratings=args.ratings, lora=args.lora,
         regression_weight=args.regression_weight if args.ratings else 0.0)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
@@ -114,7 +125,13 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=d["batch_size"],
                         help=f"sequences per forward pass (default {d['batch_size']})")
     parser.add_argument("--max-length", type=int, default=d["max_length"],
-                        help=f"tokens per prompt + response, as in training (default {d['max_length']})")
+                        help="tokens per prompt + response (default: the longest the model "
+                        "takes, at most 2048, RewardBench's); the result says how many "
+                        "sequences were cut")
+    parser.add_argument("--weights", default=d["weights"], choices=["count", "official"],
+                        help="section weights: count (default: the pairs in the data) or "
+                        "official (RewardBench's example counts, math-prm as 984; all = the "
+                        "mean of the sections, RewardBench's score)")
     add_no_progress(parser)
 
 
@@ -130,10 +147,11 @@ def evaluate(args: argparse.Namespace) -> int:
 
     check_output_paths(args.out, args.markdown)
     result = evaluate_step(args.model, args.data, batch_size=args.batch_size,
-                           max_length=args.max_length, progress=not args.no_progress)
+                           max_length=args.max_length, weights=args.weights,
+                           progress=not args.no_progress)
     print(to_markdown(result), end="")
     write_result(result, args.out, args.markdown, model=str(args.model),
-                 data=os.fspath(args.data), max_length=args.max_length)
+                 data=os.fspath(args.data))
     return 0
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ramo.io._problems import Problems, coerce_id, type_name
+from ramo.io.conversations import (Messages, check_messages, conversation_text, response_of,
+                                   split_conversations)
 from ramo.io.jsonl import file_kind, read_json, read_jsonl
 
 HH_ASSISTANT = "\n\nAssistant:"
@@ -34,6 +37,8 @@ class Pair:
     where: where the pair came from ("line 3" of a JSONL file, "row 0", "pair 'x'"), so a
     later check names the row the user wrote without reading the file again; not part of
     equality.
+    prompt_messages: the prompt's messages when the row gave it as a conversation (TRL's
+    conversational format), else None; `prompt` is then their `conversation_text`.
     """
 
     id: str
@@ -43,19 +48,31 @@ class Pair:
     label: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
     where: str | None = field(default=None, compare=False, repr=False)
+    prompt_messages: Messages | None = field(default=None, hash=False, repr=False)
+
+    @property
+    def model_prompt(self) -> str | Messages:
+        """The prompt as a reward model's input takes it (`ramo.tokenization.encode`): its
+        messages when it came as a conversation, else its text."""
+        return self.prompt_messages if self.prompt_messages is not None else self.prompt
 
 
 def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) -> list[Pair]:
     """Load preference pairs, in file order.
 
     Formats, chosen by suffix: .jsonl or .jsonl.gz (one object per line), .parquet, .json
-    (a list of objects). Each row has either
+    (a list of objects); or a folder: a Hugging Face `datasets` folder (`save_to_disk` of one
+    split), or Parquet or Arrow shards (read in name order). Each row has either
       - `prompt`, `response_a`, `response_b`, and optionally `label` (0, 1 or null); or
       - `chosen`, `rejected`, and optionally `prompt`: response_a = chosen, response_b =
         rejected, label = 0. Without `prompt`, chosen and rejected are taken to be whole
         hh-rlhf transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ..."): the prompt is their shared
         prefix up to and including its last "\\n\\nAssistant:", the responses are the rest,
         so prompt + response_a == chosen exactly (see `split_hh`).
+    In either form the text fields may instead be conversations, TRL's conversational format
+    (see ramo.io.conversations): the prompt a list of {role, content} messages, each response
+    one assistant message; without `prompt`, chosen and rejected whole conversations sharing
+    their first messages (the implicit prompt). A row is all text or all messages.
     `id` is optional (a string or an integer, stored as a string); where it is missing the id
     is the 0-based row number as a string (blank JSONL lines are not rows). Other columns go
     to `Pair.extra`.
@@ -125,7 +142,9 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
 
 
 def _records(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
-    """(position, raw row) for each row in the file."""
+    """(position, raw row) for each row in the file or folder."""
+    if Path(path).is_dir():
+        return _folder_records(Path(path))
     kind = file_kind(path, _KINDS, "pair file")
     if kind == "jsonl":
         return read_jsonl(path, problems)
@@ -137,18 +156,71 @@ def _records(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any
     return [(f"row {i}", row) for i, row in enumerate(rows)]
 
 
-def _read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
+def _folder_records(folder: Path) -> list[tuple[str, Any]]:
+    """The rows of a `datasets` folder (save_to_disk of one split: its state.json lists the
+    Arrow files in order) or of a folder of .parquet / .arrow shards (in name order), each
+    named by its file and 0-based row."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
+        raise ValueError(f"{folder}: a DatasetDict folder (splits: {', '.join(splits) or 'none'}); "
+                         f"give one split's folder, e.g. {folder / (splits or ['train'])[0]}")
+    state = folder / "state.json"
+    if state.is_file():
+        data = read_json(state)
+        listed = data.get("_data_files") if isinstance(data, dict) else None
+        names = ([f.get("filename") for f in listed] if isinstance(listed, list)
+                 and all(isinstance(f, dict) for f in listed) else None)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{state}: not a datasets state file (no '_data_files' list of "
+                             "{'filename': ...})")
+        files = [folder / name for name in names]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".parquet", ".arrow"))
+        if not files:
+            raise ValueError(f"{folder}: a folder without state.json (a datasets folder) nor "
+                             ".parquet or .arrow files")
+    records = []
+    for file in files:
+        rows = _read_parquet(file) if file.suffix == ".parquet" else _read_arrow(file)
+        records += [(f"{file.name} row {i}", row) for i, row in enumerate(rows)]
+    return records
+
+
+def _pyarrow(path: str | os.PathLike, what: str):
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:  # pyarrow is optional: only Parquet files need it
+        import pyarrow
+    except ImportError as e:  # pyarrow is optional: only Parquet and Arrow files need it
         raise ImportError(
-            f"{os.fspath(path)}: reading Parquet needs pyarrow (pip install pyarrow)"
+            f"{os.fspath(path)}: reading {what} needs pyarrow (pip install pyarrow)"
         ) from e
+    return pyarrow
+
+
+def _read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
+    pa = _pyarrow(path, "Parquet")
+    import pyarrow.parquet as pq
+
     try:
         return pq.read_table(path).to_pylist()
-    except pa.ArrowException as e:
+    except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{os.fspath(path)}: not a readable Parquet file: {e}") from e
+
+
+def _read_arrow(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """An Arrow IPC file: the stream format `datasets` writes, or the random-access one."""
+    pa = _pyarrow(path, "Arrow")
+    import pyarrow.ipc as ipc
+
+    try:
+        with pa.memory_map(os.fspath(path)) as source:
+            try:
+                table = ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid:
+                source.seek(0)
+                table = ipc.open_file(source).read_all()
+        return table.to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{os.fspath(path)}: not a readable Arrow file: {e}") from e
 
 
 def _pair_from_row(row: Any, index: int, allow_empty: bool) -> tuple[Pair | None, list[str]]:
@@ -188,10 +260,12 @@ _Fields = tuple[dict[str, Any], dict[str, str], list[str]]
 
 
 def _ab_fields(row: dict[str, Any]) -> _Fields:
-    issues = _missing_or_non_string(row, _AB_COLUMNS)
     label = row.get("label")
-    if not _valid_label(label):
-        issues.append(f"'label' must be 0, 1 or null, got {label!r}")
+    label_issues = [] if _valid_label(label) else [f"'label' must be 0, 1 or null, got {label!r}"]
+    if _is_conversational(row, _AB_COLUMNS):
+        fields, names, issues = _conversation_fields(row, _AB_COLUMNS)
+        return {**fields, "label": label}, names, issues + label_issues
+    issues = _missing_or_non_string(row, _AB_COLUMNS) + label_issues
     fields = {name: row.get(name) for name in _AB_COLUMNS}
     fields["label"] = label
     return fields, {name: repr(name) for name in _AB_COLUMNS}, issues
@@ -207,6 +281,9 @@ def _valid_label(label: Any) -> bool:
 
 def _cr_fields(row: dict[str, Any]) -> _Fields:
     columns = ("prompt", *_CR_COLUMNS) if "prompt" in row else _CR_COLUMNS
+    if _is_conversational(row, columns):
+        fields, names, issues = _conversation_fields(row, columns)
+        return {**fields, "label": 0}, names, issues
     issues = _missing_or_non_string(row, columns)
     if issues:
         return {}, {}, issues
@@ -228,6 +305,50 @@ def _cr_fields(row: dict[str, Any]) -> _Fields:
             "response_b": "'rejected' response (after the shared prompt)",
         }
     fields = {"prompt": prompt, "response_a": chosen, "response_b": rejected, "label": 0}
+    return fields, names, []
+
+
+def _is_conversational(row: dict[str, Any], columns: tuple[str, ...]) -> bool:
+    return any(isinstance(row.get(name), list) for name in columns)
+
+
+def _conversation_fields(row: dict[str, Any], columns: tuple[str, ...]) -> _Fields:
+    """A row in TRL's conversational format: columns are (prompt, response, response), or
+    (response, response) for an implicit prompt."""
+    missing = [name for name in columns if name not in row]
+    if missing:
+        return {}, {}, [f"missing column(s) {', '.join(repr(m) for m in missing)}"]
+    text = [name for name in columns if isinstance(row[name], str)]
+    if text:
+        verb = "is" if len(text) == 1 else "are"
+        return {}, {}, [f"{', '.join(map(repr, text))} {verb} text but other columns are lists of "
+                        "messages: give a row all as text (TRL's standard format) or all as "
+                        "messages (its conversational format)"]
+    checked, issues = {}, []
+    for name in columns:
+        checked[name], problems = check_messages(row[name], name)
+        issues += problems
+    if issues:
+        return {}, {}, issues
+    *prompt_column, a, b = columns
+    if prompt_column:
+        prompt = checked[prompt_column[0]]
+        text_a, issues = response_of(checked[a], a)
+        text_b, issues_b = response_of(checked[b], b)
+        issues += issues_b
+        names = {"prompt": repr(prompt_column[0]), "response_a": repr(a), "response_b": repr(b)}
+    else:
+        split = split_conversations(checked[a], checked[b])
+        if isinstance(split, str):
+            return {}, {}, [split]
+        prompt, text_a, text_b = split
+        names = {"prompt": f"shared messages of {a!r} and {b!r}",
+                 "response_a": f"{a!r} response (after the shared messages)",
+                 "response_b": f"{b!r} response (after the shared messages)"}
+    if issues:
+        return {}, {}, issues
+    fields = {"prompt": conversation_text(prompt), "response_a": text_a, "response_b": text_b,
+              "prompt_messages": prompt}
     return fields, names, []
 
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ramo.io._problems import Problems, type_name
+from ramo.io.conversations import Messages, as_messages
 from ramo.io.pairs import Pair, as_pairs, load_pairs
+
+
+# The labeled file's formats: TRL's standard (text) and conversational (messages) formats.
+FORMATS = ("standard", "conversational")
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class Preference:
     the record, not used by the loss.
     chosen_side: "a" or "b", which response of the original pair `chosen` is (`ramo label`
     writes it); what ties a preference to its judge ratings, which are stored by side.
+    prompt_messages: as `Pair.prompt_messages` (the prompt's messages when it came as a
+    conversation; `prompt` is then their text).
     """
 
     id: str
@@ -31,12 +38,28 @@ class Preference:
     margin: float | None = None
     rule_ids: tuple[str, ...] | None = None
     chosen_side: str | None = None
+    prompt_messages: Messages | None = field(default=None, hash=False, repr=False)
 
-    def to_row(self) -> dict[str, Any]:
-        """The labeled file's row: prompt, chosen, rejected, then what is known of the rest."""
-        row = asdict(self)
+    @property
+    def model_prompt(self) -> str | Messages:
+        """As `Pair.model_prompt`: the messages when there are some, else the text."""
+        return self.prompt_messages if self.prompt_messages is not None else self.prompt
+
+    def to_row(self, format: str = "standard") -> dict[str, Any]:
+        """The labeled file's row: prompt, chosen, rejected, then what is known of the rest.
+
+        format: "standard" (TRL's standard format: the three as text) or "conversational"
+        (the prompt as its messages, or as one user turn when it came as text; each response
+        as one assistant message)."""
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
+        row = {key: value for key, value in asdict(self).items() if key != "prompt_messages"}
         if self.rule_ids is not None:
             row["rule_ids"] = list(self.rule_ids)
+        if format == "conversational":
+            row["prompt"] = as_messages(self.model_prompt)
+            for side in ("chosen", "rejected"):
+                row[side] = [{"role": "assistant", "content": row[side]}]
         return {key: value for key, value in row.items() if value is not None}
 
 
@@ -45,7 +68,8 @@ def load_preferences(path: str | os.PathLike, *,
     """Labeled pairs from JSONL(.gz), Parquet or JSON, in file order.
 
     Rows: `prompt`, `chosen`, `rejected` (or hh-rlhf transcripts without `prompt`, or
-    `response_a`/`response_b` with `label` 0 or 1), optionally `margin` (a finite number) and
+    `response_a`/`response_b` with `label` 0 or 1; text or TRL's conversational messages, a
+    file or a datasets folder: see ramo.io.load_pairs), optionally `margin` (a finite number) and
     `rule_ids` (a list of strings). Reading and the common checks are ramo.io.load_pairs's;
     ValueError names the file and each bad row (JSONL: its line number): malformed JSON,
     missing columns, empty responses, an unlabeled pair, a bad margin or rule_ids, and a
@@ -97,7 +121,8 @@ def _preferences(pairs: list[Pair], problems: Problems) -> list[Preference]:
         out.append(Preference(
             id=pair.id, prompt=pair.prompt, chosen=chosen, rejected=rejected,
             margin=None if margin is None else float(margin),
-            rule_ids=None if rule_ids is None else tuple(rule_ids), chosen_side=side))
+            rule_ids=None if rule_ids is None else tuple(rule_ids), chosen_side=side,
+            prompt_messages=pair.prompt_messages))
     problems.raise_if_any()
     return out
 
@@ -120,8 +145,17 @@ def _extra_issues(margin: Any, rule_ids: Any, side: Any, first_margin: str | Non
     return issues
 
 
-def write_preferences(path: str | os.PathLike, preferences: Sequence[Preference]) -> None:
-    """A labeled file, one `Preference.to_row` per line, written atomically."""
+def write_preferences(path: str | os.PathLike, preferences: Sequence[Preference],
+                      format: str = "auto") -> None:
+    """A labeled file, one `Preference.to_row(format)` per line, written atomically.
+
+    format: "standard", "conversational", or "auto": conversational when any pair's prompt
+    came as messages, else standard (a file keeps the format its pairs were given in)."""
     from ramo.io.atomic import write_jsonl
 
-    write_jsonl(path, (p.to_row() for p in preferences))
+    if format == "auto":
+        conversational = any(p.prompt_messages is not None for p in preferences)
+        format = "conversational" if conversational else "standard"
+    if format not in FORMATS:
+        raise ValueError(f"format must be auto or one of {FORMATS}, not {format!r}")
+    write_jsonl(path, (p.to_row(format) for p in preferences))

@@ -29,8 +29,8 @@ class PreferenceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         p = self.preferences[index]
-        item = {"chosen": encode(self.tokenizer, p.prompt, p.chosen, self.max_length),
-                "rejected": encode(self.tokenizer, p.prompt, p.rejected, self.max_length),
+        item = {"chosen": encode(self.tokenizer, p.model_prompt, p.chosen, self.max_length),
+                "rejected": encode(self.tokenizer, p.model_prompt, p.rejected, self.max_length),
                 "margin": p.margin}
         if self.rated_scores is not None:
             item["rated_scores"] = self.rated_scores[p.id]

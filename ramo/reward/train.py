@@ -25,13 +25,14 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                        *, model: str | os.PathLike = "default", epochs: float = 1,
                        learning_rate: float = 2e-5, batch_size: int = 8,
                        gradient_accumulation_steps: int = 1, max_length: int = 256,
-                       center_rewards_coefficient: float | None = None, bf16: bool = False,
+                       center_rewards_coefficient: float | None = None, margin: str = "none",
+                       bf16: bool = False,
                        gradient_checkpointing: bool = False, seed: int = 0,
                        progress: bool = True, logging_steps: int = 1,
                        max_steps: int | None = None, disable_dropout: bool = True,
                        heads: str = "single", rules=None, k: int = 5,
                        ratings: str | os.PathLike | None = None,
-                       regression_weight: float = 0.0) -> dict:
+                       regression_weight: float = 0.0, lora: int | None = None) -> dict:
     """Fine-tune `model` as a reward model on the pairs in `train_file`; save it to `out_dir`.
 
     train_file: a preference file (see `ramo.io.load_preferences`), or pairs already in
@@ -42,8 +43,11 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         the global batch is batch_size x gradient_accumulation_steps x ranks.
     max_length: tokens per (prompt, response) sequence (see `ramo.reward.encode`).
     epochs / max_steps: how long; max_steps, when given, wins (as in TrainingArguments).
-    center_rewards_coefficient: see `bradley_terry_loss`. When the pairs have margins, the
-        loss is -logsigmoid(r_chosen - r_rejected - margin), as in TRL.
+    center_rewards_coefficient: see `bradley_terry_loss`.
+    margin: "none" (the default, as the paper's reward model trains: a margin column is
+        ignored) or "raw": the loss is -logsigmoid(r_chosen - r_rejected - margin) with each
+        row's margin as written (`ramo label` writes the summed score gap of the selected
+        rules), as TRL's reward trainer does with a margin column; every row needs one.
     bf16, gradient_checkpointing: passed to TrainingArguments (the latter as
         activation_checkpointing, its name in transformers 5).
     disable_dropout: dropout off during training (the default, as in TRL's reward trainer).
@@ -53,6 +57,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     ratings, regression_weight: with heads="rules", a ratings store (`ramo rate`, or the
         adapter's) and a weight: the heads are also regressed onto the judge's scores of the
         pairs it rated (rows need `chosen_side`, which `ramo label` writes).
+    lora: None (full fine-tuning) or a rank: LoRA adapters on the backbone's linear layers,
+        the head(s) trained in full (`ramo.models.lora`, needs peft); merged into the weights
+        before saving, so the folder loads as a fully fine-tuned one does.
 
     The pairs are shuffled once with `seed` and then read in order, every epoch. Since
     accelerate (without split_batches) hands rank r the batches r, r + N, r + 2N, ... of that
@@ -74,6 +81,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     from ramo.io import load_preferences, preferences_from_pairs
     from ramo.reward.data import PreferenceCollator, PreferenceDataset
     from ramo.models import load_reward_model
+    from ramo.models.lora import trainable_parameters
     from ramo.reward.trainer import RewardTrainer, disable_dropout as no_dropout
 
     from_file = isinstance(train_file, (str, os.PathLike))
@@ -82,10 +90,10 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         "model": str(model), "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "gradient_accumulation_steps": gradient_accumulation_steps,
         "max_length": max_length, "center_rewards_coefficient": center_rewards_coefficient,
-        "bf16": bf16, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
+        "margin": margin, "bf16": bf16, "gradient_checkpointing": gradient_checkpointing, "seed": seed,
         "logging_steps": logging_steps, "max_steps": max_steps, "disable_dropout": disable_dropout,
         "heads": heads, "k": k, "ratings": None if ratings is None else os.fspath(ratings),
-        "regression_weight": regression_weight,
+        "regression_weight": regression_weight, "lora": lora,
     }
     if heads not in ("single", "rules"):
         raise ValueError(f"heads must be 'single' or 'rules', not {heads!r}")
@@ -98,6 +106,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         preferences = preferences_from_pairs(list(train_file))
         if not preferences:
             raise ValueError("no pairs to train on")
+    preferences = _with_margins(preferences, margin, arguments["train_file"] or "pairs")
     order = list(range(len(preferences)))
     random.Random(seed).shuffle(order)
     preferences = [preferences[i] for i in order]
@@ -120,6 +129,15 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             raise ValueError("ratings (regression onto the judge) needs heads='rules'")
         trainer_class, rated_scores, extra = RewardTrainer, None, {}
         net, tokenizer = load_reward_model(model, seed=seed)
+    if lora is not None:
+        from ramo.models.lora import add_lora
+
+        if heads == "rules":
+            net.backbone = add_lora(net.backbone, lora, classifier=False)
+        else:
+            net = add_lora(net, lora, classifier=True)
+        if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need a grad input
+            (net.backbone if heads == "rules" else net).enable_input_require_grads()
     if disable_dropout:
         no_dropout(net)
     start = time.perf_counter()
@@ -154,6 +172,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         "train_loss": output.training_loss,
         "steps": output.global_step,
         "pairs": len(preferences),
+        "trainable_parameters": trainable_parameters(net)[0],
         "global_batch_size": batch_size * gradient_accumulation_steps * world,
         "world_size": world,
         "runtime_s": time.perf_counter() - start,
@@ -166,6 +185,13 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                   **{k: v for k, v in summary.items() if k != "out_dir"}}
         with atomic_dir(out_dir) as tmp:
             model_to_save = trainer.accelerator.unwrap_model(trainer.model)
+            if lora is not None:
+                from ramo.models.lora import merge_lora
+
+                if heads == "rules":
+                    model_to_save.backbone = merge_lora(model_to_save.backbone)
+                else:
+                    model_to_save = merge_lora(model_to_save)
             model_to_save.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(Path(tmp) / "ramo_training.json", record)
@@ -191,7 +217,28 @@ def _rated_scores(path, preferences, rule_ids) -> dict:
             else (rated.score[n, 1], rated.score[n, 0]) for n, p in enumerate(preferences)}
 
 
+MARGINS = ("none", "raw")
+
+
+def _with_margins(preferences: list, margin: str, source: str) -> list:
+    """The preferences with the margins the loss is to use: none, or each row's own."""
+    from dataclasses import replace
+
+    if margin == "none":
+        return [p if p.margin is None else replace(p, margin=None) for p in preferences]
+    missing = [p.id for p in preferences if p.margin is None]
+    if missing:
+        raise ValueError(f"{source}: margin='raw' needs a 'margin' on every row; {len(missing)} "
+                         f"rows have none, e.g. pair {missing[0]!r}")
+    return preferences
+
+
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+    from ramo.models.lora import check_rank
+
+    check_rank(a["lora"])
+    if a["margin"] not in MARGINS:
+        raise ValueError(f"margin must be one of {MARGINS}, not {a['margin']!r}")
     positive = {"batch_size": int, "gradient_accumulation_steps": int, "max_length": int,
                 "logging_steps": int, "epochs": (int, float), "learning_rate": (int, float)}
     for name, kind in positive.items():
