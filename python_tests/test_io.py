@@ -680,3 +680,41 @@ def test_pairs_folder_errors(tmp_path):
     state.mkdir()
     (state / "state.json").write_text('{"_data_files": "x"}')
     assert "not a datasets state file" in load_error(load_pairs, state)
+
+
+# --- prompts (ramo rl) ---------------------------------------------------------------------
+
+def test_prompts_text_and_messages_with_their_columns(tmp_path):
+    from ramo.io.prompts import Prompt, load_prompts
+
+    rows = [{"id": 3, "prompt": "q", "kind": "should-refuse"},
+            {"prompt": TURNS, "kind": "should-respond"}]
+    loaded = load_prompts(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert loaded[0] == Prompt("3", "q", None, {"kind": "should-refuse"})
+    assert loaded[1].messages == tuple(TURNS) and loaded[1].id == "1"
+    assert loaded[1].text == conversation_text_of(TURNS)
+    assert loaded[0].to_row() == {"id": "3", "kind": "should-refuse", "prompt": "q"}
+    assert loaded[0].to_row(conversational=True)["prompt"] == [user("q")]
+    assert loaded[1].to_row()["prompt"] == TURNS
+
+
+def conversation_text_of(turns):
+    from ramo.io.conversations import conversation_text
+
+    return conversation_text(tuple(turns))
+
+
+def test_prompts_errors_name_the_file_and_rows(tmp_path):
+    from ramo.io.prompts import load_prompts
+
+    rows = [{"prompt": ""}, {"text": "x"}, {"prompt": 5}, {"prompt": [user(3)]},
+            {"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}]
+    message = load_error(load_prompts, write_jsonl(tmp_path / "p.jsonl", rows))
+    for expected in ("line 1: 'prompt' is empty", "line 2: missing column 'prompt'",
+                     "line 3: 'prompt' must be a string or a list of messages, got int",
+                     "line 4: 'prompt' message 0: 'content' must be a string",
+                     "line 6: duplicate id 'a' (first at line 5)"):
+        assert expected in message
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    assert "no prompts in the file" in load_error(load_prompts, empty)

@@ -28,17 +28,18 @@ def rating_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):
                      smoothing=0.1, disable=not enabled)
 
 
-def show_loss_on_bar(trainer, progress: bool) -> None:
+def show_loss_on_bar(trainer, progress: bool, keys: tuple[str, ...] = ("loss",)) -> None:
     """The Trainer prints every log dict (each step at logging_steps=1), which would bury
-    its progress bar: show the latest loss as the bar's postfix instead, or, without a bar,
-    print nothing."""
+    its progress bar: show the latest values of `keys` (the loss; GRPO's mean reward too) as
+    the bar's postfix instead, or, without a bar, print nothing."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     class LossOnBar(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and self.training_bar is not None and logs:
-                if "loss" in logs:
-                    self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+                shown = {key: f"{logs[key]:.4f}" for key in keys if key in logs}
+                if shown:
+                    self.training_bar.set_postfix(shown, refresh=False)
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)

@@ -32,6 +32,10 @@ COMMANDS = {
                 "set"),
     ("explain",): ("ramo.cli.reward", "explain", "show the rules a rule-head reward model "
                    "selects for a pair"),
+    ("rl", "train"): ("ramo.cli.rl", "train", "GRPO-train a policy against a ramo reward "
+                      "model (TRL)"),
+    ("rl", "eval"): ("ramo.cli.rl", "evaluate", "compare policies' replies to held-out safety "
+                     "prompts: reward, refusal and compliance rates"),
     ("study", "selection"): ("ramo.cli.study", "selection", "compare rule-selection "
                              "strategies by their agreement with human labels"),
     ("pipeline",): ("ramo.cli.run", "pipeline", "run the whole method from a config, "

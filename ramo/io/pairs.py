@@ -86,7 +86,7 @@ def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) 
     non-empty). hh-rlhf's harmless split has a few pairs whose preferred reply is silence.
     """
     problems = Problems(path)
-    return _checked(_records(path, problems), problems, allow_empty_responses)
+    return _checked(read_rows(path, problems), problems, allow_empty_responses)
 
 
 def as_pairs(items: Iterable[Pair | Mapping[str, Any]], *,
@@ -141,8 +141,9 @@ def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
-def _records(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
-    """(position, raw row) for each row in the file or folder."""
+def read_rows(path: str | os.PathLike, problems: Problems) -> list[tuple[str, Any]]:
+    """(position, raw row) for each row of a pair (or prompt) file or folder, in the formats
+    `load_pairs` reads; malformed JSONL lines go to `problems`."""
     if Path(path).is_dir():
         return _folder_records(Path(path))
     kind = file_kind(path, _KINDS, "pair file")

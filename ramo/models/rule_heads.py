@@ -193,6 +193,28 @@ class RuleHeadRewardModel(torch.nn.Module):
 
         return RuleHeadSelection(*(torch.cat(fields) for fields in zip(*parts)))
 
+    @torch.inference_mode()
+    def score(self, tokenizer, prompts, responses, rules: torch.Tensor | None = None, *,
+              batch_size: int = 16, max_length: int = 256) -> torch.Tensor:
+        """float32 [N] on the CPU: each response's `forward` score, on the rules of its row of
+        `rules` ([N, k] indices; None: the fixed aggregation over all heads). The inputs are
+        `ramo.tokenization.encode`d, as in training; batches in the given order."""
+        from ramo.tokenization import encode, pad
+
+        if len(prompts) != len(responses) or (rules is not None and len(rules) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses and "
+                             f"{'no' if rules is None else len(rules)} rule rows: they must match")
+        device = next(self.parameters()).device
+        out = torch.empty(len(prompts), dtype=torch.float32)
+        for start in range(0, len(prompts), batch_size):
+            end = min(start + batch_size, len(prompts))
+            rows = [encode(tokenizer, prompts[n], responses[n], max_length)
+                    for n in range(start, end)]
+            batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
+            chosen = None if rules is None else rules[start:end]
+            out[start:end] = self(**batch, rules=chosen).logits[:, 0].float().cpu()
+        return out
+
 
 def is_rule_head_folder(folder: str | os.PathLike) -> bool:
     return (Path(folder) / CONFIG_FILE).is_file()

