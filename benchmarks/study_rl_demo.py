@@ -13,7 +13,8 @@ should-respond (xstest-should-respond).
     python benchmarks/study_rl_demo.py [--steps 30] [--lr 1e-5]
 
 Output: benchmarks/results/rl_demo_cpu.{json,md}; the reward model, the trained policy and
-the plot (eval/rl_eval.png) are kept under --work.
+the plot (eval/rl_eval.png) are kept under --work; a rerun reuses the reward model and the
+trained policy found there.
 """
 
 from __future__ import annotations
@@ -78,12 +79,16 @@ def main() -> int:
                            batch_size=8, max_length=128, seed=args.seed, progress=progress)
     rm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summary = train_policy(policy, reward, train_prompts, work / "policy", steps=args.steps,
-                           num_generations=args.num_generations,
-                           prompts_per_step=args.prompts_per_step,
-                           max_completion_length=args.max_completion_length,
-                           learning_rate=args.lr, seed=args.seed, progress=progress)
-    rl_s = time.perf_counter() - t0
+    trained = work / "policy" / "ramo_rl.json"
+    if trained.is_file():  # a rerun evaluates the policy an earlier run trained
+        summary = json.loads(trained.read_text())
+    else:
+        summary = train_policy(policy, reward, train_prompts, work / "policy", steps=args.steps,
+                               num_generations=args.num_generations,
+                               prompts_per_step=args.prompts_per_step,
+                               max_completion_length=args.max_completion_length,
+                               learning_rate=args.lr, seed=args.seed, progress=progress)
+    rl_s = summary["runtime_s"]
     t0 = time.perf_counter()
     result = evaluate_policies({"before": policy, "after": work / "policy"}, reward,
                                eval_prompts, max_new_tokens=args.max_new_tokens,
