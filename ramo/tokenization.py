@@ -74,7 +74,6 @@ def _encode_chat(tokenizer, prompt: str | Sequence[dict], response: str,
     if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
         ids = ids[1:]
     if len(ids) > max_length:
-        bos = tokenizer.bos_token_id
         head = ids[:1] if bos is not None and ids[0] == bos and max_length > 1 else []
         ids = head + ids[len(ids) - (max_length - len(head)):]
     return {"input_ids": ids, "attention_mask": [1] * len(ids)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_judge_arguments, add_no_progress
+from ramo.cli._common import add_judge_arguments, add_lora_argument, add_no_progress
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +38,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens per pair (prompt and both responses)")
     parser.add_argument("--seed", type=int, default=d["seed"],
                         help="model initialisation, order, holdout")
-    parser.add_argument("--lora", type=int, default=d["lora"], metavar="R",
-                        help="train LoRA adapters of rank R on the backbone (the head in "
-                        "full) instead of every weight; merged before saving (needs peft: "
-                        "pip install 'ramo[lora]')")
+    add_lora_argument(parser, d["lora"])
     add_no_progress(parser)
 
 

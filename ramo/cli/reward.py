@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ramo.cli._common import add_no_progress
+from ramo.cli._common import add_lora_argument, add_no_progress
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +46,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="none (default, as in the paper): the loss ignores a margin "
                         "column; raw: -logsigmoid(r_chosen - r_rejected - margin) with each "
                         "row's margin (ramo label writes the summed score gap), as in TRL")
-    parser.add_argument("--lora", type=int, default=d["lora"], metavar="R",
-                        help="train LoRA adapters of rank R on the backbone's linear layers "
-                        "(the head in full) instead of every weight; merged into the weights "
-                        "before saving, so the folder loads as usual (needs peft: pip install "
-                        "'ramo[lora]')")
+    add_lora_argument(parser, d["lora"])
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute activations in backward: less memory, more time")
@@ -91,8 +87,7 @@ def train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
         max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
         margin=args.margin, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed,
-        progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
+        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
         rules=args.rules, k=args.k, ratings=args.ratings, lora=args.lora,
         regression_weight=args.regression_weight if args.ratings else 0.0)
     if int(os.environ.get("RANK", "0")) == 0:

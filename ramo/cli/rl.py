@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_no_progress
+from ramo.cli._common import add_lora_argument, add_no_progress
+
+
+def _reward_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reward", required=True, type=Path,
+                        help="a reward model folder from `ramo rm train` (either kind)")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="with a rule-head reward model: a Rule Adapter folder; the reward "
+                        "is then the sum of the heads of its k rules for each prompt")
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +24,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     d = defaults(train_policy)
     parser.add_argument("--policy", required=True, type=Path,
                         help="the causal LM to train: a local folder (save_pretrained)")
-    parser.add_argument("--reward", required=True, type=Path,
-                        help="a reward model folder from `ramo rm train` (either kind)")
-    parser.add_argument("--adapter", type=Path, default=None,
-                        help="with a rule-head reward model: a Rule Adapter folder; the reward "
-                        "is then the sum of the heads of its k rules for each prompt")
+    _reward_arguments(parser)
     parser.add_argument("--prompts", required=True, type=Path,
                         help="rows with `prompt` (text or TRL's conversational messages): "
                         "JSONL(.gz), Parquet, JSON, or a datasets / Parquet / Arrow folder")
@@ -43,8 +47,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="KL penalty to the starting policy (default 0: none, TRL's default)")
     parser.add_argument("--temperature", type=float, default=d["temperature"],
                         help=f"sampling temperature (default {d['temperature']})")
-    parser.add_argument("--lora", type=int, default=d["lora"], metavar="R",
-                        help="train LoRA adapters of rank R, merged before saving (needs peft)")
+    add_lora_argument(parser, d["lora"])
     parser.add_argument("--seed", type=int, default=d["seed"])
     add_no_progress(parser)
 
@@ -82,10 +85,7 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, action="append", metavar="[NAME=]PATH",
                         help="a policy folder, optionally named (before=base/ after=out/); "
                         "repeatable")
-    parser.add_argument("--reward", required=True, type=Path,
-                        help="the reward model folder that scores the replies")
-    parser.add_argument("--adapter", type=Path, default=None,
-                        help="with a rule-head reward model: its Rule Adapter folder")
+    _reward_arguments(parser)
     parser.add_argument("--prompts", required=True, type=Path,
                         help="held-out rows with `prompt` and `kind` (should-refuse or "
                         "should-respond)")

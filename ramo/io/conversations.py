@@ -26,13 +26,6 @@ _SPEAKERS = {"system": "System", "user": "Human", "assistant": "Assistant", "too
 Messages = tuple[dict[str, str], ...]
 
 
-def is_messages(value: Any) -> bool:
-    """Whether a field is given as a conversation (as TRL decides it: a list whose first item
-    is an object with a 'role')."""
-    return (isinstance(value, list) and bool(value) and isinstance(value[0], dict)
-            and "role" in value[0])
-
-
 def check_messages(value: Any, name: str) -> tuple[Messages | None, list[str]]:
     """(the messages, []) or (None, problems naming the field and message index).
 

@@ -189,7 +189,8 @@ class RuleJudge:
         from ramo.reference.judge_scores import from_listed_logprobs
 
         ids = self._answer_ids
-        listed = self.engine.listed_logprobs(sequences, ids["yes"] + ids["no"] + ids["irrelevant"])
+        listed = self.engine.listed_logprobs(sequences,
+                                             ids["yes"] + ids["no"] + ids["irrelevant"])
         scores = from_listed_logprobs(listed, len(ids["yes"]), len(ids["no"]), self.normalize)
         # The transformers engine's outputs are in the judge's accumulation dtype: fp32
         # below fp64 (vLLM returns fp32 log-probabilities).
@@ -295,7 +296,7 @@ def model_fingerprint(model) -> str:
     """sha256 (16 hex digits) of the model's class, config and a strided sample of every
     parameter: cheap, yet any fine-tune or other checkpoint changes it."""
     return _fingerprint(type(model).__name__, model.config.to_dict(),
-                        ((name, p) for name, p in sorted(model.state_dict().items())))
+                        sorted(model.state_dict().items()))
 
 
 def checkpoint_fingerprint(path: str | os.PathLike, dtype: torch.dtype) -> str:
@@ -318,22 +319,22 @@ def checkpoint_fingerprint(path: str | os.PathLike, dtype: torch.dtype) -> str:
     for name, param in skeleton.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(param), []).append(name)
     aliases = {name: names for names in names_of.values() for name in names}
-    where = {}
-    for file in files:
-        with safe_open(file, "pt") as f:
-            where.update((key, file) for key in f.keys())
+    with contextlib.ExitStack() as stack:  # each file opened once, read tensor by tensor
+        where = {}
+        for file in files:
+            handle = stack.enter_context(safe_open(file, "pt"))
+            where.update((key, handle) for key in handle.keys())
 
-    def tensors():
-        for name, meta in sorted(skeleton.state_dict().items()):
-            stored = next((n for n in aliases.get(name, [name]) if n in where), None)
-            if stored is None:
-                raise ValueError(f"{folder}: the checkpoint has no tensor {name!r} (nor a "
-                                 "weight tied to it): it cannot be fingerprinted as the "
-                                 "transformers engine would load it")
-            with safe_open(where[stored], "pt") as f:
-                yield name, f.get_tensor(stored).to(meta.dtype)
+        def tensors():
+            for name, meta in sorted(skeleton.state_dict().items()):
+                stored = next((n for n in aliases.get(name, [name]) if n in where), None)
+                if stored is None:
+                    raise ValueError(f"{folder}: the checkpoint has no tensor {name!r} (nor a "
+                                     "weight tied to it): it cannot be fingerprinted as the "
+                                     "transformers engine would load it")
+                yield name, where[stored].get_tensor(stored).to(meta.dtype)
 
-    return _fingerprint(type(skeleton).__name__, skeleton.config.to_dict(), tensors())
+        return _fingerprint(type(skeleton).__name__, skeleton.config.to_dict(), tensors())
 
 
 def _fingerprint(class_name: str, config: dict, tensors) -> str:

@@ -37,7 +37,6 @@ def merge_lora(model):
     return model.merge_and_unload()
 
 
-def trainable_parameters(model) -> tuple[int, int]:
-    """(trainable, all) parameter counts."""
-    params = list(model.parameters())
-    return (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+def trainable_parameters(model) -> int:
+    """How many parameters training updates."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
