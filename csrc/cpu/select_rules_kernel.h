@@ -17,6 +17,13 @@
 #endif
 #define RAMO_CPU_INLINE __attribute__((always_inline)) inline
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RAMO_CPU_AVX2_PATH 1
+#include <immintrin.h>
+#else
+#define RAMO_CPU_AVX2_PATH 0
+#endif
+
 namespace ramo {
 namespace cpu {
 
@@ -233,6 +240,39 @@ RAMO_CPU_INLINE int select_row(const acc_t* keys, const bool* valid, int64_t r, 
   return top.size;
 }
 
+// Writes row n's outputs from its selection order (`size` rules; the rest are padding).
+template <typename scalar_t, typename acc_t, bool HAS_REL>
+RAMO_CPU_INLINE void write_row(const scalar_t* a, const scalar_t* b, const acc_t* rel,
+                               const SelectRulesArgs<acc_t>& p, int64_t n,
+                               const int64_t* selected, int size) {
+  int64_t* out_index = p.indices + n * p.k;
+  acc_t* out_crit = p.criterion + n * p.k;
+  acc_t ra = acc_t(0), rb = acc_t(0);
+  for (int j = 0; j < size; ++j) {
+    const int64_t i = selected[j];
+    const acc_t x = static_cast<acc_t>(a[i]), y = static_cast<acc_t>(b[i]);
+    ra = add_rn(ra, x);
+    rb = add_rn(rb, y);
+    out_index[j] = i;
+    // Recomputed rather than kept: the key differs from the criterion for NaN, and the
+    // same operations on the same values give the same bits.
+    if constexpr (HAS_REL) {
+      out_crit[j] = criterion(x, y, rel[i], p.discrepancy_weight, p.relevance_weight);
+    } else {
+      out_crit[j] = criterion(x, y, p.discrepancy_weight);
+    }
+  }
+  for (int j = size; j < p.k; ++j) {
+    out_index[j] = -1;
+    out_crit[j] = -static_cast<acc_t>(INFINITY);
+  }
+  const acc_t m = sub_rn(ra, rb);
+  p.reward_a[n] = ra;
+  p.reward_b[n] = rb;
+  p.margin[n] = m;
+  p.preference[n] = preference_of(m, p.tie_tolerance);
+}
+
 // Processes rows [begin, end). Returns the first row with a non-finite valid value, or
 // `end` when there is none; rows after a bad row are left unwritten (the caller raises).
 // Compiled twice on x86-64 (AVX2 and baseline) and picked at load time: the branch-free
@@ -259,41 +299,171 @@ RAMO_CPU_CLONES int64_t select_rules_rows(const scalar_t* scores_a, const scalar
         select_row<acc_t, HAS_VALID>(keys.data(), valid, p.r, p.k, block_maxima.data(),
                                      block_list.data(), cand_key.data(), cand_index.data(),
                                      selected);
-    int64_t* out_index = p.indices + n * p.k;
-    acc_t* out_crit = p.criterion + n * p.k;
-    acc_t ra = acc_t(0), rb = acc_t(0);
-    for (int j = 0; j < size; ++j) {
-      const int64_t i = selected[j];
-      const acc_t x = static_cast<acc_t>(a[i]), y = static_cast<acc_t>(b[i]);
-      ra = add_rn(ra, x);
-      rb = add_rn(rb, y);
-      out_index[j] = i;
-      // Recomputed rather than kept: the key differs from the criterion for NaN, and the
-      // same operations on the same values give the same bits.
-      if constexpr (HAS_REL) {
-        out_crit[j] = criterion(x, y, rel[i], p.discrepancy_weight, p.relevance_weight);
-      } else {
-        out_crit[j] = criterion(x, y, p.discrepancy_weight);
-      }
-    }
-    for (int j = size; j < p.k; ++j) {
-      out_index[j] = -1;
-      out_crit[j] = -static_cast<acc_t>(INFINITY);
-    }
-    const acc_t m = sub_rn(ra, rb);
-    p.reward_a[n] = ra;
-    p.reward_b[n] = rb;
-    p.margin[n] = m;
-    p.preference[n] = preference_of(m, p.tie_tolerance);
+    write_row<scalar_t, acc_t, HAS_REL>(a, b, rel, p, n, selected, size);
   }
   return end;
 }
+
+#if RAMO_CPU_AVX2_PATH
+// fp32 rows with k <= 8 on AVX2 (the common case: k about 5, R about 100), where the fixed
+// cost per row, not the memory traffic, bounded the general path. One pass computes the
+// keys, checks finiteness and keeps each of the 8 lanes' maximum; the k-th largest of those
+// 8 maxima is a lower bound of the k-th largest key (k distinct lanes each hold a key at
+// least that large), tighter than the general path's group bound; a second pass over the
+// keys (in L1) left-packs the few candidates with a permutation table, in index order, and
+// the branch-free list ranks them. Same operations on the same values as the reference, so
+// the same bits.
+namespace avx2 {
+
+// Lane permutations that move the set lanes of an 8-bit mask to the front, in lane order.
+struct LeftPack {
+  uint8_t lanes[256][8];
+  constexpr LeftPack() : lanes{} {
+    for (int m = 0; m < 256; ++m) {
+      int n = 0;
+      for (int i = 0; i < 8; ++i) {
+        if (m >> i & 1) lanes[m][n++] = static_cast<uint8_t>(i);
+      }
+      for (; n < 8; ++n) lanes[m][n] = 0;
+    }
+  }
+};
+inline constexpr LeftPack kLeftPack{};
+
+#define RAMO_AVX2 __attribute__((target("avx2,popcnt")))
+
+// The k-th largest of the 8 lanes of m (k in [1, 8]): lane i's count of strictly larger
+// lanes is its position in a descending sort, so the k-th largest is the smallest lane
+// whose count is below k.
+RAMO_AVX2 inline float kth_largest_lane(__m256 m, int k) {
+  __m256i larger = _mm256_setzero_si256();
+  __m256i rotate = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+  __m256 other = m;
+  for (int s = 1; s < 8; ++s) {
+    other = _mm256_permutevar8x32_ps(other, rotate);
+    larger = _mm256_sub_epi32(larger, _mm256_castps_si256(_mm256_cmp_ps(other, m, _CMP_GT_OQ)));
+  }
+  const __m256i top = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), larger);
+  __m256 v = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), m, _mm256_castsi256_ps(top));
+  v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm256_cvtss_f32(v);
+}
+
+// 8 lanes from j on (j + 8 <= r), or the row's last r - j lanes and `fill` beyond it.
+RAMO_AVX2 inline __m256 load_lanes(const float* x, int64_t j, int64_t r, __m256i tail,
+                                   float fill) {
+  if (j + 8 <= r) return _mm256_loadu_ps(x + j);
+  return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(x + j, tail),
+                          _mm256_castsi256_ps(tail));
+}
+
+template <bool HAS_REL, bool HAS_VALID>
+RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b,
+                                    const SelectRulesArgs<float>& p, int64_t begin,
+                                    int64_t end) {
+  const int64_t r = p.r;
+  const int64_t padded = (r + 7) / 8 * 8;
+  std::vector<float> keys(padded), cand_key(padded + 8), block_maxima(r / kBlock + 1);
+  std::vector<int32_t> cand_index(padded + 8);
+  std::vector<int64_t> block_list(r / kBlock + 1);
+  int64_t selected[kMaxFastK];
+  const bool check_rel = p.relevance_row_stride != 0;  // a shared [R] is checked once upfront
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r % 8 ? r % 8 : 8)), iota);
+  const __m256 wd = _mm256_set1_ps(p.discrepancy_weight), wr = _mm256_set1_ps(p.relevance_weight);
+  const __m256 neg_inf = _mm256_set1_ps(-INFINITY), sign = _mm256_set1_ps(-0.0f);
+  for (int64_t n = begin; n < end; ++n) {
+    const float* a = scores_a + n * r;
+    const float* b = scores_b + n * r;
+    const float* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
+    const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
+    // Lanes past r load 0 (a finite score) and get key -inf, like an invalid rule.
+    __m256 lane_max = neg_inf, finite = _mm256_setzero_ps();
+    for (int64_t j = 0; j < padded; j += 8) {
+      const __m256 x = load_lanes(a, j, r, tail, 0.0f), y = load_lanes(b, j, r, tail, 0.0f);
+      // x - x is 0 for a finite x, NaN otherwise; the NaN sticks in the running sum.
+      __m256 check = _mm256_add_ps(_mm256_sub_ps(x, x), _mm256_sub_ps(y, y));
+      __m256 c = _mm256_mul_ps(wd, _mm256_andnot_ps(sign, _mm256_sub_ps(x, y)));
+      if constexpr (HAS_REL) {
+        const __m256 q = load_lanes(rel, j, r, tail, 0.0f);
+        c = _mm256_add_ps(c, _mm256_mul_ps(wr, q));
+        if (check_rel) check = _mm256_add_ps(check, _mm256_sub_ps(q, q));
+      }
+      __m256 key = _mm256_blendv_ps(neg_inf, c, _mm256_cmp_ps(c, c, _CMP_ORD_Q));
+      if (j + 8 > r) key = _mm256_blendv_ps(neg_inf, key, _mm256_castsi256_ps(tail));
+      if constexpr (HAS_VALID) {
+        __m256i v8;
+        if (j + 8 <= r) {
+          int64_t bytes;
+          __builtin_memcpy(&bytes, valid + j, 8);
+          v8 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
+        } else {
+          alignas(8) uint8_t bytes[8] = {};
+          for (int64_t i = j; i < r; ++i) bytes[i - j] = valid[i];
+          v8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
+        }
+        const __m256 on = _mm256_castsi256_ps(_mm256_cmpgt_epi32(v8, _mm256_setzero_si256()));
+        key = _mm256_blendv_ps(neg_inf, key, on);
+        check = _mm256_and_ps(check, on);  // non-finite values of invalid rules are allowed
+      }
+      finite = _mm256_add_ps(finite, check);
+      _mm256_storeu_ps(keys.data() + j, key);
+      lane_max = _mm256_max_ps(lane_max, key);
+    }
+    if (_mm256_movemask_ps(_mm256_cmp_ps(finite, _mm256_setzero_ps(), _CMP_NEQ_UQ))) return n;
+
+    const float bound = kth_largest_lane(lane_max, p.k);
+    int size = p.k;
+    if (bound > -INFINITY) {  // then every candidate is a valid rule
+      const __m256 threshold = _mm256_set1_ps(bound);
+      int64_t count = 0;
+      for (int64_t j = 0; j < padded; j += 8) {
+        const __m256 key = _mm256_loadu_ps(keys.data() + j);
+        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(key, threshold, _CMP_GE_OQ));
+        int64_t lanes;
+        __builtin_memcpy(&lanes, kLeftPack.lanes[mask], 8);
+        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(lanes));
+        _mm256_storeu_ps(cand_key.data() + count, _mm256_permutevar8x32_ps(key, perm));
+        const __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j)), iota);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand_index.data() + count),
+                            _mm256_permutevar8x32_epi32(index, perm));
+        count += _mm_popcnt_u32(static_cast<unsigned>(mask));
+      }
+      SimdTopK<float, 1> top;
+      for (int64_t c = 0; c < count; ++c) top.offer(cand_key[c], cand_index[c]);
+      for (int j = 0; j < p.k; ++j) selected[j] = top.index_at(j);
+    } else {  // fewer than k lanes hold a valid rule: the general selection
+      size = select_row<float, HAS_VALID>(keys.data(), valid, r, p.k, block_maxima.data(),
+                                          block_list.data(), cand_key.data(),
+                                          cand_index.data(), selected);
+    }
+    write_row<float, float, HAS_REL>(a, b, rel, p, n, selected, size);
+  }
+  return end;
+}
+
+#undef RAMO_AVX2
+}  // namespace avx2
+#endif
 
 // Dispatches the relevance / valid variants, so the inner loops carry no per-element branch.
 template <typename scalar_t, typename acc_t>
 int64_t select_rules_range(const scalar_t* scores_a, const scalar_t* scores_b,
                            const SelectRulesArgs<acc_t>& p, int64_t begin, int64_t end) {
   const bool rel = p.relevance != nullptr, valid = p.valid != nullptr;
+#if RAMO_CPU_AVX2_PATH
+  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+    if (p.k <= 8 && __builtin_cpu_supports("avx2")) {
+      using namespace avx2;
+      if (rel && valid) return select_rules_rows<true, true>(scores_a, scores_b, p, begin, end);
+      if (rel) return select_rules_rows<true, false>(scores_a, scores_b, p, begin, end);
+      if (valid) return select_rules_rows<false, true>(scores_a, scores_b, p, begin, end);
+      return select_rules_rows<false, false>(scores_a, scores_b, p, begin, end);
+    }
+  }
+#endif
   if (rel && valid) return select_rules_rows<scalar_t, acc_t, true, true>(scores_a, scores_b, p, begin, end);
   if (rel) return select_rules_rows<scalar_t, acc_t, true, false>(scores_a, scores_b, p, begin, end);
   if (valid) return select_rules_rows<scalar_t, acc_t, false, true>(scores_a, scores_b, p, begin, end);

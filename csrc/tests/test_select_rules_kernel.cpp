@@ -1,7 +1,7 @@
 // C++ unit tests of the CPU select_rules kernel (csrc/cpu/select_rules_kernel.h) against a
 // brute-force selection: a full sort of the valid rules by (criterion desc, index asc).
-// Exercises every path: the filtered SIMD lists (k up to 2 vector widths), the scalar list,
-// ties, masks, NaN criteria and the non-finite check. Exit code 0 when all pass.
+// Exercises every path: the fp32 AVX2 path for k <= 8, the filtered SIMD lists (k up to 2
+// vector widths), the scalar list, ties, masks, NaN criteria and the non-finite check. Exit code 0 when all pass.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -155,6 +155,32 @@ void extreme_values() {
   }
 }
 
+// The fp32 small-k path bounds the k-th key by the k-th largest of 8 lane maxima: rows whose
+// best keys all sit in one lane (rule index = lane mod 8), or tie across lanes, must still
+// select exactly.
+void lane_patterns() {
+  for (int64_t r : {8, 9, 23, 64, 100, 1031}) {
+    for (int k : {1, 3, 5, 8}) {
+      for (int pattern = 0; pattern < 3; ++pattern) {
+        Case<float> c{3, r, k, {}, {}, {}, {}};
+        for (int64_t row = 0; row < 3; ++row) {
+          for (int64_t j = 0; j < r; ++j) {
+            float v = pattern == 0 ? (j % 8 == row ? 1.0f + float(j) / r : float(j) / (4 * r))
+                    : pattern == 1 ? float((j * 7 + row) % 5) / 4  // ties everywhere
+                                   : (j % 8 == 3 ? -1.0f : 0.5f);   // one lane far below
+            c.a.push_back(v);
+            c.b.push_back(0.0f);
+          }
+        }
+        char label[64];
+        std::snprintf(label, sizeof(label), "lanes r=%lld k=%d pattern=%d", (long long)r, k,
+                      pattern);
+        check_case(c, label);
+      }
+    }
+  }
+}
+
 void non_finite_is_reported() {
   Case<float> c{4, 20, 3, std::vector<float>(80, 0.25f), std::vector<float>(80, 0.0f), {}, {}};
   c.b[2 * 20 + 7] = std::numeric_limits<float>::infinity();
@@ -182,6 +208,7 @@ int main() {
   random_sweep<float>("float");
   random_sweep<double>("double");
   extreme_values();
+  lane_patterns();
   non_finite_is_reported();
   std::printf("%s: %d failures\n", failures ? "FAILED" : "OK", failures);
   return failures == 0 ? 0 : 1;
