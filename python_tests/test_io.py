@@ -513,10 +513,11 @@ def test_pairs_corrupt_gzip_and_parquet(tmp_path):
     assert "not a readable Parquet file" in load_error(load_pairs, pq)
 
 
-def test_pairs_empty_file_is_an_empty_list(tmp_path):
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_pairs_empty_file_is_an_error(tmp_path, content):
     path = tmp_path / "p.jsonl"
-    path.write_text("", encoding="utf-8")
-    assert load_pairs(path) == []
+    path.write_text(content, encoding="utf-8")
+    assert load_error(load_pairs, path) == f"{path}: no pairs in the file"
 
 
 # --- pairs: TRL's conversational format ----------------------------------------------------

@@ -123,9 +123,10 @@ def apply(args: argparse.Namespace) -> int:
     from ramo.rate import default_device, open_store
     from ramo.steps import load_judge
 
-    # The cheap checks first: a mismatched pool or a bad k fails before the judge loads.
-    adapter = RuleAdapter.from_pretrained(args.adapter, device=default_device(args.device))
+    # The cheap checks first: bad pairs, a mismatched pool or a bad k fail before the judge
+    # loads.
     pairs = load_pairs(args.pairs)
+    adapter = RuleAdapter.from_pretrained(args.adapter, device=default_device(args.device))
     rules = load_rules(args.rules)
     adapter.check_rules(rules)
     k = adapter.resolve_k(args.k)

@@ -77,7 +77,7 @@ def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) 
     is the 0-based row number as a string (blank JSONL lines are not rows). Other columns go
     to `Pair.extra`.
 
-    Nothing is loaded if any row is bad: the ValueError names the file and lists up to the
+    Nothing is loaded if any row is bad, or if there is none: the ValueError names the file and lists up to the
     first 5 bad rows (JSONL: 1-based line numbers; JSON and Parquet: 0-based row numbers),
     each with its problems: malformed JSON, missing columns, non-string fields, an empty
     (whitespace-only) prompt or response, a bad label, a duplicate id (both rows named).
@@ -86,7 +86,10 @@ def load_pairs(path: str | os.PathLike, *, allow_empty_responses: bool = False) 
     non-empty). hh-rlhf's harmless split has a few pairs whose preferred reply is silence.
     """
     problems = Problems(path)
-    return _checked(read_rows(path, problems), problems, allow_empty_responses)
+    pairs = _checked(read_rows(path, problems), problems, allow_empty_responses)
+    if not pairs:
+        raise ValueError(f"{os.fspath(path)}: no pairs in the file")
+    return pairs
 
 
 def as_pairs(items: Iterable[Pair | Mapping[str, Any]], *,

@@ -76,9 +76,7 @@ def load_preferences(path: str | os.PathLike, *,
     margin present on some rows but not on others (a missing margin is not 0: filling it in
     would quietly train on a number nobody wrote).
     """
-    pairs = load_pairs(path, allow_empty_responses=allow_empty_responses)
-    if not pairs:
-        raise ValueError(f"{os.fspath(path)}: no pairs in the file")
+    pairs = load_pairs(path, allow_empty_responses=allow_empty_responses)  # never empty
     return _preferences(pairs, Problems(path))
 
 

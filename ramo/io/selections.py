@@ -69,7 +69,8 @@ def write_selections(path: str | os.PathLike, selections: Iterable[Selection]) -
 
 
 def load_selections(path: str | os.PathLike) -> list[Selection]:
-    """A selections file, validated; ValueError lists bad lines by number."""
+    """A selections file, validated; ValueError lists bad lines by number, or says that
+    there is no selection."""
     problems = Problems(path)
     rows, seen = [], {}
     for where, row in read_jsonl(path, problems):
@@ -84,6 +85,8 @@ def load_selections(path: str | os.PathLike) -> list[Selection]:
                               **{name: row[name] for name in _NUMBERS},
                               preference=row["preference"], criterion=row.get("criterion")))
     problems.raise_if_any()
+    if not rows:
+        raise ValueError(f"{os.fspath(path)}: no selections in the file")
     return rows
 
 

@@ -144,6 +144,8 @@ class RatingStore:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ratings store at {path}")
+        if path.stat().st_size == 0:  # sqlite would read it as a database with no tables
+            raise StoreError(f"{path} is an empty file, not a ratings store")
         store = cls.__new__(cls)
         store.path, store._read_only, store._con = path, True, None
         # mode=ro: sqlite refuses every write, so a reader can never create the store, lock
