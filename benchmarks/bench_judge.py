@@ -27,10 +27,13 @@ rendered prompt is 200 to 600 tokens; rules from ramo's default pool.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -114,10 +117,52 @@ def memory_in_child() -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def random_llama(spec: str) -> Path:
+    """A Llama of random weights built from a config (`HIDDEN,LAYERS`; heads of 64, a
+    quarter as many key/value heads, an MLP 8/3 as wide) with the embedded judge's tokenizer,
+    saved to a temporary folder: the judge's cost at a larger size, no download."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ramo.judge.models import default_judge_path
+
+    hidden, layers = (int(x) for x in spec.split(","))
+    tokenizer = AutoTokenizer.from_pretrained(default_judge_path())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
+                         intermediate_size=(hidden * 8 // 3 + 63) // 64 * 64,
+                         num_hidden_layers=layers, num_attention_heads=hidden // 64,
+                         num_key_value_heads=max(1, hidden // 256),
+                         max_position_embeddings=8192, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    out = Path(tempfile.mkdtemp(prefix="ramo-bench-llama-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def cached_path(judge, prompt, response, rules) -> list[float]:
+    """ramo with the prefix's key/value cache broadcast over each batch (its GPU path)
+    instead of the in-place prefix attention."""
+    from ramo.judge import prefix_attention
+
+    supports = prefix_attention.supports
+    prefix_attention.supports = lambda config, length: False
+    try:
+        return run_judge(judge, prompt, response, rules)
+    finally:
+        prefix_attention.supports = supports
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--judge", default="default", help="judge folder or hub id (default: "
                         "the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--random-llama", metavar="HIDDEN,LAYERS", default=None,
+                        help="judge with a random-weight Llama of this size instead (the "
+                             "embedded judge's tokenizer); e.g. 2048,16")
+    parser.add_argument("--cached", action="store_true",
+                        help="also time ramo with the broadcast prefix cache (its GPU path)")
     parser.add_argument("--template", default="rule-last")
     parser.add_argument("--rules", type=int, default=100, help="rules from the default pool")
     parser.add_argument("--responses", type=int, default=4)
@@ -144,7 +189,17 @@ def main() -> int:
     from ramo.judge import RuleJudge
 
     rules = [r.text for r in load_rules(DEFAULT_RULES)][: args.rules]
-    ramo_judge = RuleJudge.from_pretrained(args.judge, template=args.template, progress=False)
+    if args.random_llama:
+        args.judge = str(random_llama(args.random_llama))
+    extra = {}
+    if args.random_llama:  # the embedded judge's tokenizer: its answer ids as well
+        from transformers import AutoTokenizer
+
+        from ramo.judge.models import default_judge_defaults
+
+        extra = default_judge_defaults(AutoTokenizer.from_pretrained(args.judge))
+    ramo_judge = RuleJudge.from_pretrained(args.judge, template=args.template, progress=False,
+                                           **extra)
     if args.batch_size:
         ramo_judge.batch_size = args.batch_size
     unshared = RuleJudge(ramo_judge.model, ramo_judge.tokenizer, template=args.template,
@@ -162,6 +217,8 @@ def main() -> int:
     methods = {"naive": (run_naive, ramo_judge, rules[: args.naive_rules]),
                "batched": (run_judge, unshared, rules[: args.batched_rules]),
                "ramo": (run_judge, ramo_judge, rules)}
+    if args.cached:
+        methods["ramo cached"] = (cached_path, ramo_judge, rules)
     if args.memory_child:
         print(json.dumps(peak_memory(methods, responses[-1])))
         return 0
@@ -210,7 +267,9 @@ def main() -> int:
         row["x_batched"] = row["ratings_per_s"] / rows[1]["ratings_per_s"]
 
     lengths = [n for n, _, _ in responses]
-    judge_name = "default (SmolLM2-135M-Instruct)" if args.judge == "default" else args.judge
+    judge_name = ("default (SmolLM2-135M-Instruct)" if args.judge == "default" else
+                  f"random Llama {args.random_llama} (hidden, layers)" if args.random_llama
+                  else args.judge)
     title = (f"judge {judge_name}, template {args.template}, "
              f"{len(rules)} rules, {len(responses)} responses of {min(lengths)}-{max(lengths)} "
              f"tokens, {torch.get_num_threads()} threads, {model.dtype}; GEMM measured in the "
@@ -224,7 +283,9 @@ def main() -> int:
     print(f"\n{title}\n\n{table}")
     payload = {"machine": machine(), "gemm_gflops": gflops, "title": title, "rows": rows,
                "response_tokens": lengths}
-    name = "judge_vllm_cpu" if args.vllm else "judge_cpu"
+    name = ("judge_vllm_cpu" if args.vllm else
+            f"judge_llama_{args.random_llama.replace(',', 'x')}_cpu" if args.random_llama
+            else "judge_cpu")
     for path in save_results(args.out, name, payload, f"{title}\n\n{table}"):
         print(f"wrote {path}")
     return 0

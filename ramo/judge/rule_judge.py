@@ -3,7 +3,9 @@
 A rule's score for a response is P(yes) - P(no) of the judge's next token after the rendered
 (prompt, response, rule) (see templates.py). With the default rule-last template the
 conversation is a prefix shared by all R rules: it is prefilled once, its key/value cache is
-broadcast over a batch of rule suffixes, and only the suffix tokens are paid per rule. The LM
+broadcast over a batch of rule suffixes, and only the suffix tokens are paid per rule (on the
+CPU the suffixes attend to the prefix's keys and values in place, prefix_attention.py;
+elsewhere through a transformers cache). The LM
 head is never applied to any position but the answer position, and there through
 `ramo.ops.judge_scores`, which never holds [B, V] logits.
 
@@ -26,6 +28,7 @@ import torch
 
 from ramo.io import as_pairs, as_rules
 from ramo.judge import answers as _answers
+from ramo.judge import prefix_attention
 from ramo.judge.templates import JudgeTemplate, TemplateRenderer, get_template
 from ramo.ops import JudgeScores, judge_scores
 from ramo.ratings import FIELDS, Ratings
@@ -209,6 +212,17 @@ class RuleJudge:
         decoder = self._decoder()
         out = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True)
         prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
+        longest = len(prefix) + max(len(s) for s in suffixes)
+
+        def in_place(ids: torch.Tensor) -> torch.Tensor:
+            b, length = ids.shape
+            positions = torch.arange(len(prefix), len(prefix) + length, device=device)
+            with prefix_attention.use_prefix(self.model, prefix_kv):
+                return decoder(input_ids=ids, use_cache=False,
+                               position_ids=positions.expand(b, -1)).last_hidden_state
+
+        if device.type == "cpu" and prefix_attention.supports(self.model.config, longest):
+            return self._last_hidden(suffixes, in_place)
 
         def run(ids: torch.Tensor) -> torch.Tensor:
             b, length = ids.shape
