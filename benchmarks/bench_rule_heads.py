@@ -236,6 +236,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the CPU run (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="only N=16384, D=768, R=100")
+    parser.add_argument("--shape", metavar="N,D,R", default=None,
+                        help="only this shape (results named rule_heads_<device>_NxDxR)")
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="seconds of timed calls per method and shape (at least 5 calls; "
                         "default 3: the first calls of a fresh process pay for page faults and "
@@ -259,10 +261,13 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
-    result = run(device, QUICK_SHAPES if args.quick else FULL_SHAPES, args.min_time,
+    shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else None
+    shapes = [shape] if shape else QUICK_SHAPES if args.quick else FULL_SHAPES
+    result = run(device, shapes, args.min_time,
                  args.threads, args.max_gb, args.max_step_s)
     markdown = to_markdown(result)
-    stem = f"rule_heads_{device.type}" + ("_quick" if args.quick else "")
+    stem = f"rule_heads_{device.type}" + (f"_{args.shape.replace(',', 'x')}" if shape else
+                                          "_quick" if args.quick else "")
     written = common.save_results(args.out, stem, result, markdown)
     print("\n" + markdown)
     print("\nwrote " + ", ".join(str(p) for p in written))
