@@ -36,7 +36,7 @@ from benchmarks.common import markdown_table, write_atomic  # noqa: E402
 # name -> (script, quick arguments, JSON stem without the device, CPU only)
 BENCHMARKS = {
     "select_rules": ("bench_select_rules.py", ["--quick"], "select_rules_{device}_quick", False),
-    "judge_scores": ("bench_judge_scores.py", ["--quick"], "judge_scores_{device}", False),
+    "judge_scores": ("bench_judge_scores.py", ["--quick"], "judge_scores_{device}_quick", False),
     "rule_head_select": ("bench_rule_heads.py", ["--quick"], "rule_heads_{device}_quick", False),
     "judge": ("bench_judge.py", ["--responses", "2", "--naive-rules", "4", "--batched-rules", "8"],
               "judge_{device}", True),
