@@ -89,7 +89,7 @@ class Config:
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: expected a mapping of settings, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(set(raw) - known, key=str)  # YAML keys may be numbers as well
         if unknown:
             raise ValueError(f"{where}: unknown settings {unknown}; the settings are {sorted(known)}")
         if not raw.get("pairs"):
@@ -104,7 +104,7 @@ class Config:
             given = raw.get(name) or {}
             if not isinstance(given, dict):
                 raise ValueError(f"{where}: `{name}` must be a mapping, got {type(given).__name__}")
-            bad = sorted(set(given) - set(defaults))
+            bad = sorted(set(given) - set(defaults), key=str)
             if bad:
                 raise ValueError(f"{where}: unknown {name} settings {bad}; they are {sorted(defaults)}")
             given_sections[name] = {**defaults, **given}
@@ -115,20 +115,13 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Config:
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-        else:
-            import yaml
+        """A JSON (.json) or YAML config file; ramo.io's readers name the file in every
+        error (malformed, not UTF-8, nested too deeply) and ignore a UTF-8 BOM."""
+        from ramo.io.jsonl import read_json
+        from ramo.io.rules import read_yaml
 
-            try:
-                raw = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        path = Path(path)
+        raw = read_json(path) if path.suffix.lower() == ".json" else read_yaml(path, typed=True)
         return cls.from_dict(raw, path.resolve().parent, where=str(path))
 
     def to_dict(self) -> dict:

@@ -7,6 +7,7 @@ problems are collected over the whole file and the error lists the first few.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -68,3 +69,15 @@ def coerce_id(value: Any) -> tuple[str | None, str | None]:
     if not text.strip():
         return None, "'id' is empty"
     return text, None
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether a value read from JSON is a finite number: not a bool (True is an int in
+    Python), not NaN or +-Infinity (which Python's json reads), not an integer too large for
+    a float (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

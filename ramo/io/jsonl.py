@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,13 @@ def read_jsonl(path: str | os.PathLike, problems: Problems) -> list[tuple[str, A
                 value = _parse_line(raw, number, where, problems)
                 if value is not _SKIP:
                     records.append((where, value))
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        # A truncated or non-gzip .gz file: name the file instead of a bare gzip error.
+        # A truncated, corrupted or non-gzip .gz file: name the file instead of a bare gzip
+        # error (a corrupted deflate stream raises zlib.error, which is not an OSError).
         raise ValueError(f"{os.fspath(path)}: cannot read: {e}") from e
     return records
-
 
 
 def _open_binary(path: str | os.PathLike):
@@ -73,9 +74,19 @@ def _parse_line(raw: bytes, number: int, where: str, problems: Problems) -> Any:
         return _SKIP
     try:
         return json.loads(text)
-    except json.JSONDecodeError as e:
-        problems.add(where, f"malformed JSON: {e.msg} (column {e.colno})")
+    except (ValueError, RecursionError) as e:
+        problems.add(where, _json_problem(e))
         return _SKIP
+
+
+def _json_problem(e: ValueError | RecursionError) -> str:
+    """Why json refused a text: malformed, or valid but more than Python reads: nested past
+    the recursion limit, or an integer longer than sys.get_int_max_str_digits()."""
+    if isinstance(e, json.JSONDecodeError):
+        return f"malformed JSON: {e.msg} (column {e.colno})"
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply to read"
+    return f"unreadable JSON: {e}"
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -90,3 +101,5 @@ def read_json(path: str | os.PathLike) -> Any:
     except UnicodeDecodeError as e:
         where = f"{os.fspath(path)}: not valid UTF-8"
         raise ValueError(f"{where} ({e.reason} at byte {e.start})") from e
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{os.fspath(path)}: {_json_problem(e)}") from e

@@ -3,13 +3,12 @@ chosen_side): what the label step writes and the reward-model step trains on."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ramo.io._problems import Problems, type_name
+from ramo.io._problems import Problems, is_finite_number, type_name
 from ramo.io.conversations import Messages, as_messages
 from ramo.io.pairs import Pair, as_pairs, load_pairs
 
@@ -129,8 +128,7 @@ def _extra_issues(margin: Any, rule_ids: Any, side: Any, first_margin: str | Non
     """What is wrong with a row's margin, rule_ids and chosen_side. first_margin: where the
     first row with a margin is, when any has one (then every row needs one)."""
     issues = []
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
-                               or not math.isfinite(margin)):
+    if margin is not None and not is_finite_number(margin):
         issues.append(f"'margin' must be a finite number, got {margin!r}")
     elif margin is None and first_margin:
         issues.append(f"no 'margin', but other rows have one (first at {first_margin}); "

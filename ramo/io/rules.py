@@ -190,21 +190,34 @@ def _rule_from_entry(entry: Any) -> tuple[Rule | None, list[str]]:
     return Rule(id=rule_id, text=text, category=category), []
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    """A YAML document (rule pools, judge templates) whose scalars all stay strings."""
+def read_yaml(path: str | os.PathLike, *, typed: bool = False) -> Any:
+    """A YAML document (rule pools, judge templates) whose scalars all stay strings; with
+    typed=True (settings files) they take YAML's implicit types, as yaml.safe_load gives."""
     try:
         import yaml
     except ImportError as e:  # pyyaml is optional: only YAML pools need it
         raise ImportError(
             f"{os.fspath(path)}: reading YAML needs PyYAML (pip install pyyaml)"
         ) from e
+    loader = yaml.SafeLoader if typed else _strings_yaml_loader(yaml)
     try:
         with Path(path).open("r", encoding="utf-8-sig") as f:
-            return yaml.load(f, Loader=_strings_yaml_loader(yaml))
+            return yaml.load(f, Loader=loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise ValueError(f"{os.fspath(path)}: {where}malformed YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        where = f"{os.fspath(path)}: not valid UTF-8"
+        raise ValueError(f"{where} ({e.reason} at byte {e.start})") from e
+    except RecursionError as e:  # PyYAML's composer recurses once per level of nesting
+        raise ValueError(f"{os.fspath(path)}: YAML nested too deeply to read") from e
+    except (ValueError, KeyError, AttributeError) as e:
+        # PyYAML's constructors let Python's errors through for a value they cannot build:
+        # a date out of range (2001-02-30), `!!bool maybe`, `!!timestamp x`, an integer
+        # longer than sys.get_int_max_str_digits().
+        raise ValueError(f"{os.fspath(path)}: malformed YAML: cannot read a value: "
+                         f"{type(e).__name__}: {e}") from e
 
 
 _STRINGS_LOADER = None

@@ -10,13 +10,12 @@ for selections that did not rank by a criterion (an adapter's prediction).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ramo.io._problems import Problems, type_name
+from ramo.io._problems import Problems, is_finite_number, type_name
 from ramo.io.atomic import write_jsonl
 from ramo.io.jsonl import read_jsonl
 
@@ -102,9 +101,14 @@ def _problems_of(row: Any) -> list[str]:
     if not isinstance(row["rule_ids"], list) or not all(isinstance(r, str) for r in row["rule_ids"]):
         issues.append("rule_ids must be a list of strings")
     for name in _NUMBERS:
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            issues.append(f"{name} must be a finite number, got {value!r}")
-    if row["preference"] not in (-1, 0, 1) or isinstance(row["preference"], bool):
-        issues.append(f"preference must be -1, 0 or 1, got {row['preference']!r}")
+        if not is_finite_number(row[name]):
+            issues.append(f"{name} must be a finite number, got {row[name]!r}")
+    criterion = row.get("criterion")
+    if criterion is not None and (not isinstance(criterion, list)
+                                  or not all(is_finite_number(c) for c in criterion)):
+        issues.append(f"criterion must be a list of finite numbers, got {criterion!r}")
+    # bool and float are excluded although True == 1 == 1.0, as for a pair's label.
+    preference = row["preference"]
+    if isinstance(preference, bool) or not isinstance(preference, int) or abs(preference) > 1:
+        issues.append(f"preference must be -1, 0 or 1, got {preference!r}")
     return issues
