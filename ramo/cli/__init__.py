@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import platform
@@ -109,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: one clear line, not a traceback; nothing has been written for it.
         print(f"ramo {args.words}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every output is atomic and the store commits whole batches: what was there before
+        # is intact, and the same command resumes once there is room.
+        print(f"ramo {args.words}: error: no space left on the disk: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ prefill serves them all) and commits whole units, so `missing_units` is what it 
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -403,9 +404,14 @@ class RatingStore:
         try:
             yield
             con.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if con.in_transaction:  # a failed COMMIT can leave it open
                 con.execute("ROLLBACK")
+            if _disk_full(exc):  # an OSError, as a full disk is for every other output
+                raise OSError(errno.ENOSPC, f"ratings store {self.path}: the disk is full "
+                              "(sqlite: database or disk is full); the ratings committed "
+                              "before are kept: free space and run the same command to "
+                              "resume") from exc
             raise
 
     # ---- reading -----------------------------------------------------------------------------
@@ -591,6 +597,12 @@ def _check_schema(path: Path, meta: dict[str, str | None]) -> None:
     if version != SCHEMA_VERSION:
         raise StoreError(f"ratings store {path} has schema version {version!r}; "
                          f"this ramo reads {SCHEMA_VERSION!r}")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    # SQLITE_FULL is 13; sqlite_errorcode exists from Python 3.11, the message everywhere.
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc))
 
 
 def refuse_shared_across_hosts(path: Path) -> None:

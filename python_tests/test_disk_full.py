@@ -1,0 +1,72 @@
+"""A full disk (issue 16): writing the ratings store and the atomic outputs onto a small tmpfs
+fails with a clear error, leaves the previous state intact, and resumes once space returns.
+Skipped where mounting a tmpfs is not allowed (it needs root or CAP_SYS_ADMIN)."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from python_tests.test_rate import judge_dir  # noqa: F401 (the fixture)
+from python_tests.test_rate import _finish, _pairs, _rate, _table, _write_jsonl
+from ramo.io.atomic import write_jsonl
+
+
+def _mount(path: Path, size: str, *options: str) -> bool:
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([*options, f"size={size}"]),
+                           "tmpfs", str(path)], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 128 KiB at tmp_path/disk (the store's first commits fit, its write-ahead
+    log soon does not), and a function that resizes it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount(disk, "128k"):
+        pytest.skip("mounting a tmpfs is not allowed here (needs root or CAP_SYS_ADMIN)")
+
+    def resize(size: str) -> None:
+        assert _mount(disk, size, "remount"), f"remount to {size} failed"
+
+    yield disk, resize
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_atomic_output_on_a_full_disk(small_disk):
+    disk, resize = small_disk
+    target = disk / "labeled.jsonl"
+    write_jsonl(target, [{"id": "old", "text": "x"}])
+    before = target.read_bytes()
+    rows = [{"id": str(i), "text": "y" * 1000} for i in range(200)]  # about 200 KB
+    with pytest.raises(OSError) as raised:
+        write_jsonl(target, rows)
+    assert raised.value.errno == errno.ENOSPC
+    assert target.read_bytes() == before  # the previous file, whole
+    assert sorted(p.name for p in disk.iterdir()) == ["labeled.jsonl"]  # no temporary left
+    resize("1m")
+    write_jsonl(target, rows)
+    assert len(target.read_text().splitlines()) == 200
+
+
+def test_ratings_store_on_a_full_disk_resumes(tmp_path, small_disk, judge_dir):  # noqa: F811
+    disk, resize = small_disk
+    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(120))
+    reference = tmp_path / "reference.sqlite"
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, reference, "--commit-every", "1"))
+    assert code == 0, err
+    store = disk / "ratings.sqlite"
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, store, "--commit-every", "1"))
+    assert code == 1 and "ramo rate: error: no space left on the disk" in err, err
+    assert "Traceback" not in err
+    kept = _table(store)  # what was committed is readable and correct
+    assert 0 < len(kept) < len(_table(reference))
+    assert set(kept) <= set(_table(reference))
+    resize("4m")
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, store, "--commit-every", "1"))
+    assert code == 0, err
+    assert _table(store) == _table(reference)
