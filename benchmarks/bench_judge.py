@@ -189,14 +189,13 @@ def main() -> int:
     from ramo.judge import RuleJudge
 
     rules = [r.text for r in load_rules(DEFAULT_RULES)][: args.rules]
-    if args.random_llama:
-        args.judge = str(random_llama(args.random_llama))
     extra = {}
-    if args.random_llama:  # the embedded judge's tokenizer: its answer ids as well
+    if args.random_llama:  # the embedded judge's tokenizer, so its answer ids as well
         from transformers import AutoTokenizer
 
         from ramo.judge.models import default_judge_defaults
 
+        args.judge = str(random_llama(args.random_llama))
         extra = default_judge_defaults(AutoTokenizer.from_pretrained(args.judge))
     ramo_judge = RuleJudge.from_pretrained(args.judge, template=args.template, progress=False,
                                            **extra)
