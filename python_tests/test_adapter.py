@@ -20,7 +20,7 @@ from python_tests.judge_models import tiny_llama
 from python_tests.judge_models import tiny_tokenizer as tiny_judge_tokenizer
 from ramo.adapter import (RuleAdapter, adapter_metrics, apply_adapter, encode_pairs,
                           metrics_markdown, pair_texts, train_adapter)
-from ramo.adapter.model import ADAPTER_FILE
+from ramo.adapter.model import ADAPTER_FILE, count_cut
 from ramo.cli import main
 from ramo.io import Pair, Rule
 from ramo.io.atomic import write_jsonl
@@ -72,15 +72,15 @@ def judge(judge_parts):
 
 
 class SpyJudge:
-    """The judge, recording what each rate_response call was asked and answered."""
+    """The judge, recording what each rate_unit call was asked and answered."""
 
     def __init__(self, judge):
         self.judge, self.calls = judge, []
 
-    def rate_response(self, prompt, response, rules):
-        scores = self.judge.rate_response(prompt, response, rules)
+    def rate_unit(self, prompt, response, rules):
+        scores, cut = self.judge.rate_unit(prompt, response, rules)
         self.calls.append((response, [r.id for r in rules], scores.score.clone()))
-        return scores
+        return scores, cut
 
     def __getattr__(self, name):
         return getattr(self.judge, name)
@@ -101,11 +101,16 @@ def _adapter_with_bias(folder: Path, bias: list[float], k: int) -> RuleAdapter:
 # ---- training and prediction -------------------------------------------------------------------
 
 def test_train_saves_and_reloads(trained, backbone):
+    from transformers import AutoTokenizer
+
     out, summary = trained
     assert summary["steps"] == 3 and len(summary["loss_history"]) == 3  # 10 pairs, batches of 4
     assert all(math.isfinite(e["loss"]) for e in summary["loss_history"])
     meta = json.loads((out / ADAPTER_FILE).read_text())
     assert meta["k"] == 2 and meta["max_length"] == 48
+    assert summary["truncation"] == meta["training"]["truncation"] == {
+        "max_length": 48, "pairs": 10, "truncated": count_cut(
+            AutoTokenizer.from_pretrained(backbone), PAIRS, 48)}
     assert meta["rule_ids"] == [r.id for r in RULES]
     assert meta["loss_history"] == summary["loss_history"]
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
@@ -155,6 +160,7 @@ def test_pair_texts_keep_the_prompt_end_and_both_response_starts(backbone):
     assert (firsts[1], seconds[1]) == ("how do i", "Response A: sorry\nResponse B: here")
     ids = encode_pairs(tok, [long, short], 32)["input_ids"]
     assert len(ids[0]) <= 32
+    assert count_cut(tok, [long, short], 32) == 1 and count_cut(tok, [long, short], 512) == 0
     with pytest.raises(ValueError, match="max_length = 8 leaves no room"):
         pair_texts(tok, [long], 8)
 

@@ -219,6 +219,7 @@ def test_train_saves_a_model_that_reloads_with_equal_outputs(model_dir, tmp_path
                                  center_rewards_coefficient=0.01, progress=False)
     assert [h["step"] for h in summary["loss_history"]] == [1, 2, 3]
     assert summary["steps"] == 3 and summary["pairs"] == 12 and summary["global_batch_size"] == 4
+    assert summary["truncation"] == {"max_length": 256, "sequences": 24, "truncated": 0}
     assert all(math.isfinite(h["loss"]) for h in summary["loss_history"])
     record = json.loads((out / "ramo_training.json").read_text())
     assert record["loss_history"] == summary["loss_history"]

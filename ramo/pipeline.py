@@ -228,14 +228,19 @@ class Pipeline:
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
     def _rate(self) -> dict:
-        from ramo.rate import open_store, rate
+        from ramo.rate import check_context, cut_counts, open_store, rate
 
+        check_context(self.judge, self.pairs, self.rules)
         with open_store(self.path("ratings.sqlite"), self.judge) as store:
             before = store.count()
             rated = rate(self.judge, self.pairs, self.rules, store, progress=self.progress)
             count = store.count()
+            cut = cut_counts(store, self.pairs)
+        if cut["responses_cut"]:
+            self.log(f"  {cut['responses_cut']} responses cut in the middle to fit the judge's "
+                     f"{self.judge.max_length}-token context (the longest {cut['longest_cut']})")
         return {"pairs": len(self.pairs), "rules": len(self.rules),
-                "responses_rated_now": rated, "ratings_before": before, "ratings": count,
+                "responses_rated_now": rated, "ratings_before": before, "ratings": count, **cut,
                 "judge_calls_full": 2 * len(self.pairs) * len(self.rules),
                 "judge": self.judge.describe(), "judge_fingerprint": self.judge.fingerprint()}
 
@@ -265,7 +270,8 @@ class Pipeline:
                               progress=self.progress, **settings)
         stats = {"settings": settings, "train_pairs": result["train_pairs"],
                  "heldout_pairs": result["heldout_pairs"],
-                 "loss_history": result["training"]["loss_history"]}
+                 "loss_history": result["training"]["loss_history"],
+                 "truncation": result["training"]["truncation"]}
         if result["metrics"] is not None:
             self.log(metrics_markdown(result["metrics"]))
             stats["metrics"] = result["metrics"]
@@ -276,19 +282,21 @@ class Pipeline:
             return None
         from ramo.adapter import RuleAdapter, apply_adapter
         from ramo.io import write_selections
-        from ramo.rate import open_store
+        from ramo.rate import check_context, cut_counts, open_store
         from ramo.select import counts, summary
 
         adapter = RuleAdapter.from_pretrained(self.path("adapter"))
+        check_context(self.judge, self.new_pairs, self.rules)
         with open_store(self.path("adapter_ratings.sqlite"), self.judge) as store:
             applied = apply_adapter(adapter, self.judge, self.new_pairs, self.rules,
                                     k=self.config.select["k"], store=store,
                                     progress=self.progress)
+            cut = cut_counts(store, self.new_pairs)
         write_selections(self.path("adapter_selections.jsonl"), applied)
         stats = counts(self.new_pairs, applied)
         self.log("  " + summary(stats))
         return {"pairs": stats.pop("pairs"), "k": applied.k, "judge_calls": applied.judge_calls,
-                "reused": applied.reused, "judge_calls_full": applied.full_calls, **stats}
+                "reused": applied.reused, "judge_calls_full": applied.full_calls, **cut, **stats}
 
     def _label(self) -> dict:
         from ramo.io import load_selections, write_preferences
@@ -311,7 +319,8 @@ class Pipeline:
         settings = self.config.rm
         log = train_reward_model(self.path("labeled.jsonl"), self.path("rm"),
                                  progress=self.progress, **settings)
-        return {"settings": settings, "loss_history": log.get("loss_history", [])}
+        return {"settings": settings, "loss_history": log.get("loss_history", []),
+                "truncation": log["truncation"]}
 
     def _eval(self) -> dict | None:
         if self.config.eval is None:

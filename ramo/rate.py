@@ -2,7 +2,9 @@
 
 The unit of work is one response (a pair's side) with the rules it is rated on: one prefill
 serves them all, and the unit's rows are committed together, so a killed run loses at most
-the units since its last commit and never leaves part of a unit. `rate_units` is the one
+the units since its last commit and never leaves part of a unit. A response too long for the
+judge's context is cut to fit it (or refused: `check_context`), and the store records which
+with its ratings. `rate_units` is the one
 rating loop: `rate` runs it over every rule of the pool, the Rule Adapter's application over
 each pair's k rules. The store keys ratings by response (`ramo.ratings.response_key`), so a
 response that appears in several pairs is rated once.
@@ -38,7 +40,8 @@ def open_store(path, judge, *, single_writer: bool = False):
     return RatingStore(path, judge_fingerprint=judge.fingerprint(),
                        template_fingerprint=judge.template_fingerprint(),
                        judge_info=judge.describe(),
-                       template_info={"template": judge.template.name, "normalize": judge.normalize},
+                       template_info={"template": judge.template.name, "normalize": judge.normalize,
+                                      "max_length": judge.max_length},
                        single_writer=single_writer)
 
 
@@ -72,23 +75,25 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
         bind(store, pairs, sorted({i for i, _, _ in units}))
     per_unit = max((len(rules) for _, _, rules in units), default=0)
     bar = rating_bar(done + len(units), per_unit, progress, initial=done)
-    pending, in_pending = [], 0
+    pending, cuts, in_pending = [], [], 0
     try:
         for i, side, rules in units:
             pair = pairs[i]
-            scores = judge.rate_response(
+            scores, cut = judge.rate_unit(
                 pair.prompt, pair.response_a if side == 0 else pair.response_b, rules)
             if store is not None:
                 pending.extend(response_rows(pair.id, side, [r.id for r in rules], scores))
+                if cut is not None:
+                    cuts.append((pair.id, side, *cut))
                 in_pending += 1
                 if in_pending >= commit_every:
-                    rows, pending, in_pending = pending, [], 0
-                    store.add(rows, skip_existing=True)
+                    store.add(pending, skip_existing=True, cuts=cuts)
+                    pending, cuts, in_pending = [], [], 0
             bar.update(1)
             yield i, side, scores
     finally:
         if pending:  # whole units only: safe to keep whatever stopped the loop
-            store.add(pending, skip_existing=True)
+            store.add(pending, skip_existing=True, cuts=cuts)
         bar.close()
 
 
@@ -123,3 +128,35 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
                         progress=progress, done=len(mine) - len(units)):
         pass
     return len(units)
+
+
+def check_context(judge, pairs: Sequence[Pair], rules: Sequence[Rule]) -> None:
+    """With the judge's on_overflow="error": ContextOverflowError naming the pairs whose
+    conversation does not fit the judge's max_length with room for the longest rule, before
+    anything is rated or written. Nothing to check with on_overflow="truncate"."""
+    from ramo.judge.context import ContextOverflowError
+
+    if judge.on_overflow != "error" or judge.max_length is None:
+        return
+    # The rule that needs the most room after the conversation, found once (each call
+    # renders the rules it is given).
+    longest = [max(rules, key=lambda rule: len(judge.tokenizer(rule.text)["input_ids"]))]
+    over = [(pair.id, side, length) for pair in pairs
+            for side, text in enumerate((pair.response_a, pair.response_b))
+            if (length := judge.overflow(pair.prompt, text, longest)) is not None]
+    if over:
+        shown = ", ".join(f"{pair_id} ({'AB'[side]}: {length} tokens)"
+                          for pair_id, side, length in over[:10])
+        more = f" and {len(over) - 10} more" if len(over) > 10 else ""
+        raise ContextOverflowError(
+            f"{len(over)} responses do not fit the judge's max_length of {judge.max_length} "
+            f"tokens with room for the rule: pairs {shown}{more}; nothing was rated. "
+            "--on-overflow truncate cuts them in the middle (--max-length sets the limit)")
+
+
+def cut_counts(store, pairs: Sequence[Pair]) -> dict[str, int]:
+    """How many of these pairs' sides the judge read cut to fit its context (as the store
+    records), and the longest of them before the cut."""
+    ids = {pair.id for pair in pairs}
+    cut = [tokens for pair_id, _, tokens, _ in store.cut_units() if pair_id in ids]
+    return {"responses_cut": len(cut), "longest_cut": max(cut, default=0)}

@@ -59,6 +59,10 @@ def _overview(p, plots_dir):
                   f"- ratings: {rate['ratings']} in the store; {rate['responses_rated_now']} "
                   f"responses x {rate['rules']} rules rated in this run "
                   f"({rate['ratings_before']} were there before it)"]
+        if rate.get("responses_cut"):
+            lines.append(f"- {rate['responses_cut']} responses were longer than the judge's "
+                         f"{judge.get('max_length')}-token context (the longest "
+                         f"{rate['longest_cut']} tokens) and were read cut in the middle")
     times = [(step, (p.record(step) or {}).get("seconds")) for step in
              ("rate", "select", "adapter-train", "adapter-apply", "label", "rm-train", "eval")]
     lines += ["", "| step | seconds |", "| --- | ---: |"]

@@ -27,7 +27,7 @@ from typing import Any
 # it (`load_judge`).
 JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None, "engine": "transformers",
                  "engine_options": None}
-JUDGE_OPTIONS = ("template", "normalize", "batch_size")
+JUDGE_OPTIONS = ("template", "normalize", "batch_size", "max_length", "on_overflow")
 
 
 def defaults(function: Callable, names: Sequence[str] | None = None) -> dict[str, Any]:

@@ -74,6 +74,14 @@ def pair_texts(tokenizer, pairs: Sequence, max_length: int) -> tuple[list[str], 
     return firsts, seconds
 
 
+def count_cut(tokenizer, pairs: Sequence, max_length: int) -> int:
+    """How many pairs `pair_texts` cuts to fit max_length."""
+    pairs = as_pairs(pairs)
+    firsts, seconds = pair_texts(tokenizer, pairs, max_length)
+    return sum(first != p.prompt or second != f"{_LABEL_A}{p.response_a}{_LABEL_B}{p.response_b}"
+               for p, first, second in zip(pairs, firsts, seconds))
+
+
 def encode_pairs(tokenizer, pairs: Sequence, max_length: int, **kwargs):
     """Token ids of `pair_texts`, at most max_length each. Re-tokenising a cut text can give
     a token more than counted (a label's tokens can merge with a neighbour's); the tail of

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ramo.adapter.model import ADAPTER_FILE, FORMAT, TEXT_FORMAT, encode_pairs, rule_indices
+from ramo.adapter.model import (ADAPTER_FILE, FORMAT, TEXT_FORMAT, count_cut, encode_pairs,
+                                rule_indices)
 from ramo.io import Pair, Rule, as_pairs
 from ramo.io.selections import Selection
 from ramo.models.lora import check_rank
@@ -92,6 +93,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     loaded = time.perf_counter()
 
     encoded = encode_pairs(tokenizer, pairs, max_length)
+    truncation = {"max_length": max_length, "pairs": len(pairs),
+                  "truncated": count_cut(tokenizer, pairs, max_length)}
     features = [{**{key: encoded[key][n] for key in encoded.keys()}, "labels": multi_hot[n]}
                 for n in range(len(pair_ids))]
     tokenized = time.perf_counter()
@@ -116,7 +119,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
                for e in trainer.state.log_history if "loss" in e]
     training = {"pairs": len(pair_ids), "epochs": epochs, "learning_rate": learning_rate,
                 "batch_size": batch_size, "seed": seed, "lora": lora,
-                "steps": trainer.state.global_step, "train_loss": result.training_loss}
+                "steps": trainer.state.global_step, "train_loss": result.training_loss,
+                "truncation": truncation}
     meta = {"format": FORMAT, "text_format": TEXT_FORMAT, "k": k, "rule_ids": rule_ids,
             "rules_fingerprint": rules_fingerprint(rules), "max_length": max_length,
             "backbone": str(backbone), "training": training, "loss_history": history}
@@ -128,6 +132,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     saved = time.perf_counter()
     return {"loss_history": history, "train_loss": result.training_loss,
             "steps": trainer.state.global_step, "pairs": len(pair_ids), "rules": len(rules),
+            "truncation": truncation,
             "timings": {"load_s": loaded - started, "tokenize_s": tokenized - loaded,
                         "train_s": trained - tokenized, "save_s": saved - trained,
                         "total_s": saved - started}}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool = False) -> None:
-    """--judge, --dtype, --device and (unless loading_only) --template, --normalize and
-    --batch-size, defaulting to the judge settings of ramo.steps."""
+    """--judge, --dtype, --device, --engine, --max-length, --on-overflow and (unless
+    loading_only) --template, --normalize and --batch-size, defaulting to the judge settings
+    of ramo.steps."""
     from ramo.judge.models import ENGINES
     from ramo.judge.templates import TEMPLATES
     from ramo.steps import judge_defaults
@@ -26,6 +27,13 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool =
                         dest="engine_options", type=_engine_option,
                         help="an argument of vllm.LLM, e.g. tensor_parallel_size=4 (the value "
                         "read as JSON when it parses, else as text; repeatable)")
+    parser.add_argument("--max-length", type=int, default=d["max_length"], metavar="TOKENS",
+                        help="the longest sequence the judge reads, instructions and rule "
+                        "included (default: the judge's context limit, from its config)")
+    parser.add_argument("--on-overflow", default=d["on_overflow"], choices=["truncate", "error"],
+                        help="a conversation longer than that: cut it in the middle, never the "
+                        "instructions or the rule (truncate, the default; counted, and recorded "
+                        "in the store), or refuse the run naming the pairs (error)")
     if loading_only:
         return
     parser.add_argument("--template", default=d["template"], metavar="NAME_OR_FILE",
@@ -40,7 +48,8 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *, loading_only: bool =
 def judge_settings(args: argparse.Namespace, *, loading_only: bool = False) -> dict:
     """The judge settings (ramo.steps.load_judge) that the flags of add_judge_arguments, with
     the same loading_only, gave."""
-    names = {"model": "judge", "dtype": "dtype", "device": "device", "engine": "engine"}
+    names = {"model": "judge", "dtype": "dtype", "device": "device", "engine": "engine",
+             "max_length": "max_length", "on_overflow": "on_overflow"}
     if not loading_only:
         names.update(template="template", normalize="normalize", batch_size="batch_size")
     settings = {key: getattr(args, flag) for key, flag in names.items()}

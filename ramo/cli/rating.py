@@ -49,7 +49,7 @@ def rate(args: argparse.Namespace) -> int:
     `ramo ratings merge` merges shards by hand.
     """
     from ramo.io import load_pairs, load_rules
-    from ramo.rate import open_store
+    from ramo.rate import check_context, cut_counts, open_store
     from ramo.rate import rate as rate_step
     from ramo.ratings import RatingStore
     from ramo.steps import load_judge
@@ -65,6 +65,7 @@ def rate(args: argparse.Namespace) -> int:
             args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
     rank, world = _dist()
     judge = load_judge(judge_settings(args), **options)
+    check_context(judge, pairs, rules)
     shards = shard_folder(args.out)
     progress = not args.no_progress
     if world == 1:
@@ -94,6 +95,12 @@ def rate(args: argparse.Namespace) -> int:
             print(f"{store.count()} ratings in {args.out} ({len(pairs)} pairs x 2 sides x "
                   f"{len(rules)} rules = {len(pairs) * 2 * len(rules)}; {responses} distinct "
                   f"responses rated, {stored} ratings stored)")
+            cut = cut_counts(store, pairs)
+            if cut["responses_cut"]:
+                print(f"{cut['responses_cut']} responses were longer than the judge's "
+                      f"{judge.max_length}-token context (the longest {cut['longest_cut']} "
+                      "tokens) and were cut in the middle (recorded in the store; "
+                      "--on-overflow error refuses them instead)")
             if args.export:
                 store.export(args.export)
                 print(f"exported to {args.export}")

@@ -95,6 +95,9 @@ def train(args: argparse.Namespace) -> int:
               f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "
               f"(mean {summary['train_loss']:.4f}), {summary['runtime_s']:.1f} s; "
               f"saved to {args.out}")
+        cut = summary["truncation"]
+        print(f"{cut['truncated']} of {cut['sequences']} sequences cut at "
+              f"{cut['max_length']} tokens (--max-length)")
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():  # launched by torchrun

@@ -12,6 +12,9 @@ head is never applied to any position but the answer position, and there through
 Suffixes of different lengths are right-padded: in a causal model a real token only attends
 to positions before it, all of them real, so padding needs no attention mask and changes no
 score; each suffix's answer position is its own last real token.
+
+A conversation too long for the judge's context (`max_length`, by default the model's own
+limit) is cut in its middle, or refused with on_overflow="error" (context.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch
 from ramo.io import as_pairs, as_rules
 from ramo.judge import answers as _answers
 from ramo.judge import prefix_attention
+from ramo.judge.context import (MARKER, ContextOverflowError, Truncation, context_limit,
+                                fit_conversation, rule_room)
 from ramo.judge.templates import JudgeTemplate, TemplateRenderer, get_template
 from ramo.ops import JudgeScores, judge_scores
 from ramo.ratings import FIELDS, Ratings
@@ -63,6 +68,11 @@ class RuleJudge:
         engine: instead of `model`, an engine that scores ramo's rendered ids itself
             (`ramo.judge.vllm_engine.VllmEngine`); batch_size, share_prefix and backend are
             then the engine's business.
+        max_length: the longest sequence (instructions, conversation and rule) the judge is
+            given; default: the model's context limit (`context.context_limit`).
+        on_overflow: "truncate" (cut a conversation too long for max_length in its middle,
+            never the instructions or the rule; see context.py) or "error" (refuse it with
+            ContextOverflowError).
     """
 
     def __init__(self, model, tokenizer, *, template: str | JudgeTemplate = "rule-last",
@@ -70,7 +80,8 @@ class RuleJudge:
                  answer_words: dict[str, str] | None = None,
                  answer_ids: dict[str, list[int]] | None = None,
                  use_chat_template: bool | None = None, share_prefix: bool | None = None,
-                 backend: str | None = None, progress: bool = True, engine=None):
+                 backend: str | None = None, progress: bool = True, engine=None,
+                 max_length: int | None = None, on_overflow: str = "truncate"):
         if normalize not in ("vocab", "choices"):
             raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -96,6 +107,24 @@ class RuleJudge:
         self._renderer = TemplateRenderer(self.template, tokenizer, words, use_chat_template)
         rule_last = self.template.body.rstrip().endswith("{rule}")
         self.share_prefix = rule_last if share_prefix is None else bool(share_prefix)
+        self._set_context(max_length, on_overflow)
+
+    def _set_context(self, max_length: int | None, on_overflow: str) -> None:
+        if on_overflow not in ("truncate", "error"):
+            raise ValueError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
+        if self.engine is not None:
+            own = self.engine.context_limit()
+        else:
+            own = context_limit(self.model.config, self.tokenizer)
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+                raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
+            if own is not None and max_length > own:
+                raise ValueError(f"max_length {max_length} is more than the judge's context "
+                                 f"limit of {own} tokens")
+        self._own_limit = own
+        self.max_length = own if max_length is None else max_length
+        self.on_overflow = on_overflow
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, dtype: torch.dtype = torch.float32,
@@ -121,7 +150,7 @@ class RuleJudge:
     def render(self, prompt: str, response: str, rule_text: str) -> list[int]:
         """The token ids whose next-token distribution gives (response, rule) its score."""
         _text_of(prompt, "prompt"), _text_of(response, "response"), _text_of(rule_text, "rule")
-        prefix, (suffix,) = self._renderer.ids(prompt, response, [rule_text])
+        prefix, (suffix,), _ = self._ids(prompt, response, [rule_text])
         return prefix + suffix
 
     def answer_token_ids(self, answer: str) -> list[int]:
@@ -137,7 +166,12 @@ class RuleJudge:
 
     def template_fingerprint(self) -> str:
         """Identifies everything that turns (prompt, response, rule) into a score."""
-        return self._renderer.fingerprint(self._answer_ids, self.normalize)
+        fingerprint = self._renderer.fingerprint(self._answer_ids, self.normalize)
+        if self.max_length == self._own_limit:  # the model's own limit: part of its fingerprint
+            return fingerprint
+        # A shorter max_length changes the text the judge reads of long conversations.
+        cut = json.dumps([fingerprint, self.max_length, MARKER, rule_room(self.max_length)])
+        return hashlib.sha256(cut.encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
         if self.engine is not None:
@@ -149,27 +183,71 @@ class RuleJudge:
         return {
             **model, "template": self.template.name,
             "normalize": self.normalize, "answer_ids": self._answer_ids,
-            "chat_template": self._renderer.use_chat,
+            "chat_template": self._renderer.use_chat, "max_length": self.max_length,
+            "on_overflow": self.on_overflow,
         }
 
     # ---- rating --------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def rate_response(self, prompt: str, response: str, rules: Sequence) -> JudgeScores:
         """Scores of every rule on one response; each field [R]. rules: `Rule`s, mappings
         with "id" and "text", or plain texts (`ramo.io.as_rules`)."""
+        return self.rate_unit(prompt, response, rules)[0]
+
+    @torch.inference_mode()
+    def rate_unit(self, prompt: str, response: str,
+                  rules: Sequence) -> tuple[JudgeScores, Truncation | None]:
+        """`rate_response`, and how the conversation was cut to fit max_length (None: it
+        was not)."""
         texts = [rule.text for rule in as_rules(rules)]
         _text_of(prompt, "prompt"), _text_of(response, "response")
-        prefix, suffixes = self._renderer.ids(prompt, response, texts)
+        prefix, suffixes, cut = self._ids(prompt, response, texts)
         if self.engine is not None:
-            return self._engine_scores([prefix + s for s in suffixes])
+            return self._engine_scores([prefix + s for s in suffixes]), cut
         if self.share_prefix:
             hidden = self._answer_hidden_shared(prefix, suffixes)
         else:
             hidden = self._answer_hidden_unshared([prefix + s for s in suffixes])
         return judge_scores(hidden, self._head_weight, self._answer_ids["yes"],
                             self._answer_ids["no"], self._answer_ids["irrelevant"],
-                            bias=self._head_bias, normalize=self.normalize, backend=self.backend)
+                            bias=self._head_bias, normalize=self.normalize,
+                            backend=self.backend), cut
+
+    def overflow(self, prompt: str, response: str, rules: Sequence = ()) -> int | None:
+        """The length of the judge's prompt for this conversation (rule words aside) when,
+        with room for the longest of `rules` (at least `context.RULE_ROOM` tokens), it is
+        more than max_length; None when it fits."""
+        texts = [rule.text for rule in as_rules(rules)] if len(rules) else []
+        _, _, length, room = self._render(texts, prompt, response)
+        return None if self._fits(length, room) else length
+
+    def _render(self, texts: list[str], prompt: str, response: str):
+        """(prefix, suffixes, the length without a rule's words, the room that the longest
+        of `texts` needs after it)."""
+        prefix, suffixes = self._renderer.ids(prompt, response, texts + [""])
+        bare = suffixes.pop()
+        words = max((len(s) for s in suffixes), default=len(bare)) - len(bare)
+        room = max(words, rule_room(self.max_length)) if self.max_length is not None else 0
+        return prefix, suffixes, len(prefix) + len(bare), room
+
+    def _fits(self, length: int, room: int) -> bool:
+        return self.max_length is None or length + room <= self.max_length
+
+    def _ids(self, prompt: str, response: str,
+             texts: list[str]) -> tuple[list[int], list[list[int]], Truncation | None]:
+        """The renderer's (prefix, suffixes) for a conversation that fits max_length, cut
+        first when it does not (or ContextOverflowError with on_overflow="error")."""
+        prefix, suffixes, length, room = self._render(texts, prompt, response)
+        if self._fits(length, room):
+            return prefix, suffixes, None
+        if self.on_overflow == "error":
+            raise ContextOverflowError(
+                f"the conversation takes {length} of the judge's {self.max_length} tokens "
+                f"(max_length) and leaves no room for the rule ({room} tokens); "
+                "on_overflow='truncate' would cut it in the middle")
+        prompt, response, cut = fit_conversation(self._renderer, prompt, response,
+                                                 length=length, limit=self.max_length - room)
+        return *self._renderer.ids(prompt, response, texts), cut
 
     def rate(self, pairs: Sequence, rules: Sequence) -> Ratings:
         """Ratings of every pair on every rule, in memory (`ramo.rate.rate` rates into a

@@ -66,6 +66,10 @@ class VllmEngine:
         return torch.tensor([[out.outputs[0].logprobs[0][i].logprob for i in ids]
                              for out in outputs], dtype=torch.float64)
 
+    def context_limit(self) -> int:
+        """The longest sequence vLLM runs the model on (its max_model_len)."""
+        return int(self._llm.llm_engine.model_config.max_model_len)
+
     def fingerprint(self) -> str:
         """The transformers engine's fingerprint of the same weights in the same dtype (read
         from the files once: it samples every tensor)."""

@@ -58,6 +58,8 @@ def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike]
                     bound += out.bind(chunk)
                 for chunk in _chunks(store.response_ratings()):
                     written += out.add_response_ratings(chunk)
+                for chunk in _chunks(store.response_cuts()):
+                    out.add_response_cuts(chunk)
         return bound, written
     finally:
         for store in opened:

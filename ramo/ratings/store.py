@@ -28,7 +28,13 @@ Guarantees, and what gives them:
 
 The rating loop works in units of one response (pair, side) with all R rules (one judge
 prefill serves them all) and commits whole units, so `missing_units` is what it resumes from.
-`scores` is the one read of values: a dense `Ratings`, NaN where nothing is stored yet.
+`scores` is the one read of values: a dense `Ratings`, NaN where nothing is stored yet;
+`score_blocks` reads the same a block of pairs at a time, for readers of a whole large store.
+
+A response too long for the judge's context is rated on a cut text (ramo.judge.context); the
+table `cuts` records which, with its length before and after the cut, written in the same
+transaction as the response's ratings (stores made before it get the table on their first
+writable open).
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ _CREATE = (
     + "".join(f" {name} REAL NOT NULL," for name in FIELDS)
     + " PRIMARY KEY (response, rule_id)) WITHOUT ROWID",
 )
+_CREATE_CUTS = ("CREATE TABLE IF NOT EXISTS cuts ("
+                " response TEXT PRIMARY KEY CHECK (length(response) > 0),"
+                " tokens INTEGER NOT NULL CHECK (tokens > 0),"
+                " kept INTEGER NOT NULL CHECK (kept > 0)) WITHOUT ROWID")
 _RESPONSE_COLUMNS = ("response", "rule_id") + FIELDS
 _INSERT = (f"INSERT INTO ratings ({', '.join(_RESPONSE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_RESPONSE_COLUMNS))})")
@@ -220,11 +230,13 @@ class RatingStore:
                 if not tables:
                     for statement in _CREATE:
                         con.execute(statement)
+                    con.execute(_CREATE_CUTS)
                     con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
                     meta = wanted
                 elif {"meta", "ratings"} <= tables:  # a store (of some schema)
                     meta = dict(con.execute("SELECT key, value FROM meta"))
                     self._check_meta(meta, wanted)
+                    con.execute(_CREATE_CUTS)
                 else:
                     raise StoreError(f"{self.path} is an sqlite database but not a ratings store "
                                      f"(its tables: {', '.join(sorted(tables))})")
@@ -330,7 +342,8 @@ class RatingStore:
             "SELECT u.pair_id, u.side, u.response FROM temp.want_units w"
             " JOIN units u ON u.pair_id = w.pair_id AND u.side = w.side")}
 
-    def add(self, rows: Iterable[Sequence | Mapping], *, skip_existing: bool = False) -> int:
+    def add(self, rows: Iterable[Sequence | Mapping], *, skip_existing: bool = False,
+            cuts: Iterable[Sequence] = ()) -> int:
         """Store rows in one transaction: all of them or, on any error, none.
 
         Each row is a tuple (pair_id, side, rule_id, p_yes, p_no, p_other, score, relevance)
@@ -342,10 +355,16 @@ class RatingStore:
         skip_existing=True stored keys are skipped instead (the stored values are kept, and
         of two rows for one key in the call the first is taken). Returns the number of
         ratings written.
+
+        cuts: (pair_id, side, tokens, kept) of the responses among the rows that the judge
+        read cut to fit its context (`ramo.judge.context.Truncation`), recorded with them.
         """
         self._check_writable()
         checked = check_rows(rows)
+        cut_rows = [_check_cut(i, row) for i, row in enumerate(cuts)]
         if not checked:
+            if cut_rows:
+                raise ValueError("cut records are stored with their ratings; no rows were given")
             return 0
         con = self._db
         with self._write():
@@ -374,8 +393,19 @@ class RatingStore:
                         f"rating {checked[stored][:3]} is already in {self.path}; nothing from "
                         "this add was written (stored ratings are never replaced; "
                         "skip_existing=True skips them)")
-            return con.executemany(_INSERT + " ON CONFLICT (response, rule_id) DO NOTHING",
-                                   keyed).rowcount
+            written = con.executemany(_INSERT + " ON CONFLICT (response, rule_id) DO NOTHING",
+                                      keyed).rowcount
+            rated = {row[0] for row in keyed}
+            cut_keys = []
+            for pair_id, side, tokens, kept in cut_rows:
+                response = bound.get((pair_id, side))
+                if response not in rated:
+                    raise ValueError(f"cut record of pair {pair_id!r} side {side}: no rating "
+                                     "row of that response is given; nothing was written")
+                cut_keys.append((response, tokens, kept))
+            con.executemany("INSERT INTO cuts (response, tokens, kept) VALUES (?, ?, ?)"
+                            " ON CONFLICT (response) DO NOTHING", cut_keys)
+            return written
 
     def _first_stored(self, keys: list[tuple[str, str]]) -> int | None:
         """The position of the first (response, rule_id) of `keys` that is stored, or None."""
@@ -420,6 +450,19 @@ class RatingStore:
         """The (pair_id, side, rule_id) ratings the store answers for (what `read` returns)."""
         return self._db.execute(
             "SELECT COUNT(*) FROM units u JOIN ratings r ON r.response = u.response").fetchone()[0]
+
+    def cut_units(self) -> list[tuple[str, int, int, int]]:
+        """(pair_id, side, tokens, kept) of every unit whose response the judge read cut to
+        fit its context, in key order (none for a store made before cuts were recorded)."""
+        if not self._has_cuts():
+            return []
+        return self._db.execute("SELECT u.pair_id, u.side, c.tokens, c.kept FROM units u"
+                                " JOIN cuts c ON c.response = u.response"
+                                " ORDER BY u.pair_id, u.side").fetchall()
+
+    def _has_cuts(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = 'cuts'").fetchone() is not None
 
     def count_rated(self) -> tuple[int, int]:
         """(responses rated, ratings stored): what the judge was asked, each response once."""
@@ -529,6 +572,22 @@ class RatingStore:
         """Every stored rating as (response key, rule_id, *FIELDS), in key order."""
         return self._iter_rows(f"SELECT {', '.join(_RESPONSE_COLUMNS)} FROM ratings"
                                " ORDER BY response, rule_id")
+
+    def response_cuts(self) -> Iterator[tuple]:
+        """Every cut record as (response key, tokens, kept), in key order."""
+        if not self._has_cuts():
+            return iter(())
+        return self._iter_rows("SELECT response, tokens, kept FROM cuts ORDER BY response")
+
+    def add_response_cuts(self, rows: Iterable[Sequence]) -> int:
+        """Store (response key, tokens, kept) rows (another store's `response_cuts`) in one
+        transaction, skipping responses already recorded. Returns the number written."""
+        self._check_writable()
+        checked = [_check_cut(i, row, key="response") for i, row in enumerate(rows)]
+        with self._write():
+            return self._db.executemany("INSERT INTO cuts (response, tokens, kept)"
+                                        " VALUES (?, ?, ?) ON CONFLICT (response) DO NOTHING",
+                                        checked).rowcount
 
     def add_response_ratings(self, rows: Iterable[Sequence]) -> int:
         """Store (response key, rule_id, *FIELDS) rows (another store's `response_ratings`)
@@ -665,3 +724,23 @@ def _enable_wal(con: sqlite3.Connection, path: Path, timeout: float) -> None:
     if mode.lower() != "wal":
         raise StoreError(f"{path}: sqlite cannot use WAL here (journal mode {mode!r}); "
                          "a ratings store needs a local file system")
+
+
+
+def _check_cut(i: int, row: Sequence, key: str = "pair_id") -> tuple:
+    """A cut record (pair_id, side, tokens, kept), or (response, tokens, kept) with
+    key="response", checked."""
+    try:
+        *ids, tokens, kept = row
+        for name, value in (("tokens", tokens), ("kept", kept)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if key == "response":
+            (response,) = ids
+            return check_id("response", response), tokens, kept
+        pair_id, side = ids
+        return check_id("pair_id", pair_id), check_side(side), tokens, kept
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cut record {i}: {exc} (expected {key}, "
+                         f"{'' if key == 'response' else 'side, '}tokens, kept); "
+                         "nothing was written") from None

@@ -72,7 +72,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     The optimiser is the Trainer's default (AdamW, linear decay to 0, no warmup, gradient
     clipping at 1.0). Returns {"loss_history": [{"step", "loss"}], "final_loss", "train_loss"
     (the mean over all steps), "steps", "pairs", "global_batch_size", "world_size",
-    "runtime_s", "out_dir"}; the same goes into out_dir/ramo_training.json.
+    "truncation" ({"max_length", "sequences", "truncated"}: how many of the 2 x pairs
+    sequences were cut at max_length), "runtime_s", "out_dir"}; the same goes into
+    out_dir/ramo_training.json.
     """
     import torch
     from transformers import TrainingArguments
@@ -141,6 +143,13 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             (net.backbone if heads == "rules" else net).enable_input_require_grads()
     if disable_dropout:
         no_dropout(net)
+    from ramo.tokenization import count_truncated
+
+    truncation = {"max_length": max_length, "sequences": 2 * len(preferences),
+                  "truncated": count_truncated(
+                      tokenizer, [p.model_prompt for p in preferences] * 2,
+                      [p.chosen for p in preferences] + [p.rejected for p in preferences],
+                      max_length)}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ramo-rm-train-") as scratch:
         args = TrainingArguments(
@@ -176,6 +185,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         "trainable_parameters": trainable_parameters(net),
         "global_batch_size": batch_size * gradient_accumulation_steps * world,
         "world_size": world,
+        "truncation": truncation,
         "runtime_s": time.perf_counter() - start,
         "out_dir": os.fspath(out_dir),
     }
