@@ -110,19 +110,40 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
     assert evaluation["human_labels"]["pairs"] == 14  # every pair here has a label
     assert evaluation["human_labels"]["sections"]["safety"]["n"] == 6
 
-    # A second run finds every step done (the report is always rebuilt).
+    # A second run finds every step done (the report is always rebuilt), and clears what a
+    # killed run's atomic writes left.
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "plots" not in p.parts
               and p.name not in ("report.md", "report.json", "config.json")}
+    stale = [run / ".labeled.jsonl.4242.0badc0de.tmp", run / "rm" / ".x.1.00000000.old",
+             run / ".rm.77.1234abcd.tmp"]
+    stale[0].write_text("{}")
+    stale[1].write_text("")
+    stale[2].mkdir()
+    (stale[2] / "model.safetensors").write_bytes(b"half")
     capsys.readouterr()
     assert main(["pipeline", "--config", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert all(f"[{s}] done before: skipped" in out for s in STEPS if s != "report")
     assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert "removed 3 temporaries that a stopped run left" in out
+    assert not any(p.exists() for p in stale)
 
     # Redoing one step: delete its record.
     (run / "steps" / "eval.json").unlink()
     assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "eval"]) == 0
     assert "[eval] done in" in capsys.readouterr().out
+
+
+def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
+    import fcntl
+
+    config = _config(tmp_path, models)
+    (tmp_path / "run").mkdir()
+    with open(tmp_path / "run" / ".ramo-pipeline.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["pipeline", "--config", str(config), "--no-progress"]) == 2
+    assert "another ramo pipeline is running in" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".ramo-pipeline.lock"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -30,6 +30,7 @@ from python_tests.fork_server import ForkServer
 from python_tests.judge_models import tiny_llama, tiny_tokenizer
 from python_tests.test_pipeline import _config
 
+from ramo.io.atomic import TEMPORARY  # a SIGKILL can leave these (a folder being replaced: .old)
 from ramo.pipeline import STEPS
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -49,8 +50,7 @@ OUTPUTS = {
 STORES = ("ratings.sqlite", "adapter_ratings.sqlite")
 # sqlite's own files beside a store: a killed writer leaves its WAL for the next to recover.
 STORE_FILES = re.compile(r".+\.sqlite-(wal|shm|journal)$")
-# ramo.io.atomic's temporaries (a folder being replaced: .old): a SIGKILL can leave them.
-TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.(tmp|old)$")
+LOCK = ".ramo-pipeline.lock"  # held by the running pipeline; stays, empty
 RUN_TIMEOUT = 600  # seconds; a hung child fails the test instead of hanging it
 
 
@@ -201,7 +201,10 @@ def check_run(run: Path, reference: Path, *, finished: bool) -> None:
     for step in done:
         assert set(OUTPUTS[step]) <= names, f"{step} has a record but not all its outputs"
     assert not any(p.name.startswith(".") and not TEMPORARY.fullmatch(p.name)
-                   for p in run.rglob(".*")), "a hidden file that is no atomic temporary"
+                   and p.name != LOCK for p in run.rglob(".*")), \
+        "a hidden file that is no atomic temporary"
+    if finished:  # the rerun cleared what the killed run left
+        assert not any(TEMPORARY.fullmatch(p.name) for p in run.rglob(".*")), "a stray temporary"
 
 
 def _check_entry(path: Path, ref: Path, *, finished: bool) -> None:

@@ -14,7 +14,8 @@ Steps, in order (each one a library function: ramo/steps.py):
 Each step writes its outputs atomically and then a record, steps/<step>.json (settings,
 counts, seconds); a step whose record exists is skipped, so a stopped run resumes where it
 stopped (and the rating inside the rate step resumes per response). Delete a step's record
-to redo it.
+to redo it. One pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at
+its start it removes the temporaries that a killed run left there.
 
 Config (YAML or JSON); paths are relative to the config file; only `pairs` is required:
 
@@ -37,6 +38,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -210,8 +213,15 @@ class Pipeline:
     def run(self, steps: tuple[str, ...] = STEPS) -> None:
         self.check_inputs()
         self.dir.mkdir(parents=True, exist_ok=True)
-        from ramo.io.atomic import write_json
+        with _exclusive(self.dir):
+            self._run(steps)
 
+    def _run(self, steps: tuple[str, ...]) -> None:
+        from ramo.io.atomic import remove_temporaries, write_json
+
+        stale = remove_temporaries(self.dir)  # a killed run's: nobody else writes here now
+        if stale:
+            self.log(f"removed {len(stale)} temporaries that a stopped run left in {self.dir}")
         write_json(self.path("config.json"), self.config.to_dict())
         for step in steps:
             if self.record(step) is not None and step != "report":
@@ -341,12 +351,12 @@ class Pipeline:
                                          **settings)
         human = [p for p in self.pairs + self.new_pairs if p.label is not None]
         if human_labels and human:  # what the same training makes of the humans' labels
-            import tempfile
-
             from ramo.io import preferences_from_pairs
+            from ramo.io.atomic import scratch_dir
             from ramo.reward import train_reward_model
 
-            with tempfile.TemporaryDirectory(prefix="ramo-rm-human-") as scratch:
+            # In the run folder: a kill leaves no model in /tmp, and the next run clears it.
+            with scratch_dir(self.path("rm-human")) as scratch:
                 train_reward_model(preferences_from_pairs(human), scratch, progress=self.progress,
                                    **self.config.rm)
                 stats["human_labels"] = evaluate(scratch, self.config.eval,
@@ -360,6 +370,21 @@ class Pipeline:
         paths = write_report(self)
         self.log(f"  report: {paths[0]}")
         return {"files": [str(p) for p in paths]}
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Holds the run folder's lock (released by the OS however the process ends)."""
+    import fcntl
+
+    path = folder / ".ramo-pipeline.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another ramo pipeline is running in {folder} (it holds "
+                             f"{path.name}); wait for it to finish or use another run_dir") from None
+        yield
 
 
 def describe_sections() -> str:

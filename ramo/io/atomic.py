@@ -3,7 +3,9 @@
 Everything ramo writes goes through here. Data goes to a hidden temporary sibling of the
 target (os.replace is only atomic within one file system), is fsynced, then renamed over the
 target. A failed or interrupted write removes its temporary and leaves the target untouched;
-only a SIGKILL in the middle can leave a stray `.<name>.<pid>.<random>.tmp` behind.
+only a SIGKILL in the middle can leave a stray `.<name>.<pid>.<random>.tmp` behind, which
+`remove_temporaries` clears once nobody can be writing (`ramo pipeline` does, holding its run
+folder's lock).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +26,40 @@ from typing import Any
 def _temporary_sibling(target: Path) -> Path:
     # pid + random: concurrent writers (several ranks, say) never share a temporary.
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+# The names _temporary_sibling gives, and the ".old" a folder replacement parks its previous
+# folder under.
+TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.(tmp|old)")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries (files or folders) that writes through this module left in
+    `folder` and below, and returns them: what a SIGKILL leaves. Only for a caller that knows
+    no other process is writing there."""
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        for name in [d for d in dirs if TEMPORARY.fullmatch(d)]:
+            dirs.remove(name)  # not walked into
+            shutil.rmtree(Path(root, name), ignore_errors=True)
+            removed.append(Path(root, name))
+        for name in files:
+            if TEMPORARY.fullmatch(name):
+                Path(root, name).unlink(missing_ok=True)
+                removed.append(Path(root, name))
+    return removed
+
+
+@contextmanager
+def scratch_dir(near: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside `near` (named as this module's temporaries are, so that
+    `remove_temporaries` clears it after a SIGKILL), removed afterwards."""
+    tmp = _temporary_sibling(Path(near))
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
