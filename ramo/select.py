@@ -1,13 +1,16 @@
 """The select step: per pair, the k rules of largest discrepancy (plus relevance), and the
 label their summed scores give.
 
-Runs the fused `select_rules` op over all pairs at once on the judge's ratings of every pair
-on every rule and returns one `Selection` per pair (ramo/io/selections.py).
+Runs the fused `select_rules` op on the judge's ratings of every pair on every rule and
+returns one `Selection` per pair (ramo/io/selections.py): over all pairs at once (`select`),
+or over consecutive blocks of them (`select_blocks`), so that a store of any size is read
+with one block in memory. A pair's selection depends on its own ratings alone, so the two
+give the same selections.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ramo.io import Pair, Rule
 from ramo.io.selections import Selection
@@ -20,27 +23,58 @@ def select(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, *, k: int = 5,
     """The select step. ratings: a complete `ramo.ratings.Ratings` of these pairs on these
     rules, in their order. relevance: "judge" (the judge's own, mean of the two sides),
     "embedding" (prompt-rule cosine under `encoder`) or "none" (discrepancy alone)."""
-    from ramo.io.selections import selections_from
-    from ramo.ops import select_rules
+    return list(select_blocks(pairs, rules, [ratings], k=k, relevance=relevance,
+                              encoder=encoder, discrepancy_weight=discrepancy_weight,
+                              relevance_weight=relevance_weight))
+
+
+def select_blocks(pairs: Sequence[Pair], rules: Sequence[Rule], blocks, *, k: int = 5,
+                  relevance: str = "judge", encoder: str = "default",
+                  discrepancy_weight: float = 0.5,
+                  relevance_weight: float = 1.0) -> Iterator[Selection]:
+    """`select` with the ratings given as complete `Ratings` of consecutive blocks of the
+    pairs, in their order (`RatingStore.score_blocks`): the same selections, yielded a block
+    at a time. The options are checked, and the embedding relevance computed, on the call;
+    each block as it comes."""
     from ramo.relevance import embedding_relevance
 
     if relevance not in SOURCES:
         raise ValueError(f"relevance must be one of {SOURCES}, not {relevance!r}")
     check_k(k, rules)
-    pair_ids, rule_ids = [p.id for p in pairs], [r.id for r in rules]
-    if list(ratings.pair_ids) != pair_ids or list(ratings.rule_ids) != rule_ids:
-        raise ValueError("the ratings are not of these pairs and rules, in this order")
-    ratings.require_complete("the ratings")
     rel = None
-    if relevance == "judge":
-        rel = ratings.pair_relevance()
-    elif relevance == "embedding":
+    if relevance == "embedding":
+        # Of every pair at once ([N, R], a tenth of the scores' size at R = 100): the
+        # encoder's batches then do not depend on the blocks.
         rel = embedding_relevance([p.prompt for p in pairs], [r.text for r in rules],
                                   encoder=encoder)
-    selection = select_rules(ratings.score[:, 0], ratings.score[:, 1], rel, k=k,
-                             discrepancy_weight=discrepancy_weight,
-                             relevance_weight=relevance_weight)
-    return selections_from(pair_ids, rule_ids, selection)
+    options = {"k": k, "discrepancy_weight": discrepancy_weight,
+               "relevance_weight": relevance_weight}
+    return _selected([p.id for p in pairs], [r.id for r in rules], blocks, relevance, rel,
+                     options)
+
+
+def _selected(pair_ids: list[str], rule_ids: list[str], blocks: Iterable, relevance: str,
+              rel, options: dict) -> Iterator[Selection]:
+    from ramo.io.selections import selections_from
+    from ramo.ops import select_rules
+
+    start = 0
+    for ratings in blocks:
+        ids = pair_ids[start:start + len(ratings)]
+        if list(ratings.pair_ids) != ids or list(ratings.rule_ids) != rule_ids:
+            raise ValueError("the ratings are not of these pairs and rules, in this order")
+        ratings.require_complete("the ratings")
+        block_rel = None
+        if relevance == "judge":
+            block_rel = ratings.pair_relevance()
+        elif rel is not None:
+            block_rel = rel[start:start + len(ids)]
+        selection = select_rules(ratings.score[:, 0], ratings.score[:, 1], block_rel,
+                                 **options)
+        yield from selections_from(ids, rule_ids, selection)
+        start += len(ids)
+    if start != len(pair_ids):
+        raise ValueError("the ratings are not of these pairs and rules, in this order")
 
 
 def check_k(k, rules, name: str = "k") -> None:
@@ -63,7 +97,11 @@ def label_agreement(pairs: Sequence[Pair], preference) -> dict | None:
 def counts(pairs: Sequence[Pair], selections: Sequence[Selection]) -> dict:
     """A / B / tie counts of the selections' labels, and their agreement with the pairs' own
     labels (None when the pairs have none): what the select and adapter-apply steps report."""
-    preference = [s.preference for s in selections]
+    return preference_counts(pairs, [s.preference for s in selections])
+
+
+def preference_counts(pairs: Sequence[Pair], preference: Sequence[int]) -> dict:
+    """`counts` from the selections' preferences alone (1, -1 or 0, in the pairs' order)."""
     return {"pairs": len(pairs), "a_better": preference.count(1),
             "b_better": preference.count(-1), "ties": preference.count(0),
             "label_agreement": label_agreement(pairs, preference)}

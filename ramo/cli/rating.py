@@ -193,23 +193,33 @@ def select(args: argparse.Namespace) -> int:
     """Per pair, the k rules of largest discrepancy (plus relevance), and the label they give.
 
     Reads the judge's ratings of every pair on every rule from a ratings store (`ramo rate`),
-    runs the fused `select_rules` op over all pairs at once and writes one JSON object per
-    pair: {"id", "rule_ids", "criterion", "reward_a", "reward_b", "margin", "preference"}
-    (preference 1: response A is better, -1: B is, 0: a tie).
+    runs the fused `select_rules` op over them a block of pairs at a time (so the store's
+    size does not bound it) and writes one JSON object per pair: {"id", "rule_ids",
+    "criterion", "reward_a", "reward_b", "margin", "preference"} (preference 1: response A
+    is better, -1: B is, 0: a tie).
     """
     from ramo.io import load_pairs, load_rules, write_selections
-    from ramo.ratings import read_ratings
-    from ramo.select import counts, summary
-    from ramo.select import select as select_step
+    from ramo.ratings import RatingStore, require_complete_blocks
+    from ramo.select import preference_counts, select_blocks, summary
 
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
-    ratings = read_ratings(args.ratings, [p.id for p in pairs], [r.id for r in rules])
-    selections = select_step(pairs, rules, ratings, k=args.k, relevance=args.relevance,
-                             encoder=args.encoder, discrepancy_weight=args.discrepancy_weight,
-                             relevance_weight=args.relevance_weight)
-    write_selections(args.out, selections)
-    print(summary(counts(pairs, selections)))
+    preference: list[int] = []  # for the counts: the selections are written as they come
+
+    def noted(selections):
+        for selection in selections:
+            preference.append(selection.preference)
+            yield selection
+
+    with RatingStore.open_existing(args.ratings) as store:
+        blocks = store.score_blocks([p.id for p in pairs], [r.id for r in rules])
+        selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
+                                   k=args.k, relevance=args.relevance, encoder=args.encoder,
+                                   discrepancy_weight=args.discrepancy_weight,
+                                   relevance_weight=args.relevance_weight)
+        # Atomic: a missing rating found in a late block leaves no file behind.
+        write_selections(args.out, noted(selections))
+    print(summary(preference_counts(pairs, preference)))
     print(f"wrote {args.out}")
     return 0
 

@@ -12,7 +12,9 @@ store and its readers, so it depends on none of them.
 
 from __future__ import annotations
 
+import array
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +27,8 @@ import torch
 FIELDS = ("p_yes", "p_no", "p_other", "score", "relevance")
 # The row layout shared by the store, its exports and its readers.
 COLUMNS = ("pair_id", "side", "rule_id") + FIELDS
+# Missing keys a `require_complete` error names.
+SHOWN = 5
 
 
 class Rating(NamedTuple):
@@ -119,7 +123,7 @@ class Ratings:
         pair_pos = {p: i for i, p in enumerate(pair_ids)}
         rule_pos = {r: j for j, r in enumerate(rule_ids)}
         n_rules = len(rule_ids)
-        flat, values = [], []
+        flat, flat_rows = [], []
         for row in rows:
             pair_id, side, rule_id, *row_values = row
             if len(row_values) != len(FIELDS):
@@ -131,25 +135,30 @@ class Ratings:
             if side not in (0, 1) or isinstance(side, bool):
                 raise ValueError(f"rating {(pair_id, side, rule_id)}: side must be 0 or 1")
             flat.append((i * 2 + side) * n_rules + j)
-            values.append(row_values)
+            flat_rows.append((flat[-1], *row_values))
         if len(set(flat)) != len(flat):
             seen: set[int] = set()
             twice = next(f for f in flat if f in seen or seen.add(f))
             raise ValueError(f"rating {_key(pair_ids, rule_ids, twice)} is given twice")
-        return cls._from_flat(pair_ids, rule_ids, flat, values)
+        return cls._from_flat(pair_ids, rule_ids, [flat_rows])
 
     @classmethod
-    def _from_flat(cls, pair_ids: Sequence[str], rule_ids: Sequence[str], flat: Sequence[int],
-                   values: Sequence[Sequence[float]]) -> Ratings:
-        """Build from flat indices (pair * 2 + side) * R + rule, each with its FIELDS values;
-        every index at most once. The store calls this with the indices its join computed."""
+    def _from_flat(cls, pair_ids: Sequence[str], rule_ids: Sequence[str],
+                   batches: Iterable[Sequence[Sequence[float]]]) -> Ratings:
+        """Build from batches of rows (flat index, *FIELDS values), the index
+        (pair * 2 + side) * R + rule, every index at most once in all. The store passes its
+        join's rows a fetch at a time, so no list of every row is ever held."""
         shape = (len(pair_ids), 2, len(rule_ids))
-        size = shape[0] * shape[1] * shape[2]
-        # Filled in float64, as stored, and rounded once to float32.
-        dense = torch.full((size, len(FIELDS)), float("nan"), dtype=torch.float64)
-        if flat:
-            dense[torch.tensor(flat, dtype=torch.long)] = torch.tensor(values, dtype=torch.float64)
-        fields = dense.to(torch.float32).T.contiguous()  # [FIELDS, size]: one block per field
+        # [FIELDS, size]: one block per field. Each value is rounded once, from the float64
+        # it is stored as; the index is exact in float64 (below 2**53).
+        fields = torch.full((len(FIELDS), shape[0] * shape[1] * shape[2]), float("nan"),
+                            dtype=torch.float32)
+        for batch in batches:
+            if batch:
+                # Through an array of doubles: 1.6x as fast as torch.tensor on the tuples.
+                doubles = array.array("d", itertools.chain.from_iterable(batch))
+                rows = torch.frombuffer(doubles, dtype=torch.float64).view(len(batch), -1)
+                fields[:, rows[:, 0].long()] = rows[:, 1:].T.to(torch.float32)
         return cls(tuple(pair_ids), tuple(rule_ids), *(f.view(shape) for f in fields))
 
     # ---- reading -------------------------------------------------------------------------------
@@ -183,10 +192,7 @@ class Ratings:
         message."""
         n_missing = int((~self.valid).sum())
         if n_missing:
-            shown = self._missing_keys(5)
-            more = f" and {n_missing - len(shown)} more" if n_missing > len(shown) else ""
-            raise ValueError(f"{n_missing} of {self.score.numel()} ratings are missing from "
-                             f"{where}: {', '.join(map(str, shown))}{more}")
+            raise missing_error(n_missing, self.score.numel(), self._missing_keys(SHOWN), where)
         return self
 
     def pair_relevance(self) -> torch.Tensor:
@@ -198,6 +204,35 @@ class Ratings:
     def __repr__(self) -> str:
         return (f"Ratings({len(self.pair_ids)} pairs x 2 sides x {len(self.rule_ids)} rules, "
                 f"{int(self.valid.sum())} of {self.score.numel()} rated)")
+
+
+def require_complete_blocks(blocks: Iterable[Ratings],
+                            where: str | os.PathLike) -> Iterator[Ratings]:
+    """The blocks (consecutive pairs' Ratings, `RatingStore.score_blocks`), each checked as
+    `require_complete` checks: at the first block with a rating missing, the rest are read
+    too, so the ValueError counts the missing of all of them, as on the whole."""
+    blocks, n_total = iter(blocks), 0
+    for block in blocks:
+        n_missing = int((~block.valid).sum())
+        n_total += block.score.numel()
+        if n_missing:
+            shown = block._missing_keys(SHOWN)
+            for rest in blocks:
+                n_missing += int((~rest.valid).sum())
+                n_total += rest.score.numel()
+                if len(shown) < SHOWN:
+                    shown += rest._missing_keys(SHOWN - len(shown))
+            raise missing_error(n_missing, n_total, shown, where)
+        yield block
+
+
+def missing_error(n_missing: int, n_total: int, shown: Sequence[tuple[str, int, str]],
+                  where: str | os.PathLike) -> ValueError:
+    """What `require_complete` raises: n_missing of n_total ratings are missing from `where`,
+    naming the first keys missing (`shown`, at most SHOWN)."""
+    more = f" and {n_missing - len(shown)} more" if n_missing > len(shown) else ""
+    return ValueError(f"{n_missing} of {n_total} ratings are missing from {where}: "
+                      f"{', '.join(map(str, shown))}{more}")
 
 
 def _unique(what: str, ids: Sequence[str]) -> tuple[str, ...]:

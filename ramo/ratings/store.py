@@ -57,6 +57,8 @@ from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_fl
 # 1: ratings keyed by (pair_id, side, rule_id); 2: keyed by (response, rule_id).
 SCHEMA_VERSION = "2"
 _FETCH_ROWS = 65536
+# Ratings per block of `score_blocks`: 40 MiB of float32 fields, and a few fetches.
+_BLOCK_RATINGS = 1 << 21
 
 _CREATE = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
@@ -511,40 +513,75 @@ class RatingStore:
         """
         pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
         rule_ids = self._load_ids("want_rules", "rule_ids", rule_ids)
-        # One statement, so one snapshot, even while another process writes; the join gives
-        # each row its flat position in [N, 2, R], and the keys are unique, so none twice.
-        rows = self._db.execute(
+        return self._loaded_scores(pair_ids, rule_ids)
+
+    def score_blocks(self, pair_ids: Sequence[str], rule_ids: Sequence[str],
+                     block_pairs: int | None = None) -> Iterator[Ratings]:
+        """`scores` of pair_ids a block of consecutive pairs at a time, in order, all from one
+        snapshot: the streaming read, whose memory is one block's however many pairs there
+        are. block_pairs: pairs per block; None: as many as hold about 2**21 ratings (40 MiB
+        of float32 fields). No pairs, no blocks.
+
+        The ids are checked here; the blocks are read as they are taken, inside one read
+        transaction, so add nothing through this store before the last one.
+        """
+        pair_ids = _checked_ids("pair_ids", pair_ids, allow_empty=True)
+        rule_ids = _checked_ids("rule_ids", rule_ids)
+        if block_pairs is None:
+            block_pairs = max(1, _BLOCK_RATINGS // (2 * len(rule_ids)))
+        elif isinstance(block_pairs, bool) or not isinstance(block_pairs, int) or block_pairs < 1:
+            raise ValueError(f"block_pairs must be a positive integer, got {block_pairs!r}")
+        return self._blocks(pair_ids, rule_ids, block_pairs)
+
+    def _blocks(self, pair_ids: list[str], rule_ids: list[str],
+                block_pairs: int) -> Iterator[Ratings]:
+        con = self._db
+        con.execute("BEGIN")  # one read transaction: every block from the same snapshot
+        try:
+            for start in range(0, len(pair_ids), block_pairs):
+                block = pair_ids[start:start + block_pairs]
+                # Both tables each time: a `scores` call between two blocks refills them.
+                self._fill_ids("want_pairs", block)
+                self._fill_ids("want_rules", rule_ids)
+                yield self._loaded_scores(block, rule_ids)
+        finally:
+            # Closing the store (first) has ended the transaction with the connection.
+            if self._con is con and con.in_transaction:
+                con.execute("ROLLBACK")  # it only read
+
+    def _loaded_scores(self, pair_ids: list[str], rule_ids: list[str]) -> Ratings:
+        """The ratings of the ids in temp.want_pairs and temp.want_rules (given here in their
+        order), dense. One statement, so one snapshot, even while another process writes;
+        the join gives each row its flat position in [N, 2, R] (the keys are unique, so none
+        twice), and its rows go into the dense tensors a fetch at a time."""
+        cursor = self._db.execute(
             "SELECT (p.pos * 2 + u.side) * ? + w.pos, "
             + ", ".join(f"r.{name}" for name in FIELDS)
             + " FROM temp.want_pairs p CROSS JOIN units u ON u.pair_id = p.id"
             " JOIN ratings r ON r.response = u.response"
-            " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),)).fetchall()
-        return Ratings._from_flat(pair_ids, rule_ids, [row[0] for row in rows],
-                                  [row[1:] for row in rows])
+            " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),))
+        try:
+            return Ratings._from_flat(pair_ids, rule_ids,
+                                      iter(lambda: cursor.fetchmany(_FETCH_ROWS), []))
+        finally:
+            cursor.close()
 
     def _load_ids(self, table: str, what: str, ids: Iterable[str],
                   allow_empty: bool = False) -> list[str]:
-        """Put ids with their positions into a connection-private temporary table to join on.
+        """Check ids and put them with their positions into a connection-private temporary
+        table to join on."""
+        ids = _checked_ids(what, ids, allow_empty)
+        self._fill_ids(table, ids)
+        return ids
 
-        Temporary tables live in the connection's own temp database (in memory), which a
+    def _fill_ids(self, table: str, ids: list[str]) -> None:
+        """Temporary tables live in the connection's own temp database (in memory), which a
         read-only connection can write too."""
-        if isinstance(ids, str):
-            raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
-        ids = list(ids)
-        if not ids and not allow_empty:
-            raise ValueError(f"{what} is empty")
-        seen: set[str] = set()
-        for i in ids:
-            check_id(what, i)
-            if i in seen:
-                raise ValueError(f"{what} lists {i!r} twice")
-            seen.add(i)
         con = self._db
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} "
                     "(pos INTEGER NOT NULL, id TEXT PRIMARY KEY) WITHOUT ROWID")
         con.execute(f"DELETE FROM temp.{table}")
         con.executemany(f"INSERT INTO temp.{table} (pos, id) VALUES (?, ?)", enumerate(ids))
-        return ids
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write every row, sorted, to a .parquet or .jsonl file (by suffix), atomically.
@@ -643,6 +680,22 @@ def read_ratings(path: str | os.PathLike, pair_ids: Sequence[str],
     read-only: what the steps after rating read (ValueError names what is missing)."""
     with RatingStore.open_existing(path) as store:
         return store.scores(pair_ids, rule_ids).require_complete(store.path)
+
+
+def _checked_ids(what: str, ids: Iterable[str], allow_empty: bool = False) -> list[str]:
+    """ids as a list, after checking that each is a non-empty string listed once."""
+    if isinstance(ids, str):
+        raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
+    ids = list(ids)
+    if not ids and not allow_empty:
+        raise ValueError(f"{what} is empty")
+    seen: set[str] = set()
+    for i in ids:
+        check_id(what, i)
+        if i in seen:
+            raise ValueError(f"{what} lists {i!r} twice")
+        seen.add(i)
+    return ids
 
 
 def _check_schema(path: Path, meta: dict[str, str | None]) -> None:
