@@ -7,6 +7,8 @@ slow the next):
   judge_scores      bench_judge_scores.py --quick        B = 256, D = 4096, V = 128256
   rule_head_select  bench_rule_heads.py --quick          N = 16384, D = 768, R = 100
   judge             bench_judge.py (CPU only)            100 rules x 2 responses, SmolLM2
+  data_path         bench_data_path.py --quick (CPU)     N = 10^4 pairs, R = 100: ramo select,
+                                                         ramo label, the store's read rate
 
 then writes DIR/summary_<device>.md (and .json): one row per (benchmark, shape, ramo
 backend) with its speedup over each baseline measured in the same run and its share of the
@@ -40,6 +42,7 @@ BENCHMARKS = {
     "rule_head_select": ("bench_rule_heads.py", ["--quick"], "rule_heads_{device}_quick", False),
     "judge": ("bench_judge.py", ["--responses", "2", "--naive-rules", "4", "--batched-rules", "8"],
               "judge_{device}", True),
+    "data_path": ("bench_data_path.py", ["--quick"], "data_path_{device}_quick", True),
 }
 
 
@@ -82,6 +85,16 @@ def summarise(name: str, result: dict) -> list[dict]:
             out.append({"benchmark": name, "shape": f"{row['ratings']} ratings",
                         "method": row["method"], "x baseline": ratio, "ceiling": "GEMM FLOP/s",
                         "% ceiling": row["pct_ceiling"]})
+    elif name == "data_path":
+        shape = f"N {result['pairs']} R {result['rules']}"
+        for row in result["rows"]:
+            if row["step"] in ("select", "label"):
+                out.append({"benchmark": name, "shape": shape, "method": f"ramo {row['step']}",
+                            "x baseline": f"{row['seconds']:.1f} s, peak {row['peak_mib']:.0f} MiB"})
+            elif row["step"] == "store":
+                out.append({"benchmark": name, "shape": shape, "method": "store read",
+                            "x baseline": f"{row['x scan']:.2f}x Python scan",
+                            "ceiling": "sqlite's own scan", "% ceiling": 100 * row["x sqlite"]})
     return out
 
 
