@@ -255,16 +255,11 @@ class Pipeline:
                 "judge": self.judge.describe(), "judge_fingerprint": self.judge.fingerprint()}
 
     def _select(self) -> dict:
-        from ramo.io import write_selections
-        from ramo.ratings import read_ratings
-        from ramo.select import counts, select, summary
+        from ramo.select import select_store, summary
 
         settings = self.config.select
-        ratings = read_ratings(self.path("ratings.sqlite"), [p.id for p in self.pairs],
-                               [r.id for r in self.rules])
-        selections = select(self.pairs, self.rules, ratings, **settings)
-        write_selections(self.path("selections.jsonl"), selections)
-        stats = counts(self.pairs, selections)
+        stats = select_store(self.pairs, self.rules, self.path("ratings.sqlite"),
+                             self.path("selections.jsonl"), **settings)
         self.log("  " + summary(stats))
         return {"settings": settings, **stats}
 

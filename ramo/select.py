@@ -53,6 +53,30 @@ def select_blocks(pairs: Sequence[Pair], rules: Sequence[Rule], blocks, *, k: in
                      options)
 
 
+def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out,
+                 **settings) -> dict:
+    """The select step from a ratings store (path) to a selections file `out`, a block of
+    pairs at a time (`select_blocks` over `RatingStore.score_blocks`): memory stays one
+    block's whatever the store's size. The file is written atomically, so a missing rating
+    found in a late block leaves none behind. settings: `select_blocks`'. Returns `counts`."""
+    from ramo.io import write_selections
+    from ramo.ratings import RatingStore, require_complete_blocks
+
+    preference: list[int] = []  # for the counts: the selections are written as they come
+
+    def noted(selections):
+        for selection in selections:
+            preference.append(selection.preference)
+            yield selection
+
+    with RatingStore.open_existing(ratings) as store:
+        blocks = store.score_blocks([p.id for p in pairs], [r.id for r in rules])
+        selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
+                                   **settings)
+        write_selections(out, noted(selections))
+    return preference_counts(pairs, preference)
+
+
 def _selected(pair_ids: list[str], rule_ids: list[str], blocks: Iterable, relevance: str,
               rel, options: dict) -> Iterator[Selection]:
     from ramo.io.selections import selections_from

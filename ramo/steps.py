@@ -3,6 +3,7 @@
 | step           | function                               | in                         -> out |
 | rate           | ramo.rate.rate                         | judge, pairs, rules -> a ratings store |
 | select         | ramo.select.select                     | pairs, rules, Ratings -> [Selection] |
+|   (from a store) | ramo.select.select_store             | pairs, rules, store -> selections file, by blocks |
 | adapter-train  | ramo.adapter.train.adapter_step        | pairs, [Selection], rules -> adapter folder, metrics |
 |   (evaluate)   | ramo.adapter.evaluate.evaluate_adapter | adapter, pairs, [Selection], Ratings -> metrics |
 | adapter-apply  | ramo.adapter.apply.apply_adapter       | adapter, judge, pairs, rules -> [Selection] (k rules rated) |

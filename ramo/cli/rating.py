@@ -198,28 +198,16 @@ def select(args: argparse.Namespace) -> int:
     "criterion", "reward_a", "reward_b", "margin", "preference"} (preference 1: response A
     is better, -1: B is, 0: a tie).
     """
-    from ramo.io import load_pairs, load_rules, write_selections
-    from ramo.ratings import RatingStore, require_complete_blocks
-    from ramo.select import preference_counts, select_blocks, summary
+    from ramo.io import load_pairs, load_rules
+    from ramo.select import select_store, summary
 
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
-    preference: list[int] = []  # for the counts: the selections are written as they come
-
-    def noted(selections):
-        for selection in selections:
-            preference.append(selection.preference)
-            yield selection
-
-    with RatingStore.open_existing(args.ratings) as store:
-        blocks = store.score_blocks([p.id for p in pairs], [r.id for r in rules])
-        selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
-                                   k=args.k, relevance=args.relevance, encoder=args.encoder,
-                                   discrepancy_weight=args.discrepancy_weight,
-                                   relevance_weight=args.relevance_weight)
-        # Atomic: a missing rating found in a late block leaves no file behind.
-        write_selections(args.out, noted(selections))
-    print(summary(preference_counts(pairs, preference)))
+    stats = select_store(pairs, rules, args.ratings, args.out, k=args.k,
+                         relevance=args.relevance, encoder=args.encoder,
+                         discrepancy_weight=args.discrepancy_weight,
+                         relevance_weight=args.relevance_weight)
+    print(summary(stats))
     print(f"wrote {args.out}")
     return 0
 
