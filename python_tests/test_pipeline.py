@@ -36,15 +36,19 @@ def _jsonl(path: Path, rows) -> str:
     return path.name
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("models")
+def pipeline_models(root: Path) -> dict[str, str]:
+    """A tiny judge and a tiny classifier backbone saved under root: the pipeline's models."""
     tok = tiny_tokenizer(chat=True)
     boost = [tok.convert_tokens_to_ids(w) for w in ("Yes", "No", "Irrelevant")]
     tiny_llama(len(tok), boost_ids=boost).save_pretrained(root / "judge")
     tok.save_pretrained(root / "judge")
     return {"judge": str(root / "judge"),
             "backbone": str(tiny_classifier_dir(root / "backbone", num_labels=1, seed=1))}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, str]:
+    return pipeline_models(tmp_path_factory.mktemp("models"))
 
 
 def _config(tmp_path: Path, models: dict, **override) -> Path:

@@ -25,10 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from python_tests.encoder_models import tiny_classifier_dir
 from python_tests.fork_server import ForkServer
-from python_tests.judge_models import tiny_llama, tiny_tokenizer
-from python_tests.test_pipeline import _config
+from python_tests.test_pipeline import _config, pipeline_models
 
 from ramo.io.atomic import TEMPORARY  # a SIGKILL can leave these (a folder being replaced: .old)
 from ramo.pipeline import STEPS
@@ -52,17 +50,6 @@ STORES = ("ratings.sqlite", "adapter_ratings.sqlite")
 STORE_FILES = re.compile(r".+\.sqlite-(wal|shm|journal)$")
 LOCK = ".ramo-pipeline.lock"  # held by the running pipeline; stays, empty
 RUN_TIMEOUT = 600  # seconds; a hung child fails the test instead of hanging it
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("models")
-    tok = tiny_tokenizer(chat=True)
-    boost = [tok.convert_tokens_to_ids(w) for w in ("Yes", "No", "Irrelevant")]
-    tiny_llama(len(tok), boost_ids=boost).save_pretrained(root / "judge")
-    tok.save_pretrained(root / "judge")
-    return {"judge": str(root / "judge"),
-            "backbone": str(tiny_classifier_dir(root / "backbone", num_labels=1, seed=1))}
 
 
 class Runs:
@@ -103,6 +90,11 @@ def servers(tmp_path_factory):
     yield root, started
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, str]:
+    return pipeline_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
