@@ -238,9 +238,9 @@ class Pipeline:
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
     def _rate(self) -> dict:
-        from ramo.rate import check_context, cut_counts, open_store, rate
+        from ramo.rate import cut_counts, open_store, rate
 
-        check_context(self.judge, self.pairs, self.rules)
+        self.judge.check_context(self.pairs, self.rules)
         with open_store(self.path("ratings.sqlite"), self.judge) as store:
             before = store.count()
             rated = rate(self.judge, self.pairs, self.rules, store, progress=self.progress)
@@ -287,11 +287,11 @@ class Pipeline:
             return None
         from ramo.adapter import RuleAdapter, apply_adapter
         from ramo.io import write_selections
-        from ramo.rate import check_context, cut_counts, open_store
+        from ramo.rate import cut_counts, open_store
         from ramo.select import counts, summary
 
         adapter = RuleAdapter.from_pretrained(self.path("adapter"))
-        check_context(self.judge, self.new_pairs, self.rules)
+        self.judge.check_context(self.new_pairs, self.rules)
         with open_store(self.path("adapter_ratings.sqlite"), self.judge) as store:
             applied = apply_adapter(adapter, self.judge, self.new_pairs, self.rules,
                                     k=self.config.select["k"], store=store,

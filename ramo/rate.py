@@ -3,9 +3,9 @@
 The unit of work is one response (a pair's side) with the rules it is rated on: one prefill
 serves them all, and the unit's rows are committed together, so a killed run loses at most
 the units since its last commit and never leaves part of a unit. A response too long for the
-judge's context is cut to fit it (or refused: `check_context`), and the store records which
-with its ratings. `rate_units` is the one
-rating loop: `rate` runs it over every rule of the pool, the Rule Adapter's application over
+judge's context is cut to fit it (or refused: `RuleJudge.check_context`), and the store
+records which with its ratings. `rate_units` is the one rating loop: `rate` runs it over
+every rule of the pool, the Rule Adapter's application over
 each pair's k rules. The store keys ratings by response (`ramo.ratings.response_key`), so a
 response that appears in several pairs is rated once.
 
@@ -128,30 +128,6 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
                         progress=progress, done=len(mine) - len(units)):
         pass
     return len(units)
-
-
-def check_context(judge, pairs: Sequence[Pair], rules: Sequence[Rule]) -> None:
-    """With the judge's on_overflow="error": ContextOverflowError naming the pairs whose
-    conversation does not fit the judge's max_length with room for the longest rule, before
-    anything is rated or written. Nothing to check with on_overflow="truncate"."""
-    from ramo.judge.context import ContextOverflowError
-
-    if judge.on_overflow != "error" or judge.max_length is None:
-        return
-    # The rule that needs the most room after the conversation, found once (each call
-    # renders the rules it is given).
-    longest = [max(rules, key=lambda rule: len(judge.tokenizer(rule.text)["input_ids"]))]
-    over = [(pair.id, side, length) for pair in pairs
-            for side, text in enumerate((pair.response_a, pair.response_b))
-            if (length := judge.overflow(pair.prompt, text, longest)) is not None]
-    if over:
-        shown = ", ".join(f"{pair_id} ({'AB'[side]}: {length} tokens)"
-                          for pair_id, side, length in over[:10])
-        more = f" and {len(over) - 10} more" if len(over) > 10 else ""
-        raise ContextOverflowError(
-            f"{len(over)} responses do not fit the judge's max_length of {judge.max_length} "
-            f"tokens with room for the rule: pairs {shown}{more}; nothing was rated. "
-            "--on-overflow truncate cuts them in the middle (--max-length sets the limit)")
 
 
 def cut_counts(store, pairs: Sequence[Pair]) -> dict[str, int]:

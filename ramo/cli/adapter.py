@@ -123,7 +123,7 @@ def apply(args: argparse.Namespace) -> int:
     from ramo.adapter.model import RuleAdapter
     from ramo.cli._common import judge_settings
     from ramo.io import load_pairs, load_rules, write_selections
-    from ramo.rate import check_context, default_device, open_store
+    from ramo.rate import default_device, open_store
     from ramo.steps import load_judge
 
     # The cheap checks first: bad pairs, a mismatched pool or a bad k fail before the judge
@@ -134,7 +134,7 @@ def apply(args: argparse.Namespace) -> int:
     adapter.check_rules(rules)
     k = adapter.resolve_k(args.k)
     judge = load_judge(judge_settings(args, loading_only=True))
-    check_context(judge, pairs, rules)
+    judge.check_context(pairs, rules)
     with open_store(args.ratings, judge) if args.ratings else nullcontext() as store:
         selections = apply_adapter(adapter, judge, pairs, rules, k=k, store=store,
                                    progress=not args.no_progress,

@@ -49,7 +49,7 @@ def rate(args: argparse.Namespace) -> int:
     `ramo ratings merge` merges shards by hand.
     """
     from ramo.io import load_pairs, load_rules
-    from ramo.rate import check_context, cut_counts, open_store
+    from ramo.rate import cut_counts, open_store
     from ramo.rate import rate as rate_step
     from ramo.ratings import RatingStore
     from ramo.steps import load_judge
@@ -65,7 +65,7 @@ def rate(args: argparse.Namespace) -> int:
             args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
     rank, world = _dist()
     judge = load_judge(judge_settings(args), **options)
-    check_context(judge, pairs, rules)
+    judge.check_context(pairs, rules)
     shards = shard_folder(args.out)
     progress = not args.no_progress
     if world == 1:

@@ -221,6 +221,28 @@ class RuleJudge:
         _, _, length, room = self._render(texts, prompt, response)
         return None if self._fits(length, room) else length
 
+    def check_context(self, pairs: Sequence, rules: Sequence) -> None:
+        """With on_overflow="error": ContextOverflowError naming the pairs whose conversation
+        does not fit max_length with room for the longest of `rules`, before anything is
+        rated or written. Nothing to check with on_overflow="truncate"."""
+        if self.on_overflow != "error" or self.max_length is None:
+            return
+        rules = as_rules(rules)
+        # The rule that needs the most room after the conversation, found once (each call
+        # renders the rules it is given).
+        longest = [max(rules, key=lambda rule: len(self.tokenizer(rule.text)["input_ids"]))]
+        over = [(pair.id, side, length) for pair in as_pairs(pairs)
+                for side, text in enumerate((pair.response_a, pair.response_b))
+                if (length := self.overflow(pair.prompt, text, longest)) is not None]
+        if over:
+            shown = ", ".join(f"{pair_id} ({'AB'[side]}: {length} tokens)"
+                              for pair_id, side, length in over[:10])
+            more = f" and {len(over) - 10} more" if len(over) > 10 else ""
+            raise ContextOverflowError(
+                f"{len(over)} responses do not fit the judge's max_length of {self.max_length} "
+                f"tokens with room for the rule: pairs {shown}{more}; nothing was rated. "
+                "--on-overflow truncate cuts them in the middle (--max-length sets the limit)")
+
     def _render(self, texts: list[str], prompt: str, response: str):
         """(prefix, suffixes, the length without a rule's words, the room that the longest
         of `texts` needs after it)."""
