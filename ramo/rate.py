@@ -5,9 +5,9 @@ serves them all, and the unit's rows are committed together, so a killed run los
 the units since its last commit and never leaves part of a unit. A response too long for the
 judge's context is cut to fit it (or refused: `RuleJudge.check_context`), and the store
 records which with its ratings. `rate_units` is the one rating loop: `rate` runs it over
-every rule of the pool, the Rule Adapter's application over
-each pair's k rules. The store keys ratings by response (`ramo.ratings.response_key`), so a
-response that appears in several pairs is rated once.
+every rule of the pool, the Rule Adapter's application over each pair's k rules. The store
+keys ratings by response (`ramo.ratings.response_key`), so a response that appears in
+several pairs is rated once.
 
 Under torchrun (or accelerate launch) every rank takes the responses whose key falls to it
 (`share`) and writes a store of its own, merged by rank 0 at the end (see `ramo.cli.rating`).
