@@ -309,39 +309,46 @@ def test_default_judge_answers(default_judge):
         RuleJudge(default_judge.model, tok)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("heads", [(4, 4), (6, 2), (3, 1)])
 def test_prefix_attention_equals_eager_attention(dtype, heads):
-    """The in-place prefix attention against eager attention over the concatenated keys
-    (prefix broadcast, grouped heads repeated, causal over the suffix), fp64 as the truth."""
+    """The in-place prefix attention over packed suffixes of different lengths against eager
+    attention of each suffix over the concatenated keys (grouped heads repeated, causal over
+    the suffix), fp64 as the truth."""
     from ramo.judge import prefix_attention
 
     h, hkv = heads
-    b, s, p, d = 5, 7, 33, 16
+    lengths, p, d = [7, 1, 4, 7, 2], 33, 16
+    t = sum(lengths)
     gen = torch.Generator().manual_seed(h)
-    q, k, v = (torch.randn(b, n, s, d, generator=gen, dtype=torch.float64) for n in (h, hkv, hkv))
+    q, k, v = (torch.randn(1, n, t, d, generator=gen, dtype=torch.float64) for n in (h, hkv, hkv))
     pk, pv = (torch.randn(1, hkv, p, d, generator=gen, dtype=torch.float64) for _ in range(2))
 
     def eager(q, k, v, pk, pv):
-        keys = torch.cat([pk.expand(b, -1, -1, -1), k], 2).repeat_interleave(h // hkv, 1)
-        values = torch.cat([pv.expand(b, -1, -1, -1), v], 2).repeat_interleave(h // hkv, 1)
-        scores = q @ keys.transpose(-1, -2) * 0.25
-        later = torch.ones(s, p + s, dtype=torch.bool).triu_(p + 1)
-        weights = scores.masked_fill(later, float("-inf")).softmax(-1)
-        return (weights @ values).transpose(1, 2)
+        outs, start = [], 0
+        for n in lengths:
+            part = slice(start, start + n)
+            keys = torch.cat([pk, k[:, :, part]], 2).repeat_interleave(h // hkv, 1)
+            values = torch.cat([pv, v[:, :, part]], 2).repeat_interleave(h // hkv, 1)
+            scores = q[:, :, part] @ keys.transpose(-1, -2) * 0.25
+            later = torch.ones(n, p + n, dtype=torch.bool).triu_(p + 1)
+            weights = scores.masked_fill(later, float("-inf")).softmax(-1)
+            outs.append((weights @ values).transpose(1, 2))
+            start += n
+        return torch.cat(outs, 1)
 
     class Layer:
         layer_idx = 0
 
     truth = eager(q, k, v, pk, pv)
     with prefix_attention.use_prefix(type("M", (), {"config": _Config()})(),
-                                     [(pk.to(dtype), pv.to(dtype))]):
+                                     [(pk.to(dtype), pv.to(dtype))], lengths):
         got, _ = prefix_attention.shared_prefix_attention(
             Layer(), q.to(dtype), k.to(dtype), v.to(dtype), None, scaling=0.25)
     plain = eager(*(x.to(dtype) for x in (q, k, v, pk, pv)))
-    assert got.shape == (b, s, h, d) and got.dtype == dtype
+    assert got.shape == (1, t, h, d) and got.dtype == dtype
     err, plain_err = (got - truth).abs().max().item(), (plain - truth).abs().max().item()
-    assert err <= 4 * plain_err + (1e-6 if dtype == torch.float32 else 1e-13)
+    assert err <= 4 * plain_err + {torch.bfloat16: 1e-3, torch.float32: 1e-6}.get(dtype, 1e-13)
 
 
 class _Config:
@@ -361,8 +368,10 @@ def test_judge_attends_to_the_prefix_in_place_where_it_can(model_and_tokenizers,
     got = judge.rate_response(pair["prompt"], pair["response_b"], RULES)
     assert used and model.config._attn_implementation != prefix_attention.NAME
     assert prefix_attention.supports(model.config, 10 ** 6)
-    # A sliding window shorter than the sequence, or soft-capped logits: the cached path.
-    for change in ({"sliding_window": 8}, {"attn_logit_softcapping": 30.0}):
+    # A sliding window shorter than the sequence, soft-capped logits, or values of another
+    # head size than the keys: the cached path.
+    for change in ({"sliding_window": 8}, {"attn_logit_softcapping": 30.0},
+                   {"v_head_dim": model.config.head_dim // 2}):
         config = type(model.config)(**{**model.config.to_dict(), **change})
         assert not prefix_attention.supports(config, 100)
     used.clear()

@@ -313,16 +313,8 @@ class RuleJudge:
         out = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True)
         prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
         longest = len(prefix) + max(len(s) for s in suffixes)
-
-        def in_place(ids: torch.Tensor) -> torch.Tensor:
-            b, length = ids.shape
-            positions = torch.arange(len(prefix), len(prefix) + length, device=device)
-            with prefix_attention.use_prefix(self.model, prefix_kv):
-                return decoder(input_ids=ids, use_cache=False,
-                               position_ids=positions.expand(b, -1)).last_hidden_state
-
         if device.type == "cpu" and prefix_attention.supports(self.model.config, longest):
-            return self._last_hidden(suffixes, in_place)
+            return self._last_hidden_packed(len(prefix), prefix_kv, suffixes)
 
         def run(ids: torch.Tensor) -> torch.Tensor:
             b, length = ids.shape
@@ -343,18 +335,43 @@ class RuleJudge:
         return self._last_hidden(
             sequences, lambda ids: decoder(input_ids=ids, use_cache=False).last_hidden_state)
 
+    def _batches(self, sequences: list[list[int]]):
+        """Indices of the sequences, batch_size at a time; similar lengths in one batch: less
+        padding, which is paid like real tokens."""
+        order = sorted(range(len(sequences)), key=lambda j: len(sequences[j]))
+        return [order[start:start + self.batch_size]
+                for start in range(0, len(order), self.batch_size)]
+
+    def _hidden_buffer(self, rows: int) -> torch.Tensor:
+        return torch.empty(rows, self._head_weight.shape[1], dtype=self._head_weight.dtype,
+                           device=self._device())
+
     def _last_hidden(self, sequences: list[list[int]], run) -> torch.Tensor:
         """[len(sequences), D]: the final hidden state at each sequence's last token, from
         run(right-padded ids [b, L]) -> [b, L, D] over batches of batch_size."""
         device = self._device()
-        hidden = torch.empty(len(sequences), self._head_weight.shape[1],
-                             dtype=self._head_weight.dtype, device=device)
-        # Similar lengths in one batch: less padding, which is paid like real tokens.
-        order = sorted(range(len(sequences)), key=lambda j: len(sequences[j]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+        hidden = self._hidden_buffer(len(sequences))
+        for chunk in self._batches(sequences):
             ids, last = _right_pad([sequences[j] for j in chunk], device)
             hidden[chunk] = run(ids)[torch.arange(len(chunk), device=device), last].to(hidden.dtype)
+        return hidden
+
+    def _last_hidden_packed(self, prefix_length: int, prefix_kv, suffixes: list[list[int]]):
+        """As _last_hidden, each batch of suffixes packed into one sequence after the prefix,
+        attending to its keys and values in place (prefix_attention.py): no padding in
+        the linear layers."""
+        device = self._device()
+        decoder = self._decoder()
+        hidden = self._hidden_buffer(len(suffixes))
+        for chunk in self._batches(suffixes):
+            lengths = [len(suffixes[j]) for j in chunk]
+            ids = torch.tensor([[t for j in chunk for t in suffixes[j]]], device=device)
+            positions = torch.tensor([[prefix_length + i for n in lengths for i in range(n)]],
+                                     device=device)
+            last = torch.tensor(lengths, device=device).cumsum(0) - 1
+            with prefix_attention.use_prefix(self.model, prefix_kv, lengths):
+                out = decoder(input_ids=ids, position_ids=positions, use_cache=False)
+            hidden[chunk] = out.last_hidden_state[0, last].to(hidden.dtype)
         return hidden
 
 
