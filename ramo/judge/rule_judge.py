@@ -2,16 +2,16 @@
 
 A rule's score for a response is P(yes) - P(no) of the judge's next token after the rendered
 (prompt, response, rule) (see templates.py). With the default rule-last template the
-conversation is a prefix shared by all R rules: it is prefilled once, its key/value cache is
-broadcast over a batch of rule suffixes, and only the suffix tokens are paid per rule (on the
-CPU the suffixes attend to the prefix's keys and values in place, prefix_attention.py;
-elsewhere through a transformers cache). The LM
-head is never applied to any position but the answer position, and there through
+conversation is a prefix shared by all R rules: it is prefilled once, and only the suffix
+tokens are paid per rule. On the CPU a batch of rule suffixes runs packed into one sequence
+and attends to the prefix's keys and values in place (prefix_attention.py); elsewhere the
+prefix's key/value cache is broadcast over a right-padded batch of suffixes. The LM head is
+never applied to any position but the answer position, and there through
 `ramo.ops.judge_scores`, which never holds [B, V] logits.
 
-Suffixes of different lengths are right-padded: in a causal model a real token only attends
-to positions before it, all of them real, so padding needs no attention mask and changes no
-score; each suffix's answer position is its own last real token.
+Right padding (the cached path, and whole prompts without a shared prefix) needs no attention
+mask: in a causal model a real token only attends to positions before it, all of them real,
+so padding changes no score; each sequence's answer position is its own last real token.
 
 A conversation too long for the judge's context (`max_length`, by default the model's own
 limit) is cut in its middle, or refused with on_overflow="error" (context.py).
