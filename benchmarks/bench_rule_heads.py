@@ -10,10 +10,17 @@ whose backward reaches hidden, weight and bias through the k selected rules only
 A training step is timed: forward, then a Bradley-Terry loss on the margin
 (-logsigmoid(margin).sum()) and the backward to hidden_a, hidden_b, weight and bias. The
 forward alone is timed too, and so are the two addmm alone (the part every method shares: the
-floor of the forward) and a square fp32 GEMM (the machine's compute ceiling), all in
-alternation so that a noisy neighbour slows every method alike. The useful work of a step is
-taken as the heads' 4 N D R flops plus the sparse backward's 8 N k D; "% GEMM" is that rate as
-a share of the GEMM's.
+floor of the forward), the floor of a step and a square fp32 GEMM (the machine's compute
+ceiling), all in alternation so that a noisy neighbour slows every method alike. The useful
+work of a step is taken as the heads' 4 N D R flops plus the sparse backward's 8 N k D;
+"% GEMM" is that rate as a share of the GEMM's.
+
+The floor of a step is what no method can skip: the two addmm, plus reading hidden_a and
+hidden_b once and writing two new tensors of their size (the hidden-state gradients), timed
+as two out-of-place torch.mul. Those writes land in freshly allocated memory, so the floor
+also holds the page faults that a new gradient costs under the allocator in use. "floor x
+eager" is the most any method could gain over the baseline here; "% floor" is how close a
+method's step comes to the floor.
 
 Peak extra memory (one training step, inputs and parameters excluded):
   * CPU: in a fresh subprocess, from the kernel's resident-memory high-water mark (VmHWM reset
@@ -130,14 +137,22 @@ def baseline_estimate(n: int, d: int, r: int, gemm_gflops: float) -> tuple[float
 
 
 def time_methods(device, inputs, fns, n, r, min_time_s) -> dict:
-    """Interleaved medians (ms) of the GEMM, the two addmm, and each method's forward and
-    step; every buffer made here is freed on return."""
+    """Interleaved medians (ms) of the GEMM, the two addmm, the floor of a step, and each
+    method's forward and step; every buffer made here is freed on return."""
     sq = [torch.randn(GEMM_N, GEMM_N, device=device) for _ in range(3)]
     sa = torch.empty(n, r, device=device)
     sb = torch.empty(n, r, device=device)
     ha, hb, w, b = (t.detach() for t in inputs[:4])
-    timed = {"gemm": lambda: torch.mm(sq[0], sq[1], out=sq[2]),
-             "heads": lambda: (torch.addmm(b, ha, w.T, out=sa), torch.addmm(b, hb, w.T, out=sb))}
+
+    def heads():
+        torch.addmm(b, ha, w.T, out=sa)
+        torch.addmm(b, hb, w.T, out=sb)
+
+    def floor():  # the heads, then hidden read once into two new gradient-sized tensors
+        heads()
+        return torch.mul(ha, 2.0), torch.mul(hb, 2.0)
+
+    timed = {"gemm": lambda: torch.mm(sq[0], sq[1], out=sq[2]), "heads": heads, "floor": floor}
     for name, fn in fns.items():
         timed[f"{name} fwd"] = lambda fn=fn: forward_only(fn, inputs)
         timed[f"{name} step"] = lambda fn=fn: train_step(fn, inputs)
@@ -151,13 +166,15 @@ def run_shape(device, n, d, r, min_time_s, threads) -> dict:
     gemm_gflops = 2 * GEMM_N ** 3 / (times["gemm"] * 1e-3) / 1e9
     useful = 4 * n * d * r + 8 * n * K * d
     row = {"N": n, "D": d, "R": r, "k": K, "GEMM GFLOP/s": gemm_gflops,
-           "heads ms": times["heads"]}
+           "heads ms": times["heads"], "floor ms": times["floor"],
+           "floor x eager": times["eager step"] / times["floor"]}
     for name in fns:
         row[f"{name} fwd ms"] = times[f"{name} fwd"]
         row[f"{name} step ms"] = times[f"{name} step"]
         row[f"{name} x eager"] = times["eager step"] / times[f"{name} step"]
         row[f"{name} fwd x eager"] = times["eager fwd"] / times[f"{name} fwd"]
         row[f"{name} % GEMM"] = 100 * useful / (times[f"{name} step"] * 1e-3) / 1e9 / gemm_gflops
+        row[f"{name} % floor"] = 100 * times["floor"] / times[f"{name} step"]
         if device.type == "cuda":
             row[f"{name} peak MB"] = cuda_peak_extra_mb(fns[name], inputs, device)
     # The selection agrees with the baseline's (no ties in random data).
@@ -176,10 +193,12 @@ def run_shape(device, n, d, r, min_time_s, threads) -> dict:
 
 def report(row: dict, names) -> str:
     parts = [f"N={row['N']:6d} D={row['D']:5d} R={row['R']:5d} k={row['k']}  GEMM "
-             f"{row['GEMM GFLOP/s']:.0f} GFLOP/s; the two addmm alone {row['heads ms']:.2f} ms"]
+             f"{row['GEMM GFLOP/s']:.0f} GFLOP/s; the two addmm alone {row['heads ms']:.2f} ms; "
+             f"the floor of a step {row['floor ms']:.2f} ms ({row['floor x eager']:.2f}x eager)"]
     for m in names:
         parts.append(f"{m:12s} step {row[f'{m} step ms']:9.2f} ms ({row[f'{m} x eager']:.2f}x "
-                     f"eager, {row[f'{m} % GEMM']:.0f}% GEMM), forward "
+                     f"eager, {row[f'{m} % GEMM']:.0f}% GEMM, {row[f'{m} % floor']:.0f}% floor), "
+                     f"forward "
                      f"{row[f'{m} fwd ms']:8.2f} ms ({row[f'{m} fwd x eager']:.2f}x), "
                      f"peak +{row[f'{m} peak MB']:.1f} MiB")
     return "\n    ".join(parts)
@@ -211,19 +230,23 @@ def run(device: torch.device, shapes, min_time_s: float, threads: int | None,
 def to_markdown(result: dict) -> str:
     names = list(methods(torch.device(result["device"])))
     columns = [("N", "N", "d"), ("D", "D", "d"), ("R", "R", "d"),
-               ("GEMM GFLOP/s", "GEMM GFLOP/s", ".0f"), ("heads ms", "2 addmm ms", ".2f")]
+               ("GEMM GFLOP/s", "GEMM GFLOP/s", ".0f"), ("heads ms", "2 addmm ms", ".2f"),
+               ("floor ms", "floor ms", ".2f"), ("floor x eager", "floor x eager", ".2f")]
     for m in names:
         columns += [(f"{m} fwd ms", f"{m} fwd ms", ".2f"),
                     (f"{m} step ms", f"{m} fwd+bwd ms", ".2f")]
         if m != "eager":
             columns += [(f"{m} x eager", "x eager", ".2f")]
-        columns += [(f"{m} % GEMM", "% GEMM", ".0f"), (f"{m} peak MB", "peak MiB", ".0f")]
+        columns += [(f"{m} % GEMM", "% GEMM", ".0f"), (f"{m} % floor", "% floor", ".0f"),
+                    (f"{m} peak MB", "peak MiB", ".0f")]
     m = result["machine"]
     header = (f"rule_head_select, {result['device']}, {m.get('gpu', m['processor'])}, torch "
               f"{m['torch']}, {m['threads']} threads; k = {result['k']}, fp32, relevance [R]. "
               f"A step is forward + {result['loss']}. Medians of interleaved runs; GEMM: a "
               f"square fp32 {GEMM_N} matmul in the same alternation; % GEMM: (4 N D R + 8 N k D) "
-              f"flops per step as a share of it; peak: extra memory of one step.\n\n")
+              f"flops per step as a share of it; floor: the two addmm plus hidden read once "
+              f"into two new gradient-sized tensors (no method can do less), % floor: its time "
+              f"as a share of the method's step; peak: extra memory of one step.\n\n")
     text = header + common.markdown_table(result["rows"], columns)
     if result["skipped"]:
         text += "\n\n" + "\n".join(f"- {s}" for s in result["skipped"])
@@ -240,9 +263,9 @@ def main(argv=None) -> int:
                         help="only this shape (results named rule_heads_<device>_NxDxR)")
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="seconds of timed calls per method and shape (at least 5 calls; "
-                        "default 3: the first calls of a fresh process pay for page faults and "
-                        "huge-page compaction of new gradient buffers, which a short run's "
-                        "median would still hold)")
+                        "default 3: the first calls of a fresh process pay for growing its "
+                        "heap and faulting in new gradient buffers, which a short run's median "
+                        "would still hold)")
     parser.add_argument("--max-gb", type=float, default=8.0,
                         help="skip shapes whose baseline step needs more memory than this")
     parser.add_argument("--max-step-s", type=float, default=4.5,

@@ -9,34 +9,12 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "../rule_head_select.h"
 #include "rule_head_select_kernel.h"
 
 namespace ramo {
 
 namespace {
-
-// The hidden-state gradients are large fresh allocations that the kernel writes once. With
-// 4 KiB pages the kernel's first touch of them costs a page fault (and the zeroing) per page:
-// about 0.33 ms per MB here, more than the kernel itself. Asking for transparent huge pages on
-// the (still untouched) buffer cuts that about fourfold where THP is enabled in "madvise"
-// mode (the usual default; torch does the same for every allocation under
-// THP_MEM_ALLOC_ENABLE=1). Advice only: nothing changes where THP is unavailable.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t end = begin + t.nbytes();
-  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
-  if (last >= first + kHuge) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
 
 RuleHeadBackwardResult rule_head_select_backward_cpu(const at::Tensor& grad_reward_a,
                                                      const at::Tensor& grad_reward_b,
@@ -49,8 +27,6 @@ RuleHeadBackwardResult rule_head_select_backward_cpu(const at::Tensor& grad_rewa
   const auto acc_opts = in.weight.options().dtype(in.acc_type);
   at::Tensor grad_hidden_a = at::empty({in.n, in.d}, in.hidden_a.options());
   at::Tensor grad_hidden_b = at::empty({in.n, in.d}, in.hidden_b.options());
-  advise_huge_pages(grad_hidden_a);
-  advise_huge_pages(grad_hidden_b);
   // grad_weight and grad_bias are accumulated in acc_t: in place for float / double weights,
   // in a workspace converted at the end otherwise.
   at::Tensor grad_weight = at::zeros({in.r, in.d}, acc_opts);

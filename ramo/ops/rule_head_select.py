@@ -28,10 +28,8 @@ differentiable, and the rewards do not depend on relevance otherwise).
 Determinism: the CPU backward streams fixed blocks of rows (chosen from the shapes alone,
 never from the thread count), each into its own partial grad_weight / grad_bias summed in row
 order, and adds the partials in block order: bitwise reproducible on any number of threads.
-It asks for transparent huge pages on its large grad_hidden outputs (madvise), which cuts
-the cost of first touching them about fourfold where THP is in "madvise" mode. The CUDA and
-Triton backwards accumulate grad_weight and grad_bias with fp32 (fp64 for fp64) atomic adds:
-not bitwise reproducible from run to run.
+The CUDA and Triton backwards accumulate grad_weight and grad_bias with fp32 (fp64 for fp64)
+atomic adds: not bitwise reproducible from run to run.
 """
 
 from __future__ import annotations
