@@ -247,6 +247,9 @@ def to_markdown(result: dict) -> str:
               f"flops per step as a share of it; floor: the two addmm plus hidden read once "
               f"into two new gradient-sized tensors (no method can do less), % floor: its time "
               f"as a share of the method's step; peak: extra memory of one step.\n\n")
+    if "allocator" in m:
+        header = header[:-2] + " Allocator settings: " + ", ".join(
+            f"{k}={v}" for k, v in m["allocator"].items()) + ".\n\n"
     text = header + common.markdown_table(result["rows"], columns)
     if result["skipped"]:
         text += "\n\n" + "\n".join(f"- {s}" for s in result["skipped"])

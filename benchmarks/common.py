@@ -58,6 +58,13 @@ def machine() -> dict:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+    # Settings that change how fresh memory is obtained (a replaced malloc, its options, torch's
+    # huge pages): on the CPU they move the cost of new gradient buffers by a factor of two.
+    allocator = {k: v for k, v in os.environ.items()
+                 if k in ("LD_PRELOAD", "MALLOC_CONF", "THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES")
+                 or (k.startswith("MALLOC_") and k.endswith("_"))}
+    if allocator:
+        info["allocator"] = allocator
     return info
 
 
