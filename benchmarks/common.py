@@ -41,12 +41,12 @@ def ramo_backends(device: torch.device, call) -> dict:
     return {f"ramo {name}": call(name) for name in names}
 
 
-def copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 28) -> float:
-    """Bytes read + written per second by a large tensor copy: the memory ceiling here."""
+def copy_probe(device: torch.device, nbytes: int = 1 << 28):
+    """(fn, bytes): fn copies one large tensor into another, moving `bytes` (read + written);
+    timed, it gives the memory ceiling here."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    ms = median_ms(lambda: dst.copy_(src), device)
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    return (lambda: dst.copy_(src)), 2 * nbytes
 
 
 def machine() -> dict:
