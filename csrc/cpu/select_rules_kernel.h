@@ -305,11 +305,12 @@ RAMO_CPU_CLONES int64_t select_rules_rows(const scalar_t* scores_a, const scalar
 }
 
 #if RAMO_CPU_AVX2_PATH
-// fp32 rows with k <= 8 on AVX2 (the common case: k about 5, R about 100), where the fixed
+// fp32 rows with k <= 16 on AVX2 (the common case: k about 5, R about 100), where the fixed
 // cost per row, not the memory traffic, bounded the general path. One pass computes the
-// keys, checks finiteness and keeps each of the 8 lanes' maximum; the k-th largest of those
-// 8 maxima is a lower bound of the k-th largest key (k distinct lanes each hold a key at
-// least that large), tighter than the general path's group bound; a second pass over the
+// keys, checks finiteness and keeps each of the 8 lanes' maximum (and, for k > 8, its second
+// largest key); the k-th largest of those 8 (16) keys is a lower bound of the k-th largest
+// key (k distinct rules each hold a key at least that large), tighter than the general
+// path's group bound; a second pass over the
 // keys (in L1) left-packs the few candidates with a permutation table, in index order, and
 // the branch-free list ranks them. Same operations on the same values as the reference, so
 // the same bits.
@@ -351,6 +352,31 @@ RAMO_AVX2 inline float kth_largest_lane(__m256 m, int k) {
   return _mm256_cvtss_f32(v);
 }
 
+// The k-th largest of the 16 values in m1 and m2 (k in [1, 16]), as kth_largest_lane: a
+// value's count of strictly larger values is below k exactly when it is among the k largest.
+RAMO_AVX2 inline float kth_largest_of_two(__m256 m1, __m256 m2, int k) {
+  const __m256i rotate = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+  __m256i larger1 = _mm256_setzero_si256(), larger2 = _mm256_setzero_si256();
+  __m256 o1 = m1, o2 = m2;
+  for (int s = 0; s < 8; ++s) {
+    for (const __m256 o : {o1, o2}) {
+      larger1 = _mm256_sub_epi32(larger1, _mm256_castps_si256(_mm256_cmp_ps(o, m1, _CMP_GT_OQ)));
+      larger2 = _mm256_sub_epi32(larger2, _mm256_castps_si256(_mm256_cmp_ps(o, m2, _CMP_GT_OQ)));
+    }
+    o1 = _mm256_permutevar8x32_ps(o1, rotate);
+    o2 = _mm256_permutevar8x32_ps(o2, rotate);
+  }
+  const __m256i kv = _mm256_set1_epi32(k);
+  const __m256 inf = _mm256_set1_ps(INFINITY);
+  __m256 v = _mm256_min_ps(
+      _mm256_blendv_ps(inf, m1, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, larger1))),
+      _mm256_blendv_ps(inf, m2, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, larger2))));
+  v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm256_cvtss_f32(v);
+}
+
 // 8 lanes from j on (j + 8 <= r), or the row's last r - j lanes and `fill` beyond it.
 RAMO_AVX2 inline __m256 load_lanes(const float* x, int64_t j, int64_t r, __m256i tail,
                                    float fill) {
@@ -359,7 +385,9 @@ RAMO_AVX2 inline __m256 load_lanes(const float* x, int64_t j, int64_t r, __m256i
                           _mm256_castsi256_ps(tail));
 }
 
-template <bool HAS_REL, bool HAS_VALID>
+// TWO: k in [9, 16]; each lane then also keeps its second largest key, and T0 is the k-th
+// largest of those 16 keys (k different rules each hold a key at least that large).
+template <bool HAS_REL, bool HAS_VALID, bool TWO>
 RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b,
                                     const SelectRulesArgs<float>& p, int64_t begin,
                                     int64_t end) {
@@ -380,7 +408,7 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
     const float* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
     const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
     // Lanes past r load 0 (a finite score) and get key -inf, like an invalid rule.
-    __m256 lane_max = neg_inf, finite = _mm256_setzero_ps();
+    __m256 lane_max = neg_inf, lane_second = neg_inf, finite = _mm256_setzero_ps();
     for (int64_t j = 0; j < padded; j += 8) {
       const __m256 x = load_lanes(a, j, r, tail, 0.0f), y = load_lanes(b, j, r, tail, 0.0f);
       // x - x is 0 for a finite x, NaN otherwise; the NaN sticks in the running sum.
@@ -410,11 +438,13 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
       }
       finite = _mm256_add_ps(finite, check);
       _mm256_storeu_ps(keys.data() + j, key);
+      if constexpr (TWO) lane_second = _mm256_max_ps(lane_second, _mm256_min_ps(lane_max, key));
       lane_max = _mm256_max_ps(lane_max, key);
     }
     if (_mm256_movemask_ps(_mm256_cmp_ps(finite, _mm256_setzero_ps(), _CMP_NEQ_UQ))) return n;
 
-    const float bound = kth_largest_lane(lane_max, p.k);
+    const float bound = TWO ? kth_largest_of_two(lane_max, lane_second, p.k)
+                            : kth_largest_lane(lane_max, p.k);
     int size = p.k;
     if (bound > -INFINITY) {  // then every candidate is a valid rule
       const __m256 threshold = _mm256_set1_ps(bound);
@@ -431,7 +461,7 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
                             _mm256_permutevar8x32_epi32(index, perm));
         count += _mm_popcnt_u32(static_cast<unsigned>(mask));
       }
-      SimdTopK<float, 1> top;
+      SimdTopK<float, TWO ? 2 : 1> top;
       for (int64_t c = 0; c < count; ++c) top.offer(cand_key[c], cand_index[c]);
       for (int j = 0; j < p.k; ++j) selected[j] = top.index_at(j);
     } else {  // fewer than k lanes hold a valid rule: the general selection
@@ -455,12 +485,17 @@ int64_t select_rules_range(const scalar_t* scores_a, const scalar_t* scores_b,
   const bool rel = p.relevance != nullptr, valid = p.valid != nullptr;
 #if RAMO_CPU_AVX2_PATH
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-    if (p.k <= 8 && __builtin_cpu_supports("avx2")) {
+    if (p.k <= 16 && __builtin_cpu_supports("avx2")) {
       using namespace avx2;
-      if (rel && valid) return select_rules_rows<true, true>(scores_a, scores_b, p, begin, end);
-      if (rel) return select_rules_rows<true, false>(scores_a, scores_b, p, begin, end);
-      if (valid) return select_rules_rows<false, true>(scores_a, scores_b, p, begin, end);
-      return select_rules_rows<false, false>(scores_a, scores_b, p, begin, end);
+      auto run = [&](auto two) {
+        constexpr bool kTwo = decltype(two)::value;
+        const float *a = scores_a, *b = scores_b;
+        if (rel && valid) return select_rules_rows<true, true, kTwo>(a, b, p, begin, end);
+        if (rel) return select_rules_rows<true, false, kTwo>(a, b, p, begin, end);
+        if (valid) return select_rules_rows<false, true, kTwo>(a, b, p, begin, end);
+        return select_rules_rows<false, false, kTwo>(a, b, p, begin, end);
+      };
+      return p.k <= 8 ? run(std::false_type{}) : run(std::true_type{});
     }
   }
 #endif

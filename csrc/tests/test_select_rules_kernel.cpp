@@ -1,7 +1,8 @@
 // C++ unit tests of the CPU select_rules kernel (csrc/cpu/select_rules_kernel.h) against a
 // brute-force selection: a full sort of the valid rules by (criterion desc, index asc).
-// Exercises every path: the fp32 AVX2 path for k <= 8, the filtered SIMD lists (k up to 2
-// vector widths), the scalar list, ties, masks, NaN criteria and the non-finite check. Exit code 0 when all pass.
+// Exercises every path: the fp32 AVX2 path for k <= 8 and for 8 < k <= 16, the filtered SIMD
+// lists (k up to 2 vector widths), the scalar list, ties, masks, NaN criteria and the
+// non-finite check. Exit code 0 when all pass.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -155,12 +156,13 @@ void extreme_values() {
   }
 }
 
-// The fp32 small-k path bounds the k-th key by the k-th largest of 8 lane maxima: rows whose
-// best keys all sit in one lane (rule index = lane mod 8), or tie across lanes, must still
-// select exactly.
+// The fp32 small-k path bounds the k-th key by the k-th largest of the 8 lane maxima (of the
+// 8 lane maxima and 8 second largest keys for k > 8): rows whose best keys all sit in one
+// lane (rule index = lane mod 8), or tie across lanes, must still select exactly.
 void lane_patterns() {
-  for (int64_t r : {8, 9, 23, 64, 100, 1031}) {
-    for (int k : {1, 3, 5, 8}) {
+  for (int64_t r : {8, 9, 16, 17, 23, 64, 100, 1031}) {
+    for (int k : {1, 3, 5, 8, 9, 12, 16}) {
+      if (k > r) continue;
       for (int pattern = 0; pattern < 3; ++pattern) {
         Case<float> c{3, r, k, {}, {}, {}, {}};
         for (int64_t row = 0; row < 3; ++row) {
