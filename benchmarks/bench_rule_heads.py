@@ -246,11 +246,11 @@ def to_markdown(result: dict) -> str:
               f"square fp32 {GEMM_N} matmul in the same alternation; % GEMM: (4 N D R + 8 N k D) "
               f"flops per step as a share of it; floor: the two addmm plus hidden read once "
               f"into two new gradient-sized tensors (no method can do less), % floor: its time "
-              f"as a share of the method's step; peak: extra memory of one step.\n\n")
+              f"as a share of the method's step; peak: extra memory of one step.")
     if "allocator" in m:
-        header = header[:-2] + " Allocator settings: " + ", ".join(
-            f"{k}={v}" for k, v in m["allocator"].items()) + ".\n\n"
-    text = header + common.markdown_table(result["rows"], columns)
+        header += " Allocator settings: " + ", ".join(
+            f"{k}={v}" for k, v in m["allocator"].items()) + "."
+    text = header + "\n\n" + common.markdown_table(result["rows"], columns)
     if result["skipped"]:
         text += "\n\n" + "\n".join(f"- {s}" for s in result["skipped"])
     return text

@@ -12,8 +12,8 @@ of the copy bandwidth is taken against the copy timed beside it: the copy rate o
 machine moved between 16 and 45 GB/s from one run to another. Methods are not alternated with
 one another: the baselines' large temporaries, freed back to the system, would make the next
 method's output allocations fault their pages in again (measured: 25% of the copy bandwidth
-at N = 65536, R = 100, k = 5 alternated with eager and compile, 49-56% beside the copy alone). Writes JSON and markdown
-(and a PNG when matplotlib is installed) to --out.
+at N = 65536, R = 100, k = 5 alternated with eager and compile, 49-56% beside the copy
+alone). Writes JSON and markdown (and a PNG when matplotlib is installed) to --out.
 
     python benchmarks/bench_select_rules.py                 # all shapes, this machine's CPU
     python benchmarks/bench_select_rules.py --quick         # N = 65536 only

@@ -3,6 +3,7 @@
 // caller's (csrc/cpu/select_rules.cpp splits rows with at::parallel_for).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -333,6 +334,17 @@ inline constexpr LeftPack kLeftPack{};
 
 #define RAMO_AVX2 __attribute__((target("avx2,popcnt")))
 
+// The smallest lane of m whose count in `larger` (of strictly larger values) is below k;
+// +inf when there is none.
+RAMO_AVX2 inline float min_counted_below(__m256 m, __m256i larger, int k) {
+  const __m256i top = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), larger);
+  __m256 v = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), m, _mm256_castsi256_ps(top));
+  v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm256_cvtss_f32(v);
+}
+
 // The k-th largest of the 8 lanes of m (k in [1, 8]): lane i's count of strictly larger
 // lanes is its position in a descending sort, so the k-th largest is the smallest lane
 // whose count is below k.
@@ -344,16 +356,11 @@ RAMO_AVX2 inline float kth_largest_lane(__m256 m, int k) {
     other = _mm256_permutevar8x32_ps(other, rotate);
     larger = _mm256_sub_epi32(larger, _mm256_castps_si256(_mm256_cmp_ps(other, m, _CMP_GT_OQ)));
   }
-  const __m256i top = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), larger);
-  __m256 v = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), m, _mm256_castsi256_ps(top));
-  v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
-  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm256_cvtss_f32(v);
+  return min_counted_below(m, larger, k);
 }
 
-// The k-th largest of the 16 values in m1 and m2 (k in [1, 16]), as kth_largest_lane: a
-// value's count of strictly larger values is below k exactly when it is among the k largest.
+// The k-th largest of the 16 values in m1 and m2 (k in [1, 16]), the same way: each value
+// is counted against all 16.
 RAMO_AVX2 inline float kth_largest_of_two(__m256 m1, __m256 m2, int k) {
   const __m256i rotate = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
   __m256i larger1 = _mm256_setzero_si256(), larger2 = _mm256_setzero_si256();
@@ -366,15 +373,7 @@ RAMO_AVX2 inline float kth_largest_of_two(__m256 m1, __m256 m2, int k) {
     o1 = _mm256_permutevar8x32_ps(o1, rotate);
     o2 = _mm256_permutevar8x32_ps(o2, rotate);
   }
-  const __m256i kv = _mm256_set1_epi32(k);
-  const __m256 inf = _mm256_set1_ps(INFINITY);
-  __m256 v = _mm256_min_ps(
-      _mm256_blendv_ps(inf, m1, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, larger1))),
-      _mm256_blendv_ps(inf, m2, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, larger2))));
-  v = _mm256_min_ps(v, _mm256_permute2f128_ps(v, v, 1));
-  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm256_min_ps(v, _mm256_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm256_cvtss_f32(v);
+  return std::min(min_counted_below(m1, larger1, k), min_counted_below(m2, larger2, k));
 }
 
 // 8 lanes from j on (j + 8 <= r), or the row's last r - j lanes and `fill` beyond it.
