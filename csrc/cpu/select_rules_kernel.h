@@ -242,10 +242,13 @@ RAMO_CPU_INLINE int select_row(const acc_t* keys, const bool* valid, int64_t r, 
 }
 
 // Writes row n's outputs from its selection order (`size` rules; the rest are padding).
+// `keys`, when given, are the row's rank keys and every selected key is above -inf, so it is
+// the criterion itself; otherwise the criterion is recomputed (the key differs from it for
+// NaN, and the same operations on the same values give the same bits).
 template <typename scalar_t, typename acc_t, bool HAS_REL>
 RAMO_CPU_INLINE void write_row(const scalar_t* a, const scalar_t* b, const acc_t* rel,
                                const SelectRulesArgs<acc_t>& p, int64_t n,
-                               const int64_t* selected, int size) {
+                               const int64_t* selected, int size, const acc_t* keys = nullptr) {
   int64_t* out_index = p.indices + n * p.k;
   acc_t* out_crit = p.criterion + n * p.k;
   acc_t ra = acc_t(0), rb = acc_t(0);
@@ -255,9 +258,9 @@ RAMO_CPU_INLINE void write_row(const scalar_t* a, const scalar_t* b, const acc_t
     ra = add_rn(ra, x);
     rb = add_rn(rb, y);
     out_index[j] = i;
-    // Recomputed rather than kept: the key differs from the criterion for NaN, and the
-    // same operations on the same values give the same bits.
-    if constexpr (HAS_REL) {
+    if (keys != nullptr) {
+      out_crit[j] = keys[i];
+    } else if constexpr (HAS_REL) {
       out_crit[j] = criterion(x, y, rel[i], p.discrepancy_weight, p.relevance_weight);
     } else {
       out_crit[j] = criterion(x, y, p.discrepancy_weight);
@@ -308,31 +311,22 @@ RAMO_CPU_CLONES int64_t select_rules_rows(const scalar_t* scores_a, const scalar
 #if RAMO_CPU_AVX2_PATH
 // fp32 rows with k <= 16 on AVX2 (the common case: k about 5, R about 100), where the fixed
 // cost per row, not the memory traffic, bounded the general path. One pass computes the
-// keys, checks finiteness and keeps each of the 8 lanes' maximum (and, for k > 8, its second
-// largest key); the k-th largest of those 8 (16) keys is a lower bound of the k-th largest
-// key (k distinct rules each hold a key at least that large), tighter than the general
-// path's group bound; a second pass over the
-// keys (in L1) left-packs the few candidates with a permutation table, in index order, and
-// the branch-free list ranks them. Same operations on the same values as the reference, so
-// the same bits.
+// keys and keeps each of the 8 lanes' maximum (and, for k > 8, its second largest key); the
+// k-th largest of those 8 (16) keys is a lower bound of the k-th largest key (k distinct
+// rules each hold a key at least that large), tighter than the general path's group bound.
+// A second pass over the keys (in L1) marks the few candidates in a bit mask, and the
+// branch-free list ranks them in index order. Same operations on the same values as the
+// reference, so the same bits.
 namespace avx2 {
 
-// Lane permutations that move the set lanes of an 8-bit mask to the front, in lane order.
-struct LeftPack {
-  uint8_t lanes[256][8];
-  constexpr LeftPack() : lanes{} {
-    for (int m = 0; m < 256; ++m) {
-      int n = 0;
-      for (int i = 0; i < 8; ++i) {
-        if (m >> i & 1) lanes[m][n++] = static_cast<uint8_t>(i);
-      }
-      for (; n < 8; ++n) lanes[m][n] = 0;
-    }
-  }
-};
-inline constexpr LeftPack kLeftPack{};
+#define RAMO_AVX2 __attribute__((target("avx2,popcnt,bmi")))
 
-#define RAMO_AVX2 __attribute__((target("avx2,popcnt")))
+// m with its lanes rotated down by s (lane i takes lane (i + s) mod 8).
+RAMO_AVX2 inline __m256 rotated(__m256 m, int s) {
+  const __m256i lane =
+      _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(s));
+  return _mm256_permutevar8x32_ps(m, _mm256_and_si256(lane, _mm256_set1_epi32(7)));
+}
 
 // The smallest lane of m whose count in `larger` (of strictly larger values) is below k;
 // +inf when there is none.
@@ -347,14 +341,12 @@ RAMO_AVX2 inline float min_counted_below(__m256 m, __m256i larger, int k) {
 
 // The k-th largest of the 8 lanes of m (k in [1, 8]): lane i's count of strictly larger
 // lanes is its position in a descending sort, so the k-th largest is the smallest lane
-// whose count is below k.
+// whose count is below k. The rotations are independent, so they do not form a chain.
 RAMO_AVX2 inline float kth_largest_lane(__m256 m, int k) {
   __m256i larger = _mm256_setzero_si256();
-  __m256i rotate = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-  __m256 other = m;
   for (int s = 1; s < 8; ++s) {
-    other = _mm256_permutevar8x32_ps(other, rotate);
-    larger = _mm256_sub_epi32(larger, _mm256_castps_si256(_mm256_cmp_ps(other, m, _CMP_GT_OQ)));
+    const __m256 gt = _mm256_cmp_ps(rotated(m, s), m, _CMP_GT_OQ);
+    larger = _mm256_sub_epi32(larger, _mm256_castps_si256(gt));
   }
   return min_counted_below(m, larger, k);
 }
@@ -362,16 +354,12 @@ RAMO_AVX2 inline float kth_largest_lane(__m256 m, int k) {
 // The k-th largest of the 16 values in m1 and m2 (k in [1, 16]), the same way: each value
 // is counted against all 16.
 RAMO_AVX2 inline float kth_largest_of_two(__m256 m1, __m256 m2, int k) {
-  const __m256i rotate = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
   __m256i larger1 = _mm256_setzero_si256(), larger2 = _mm256_setzero_si256();
-  __m256 o1 = m1, o2 = m2;
   for (int s = 0; s < 8; ++s) {
-    for (const __m256 o : {o1, o2}) {
+    for (const __m256 o : {rotated(m1, s), rotated(m2, s)}) {
       larger1 = _mm256_sub_epi32(larger1, _mm256_castps_si256(_mm256_cmp_ps(o, m1, _CMP_GT_OQ)));
       larger2 = _mm256_sub_epi32(larger2, _mm256_castps_si256(_mm256_cmp_ps(o, m2, _CMP_GT_OQ)));
     }
-    o1 = _mm256_permutevar8x32_ps(o1, rotate);
-    o2 = _mm256_permutevar8x32_ps(o2, rotate);
   }
   return std::min(min_counted_below(m1, larger1, k), min_counted_below(m2, larger2, k));
 }
@@ -392,13 +380,21 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
                                     int64_t end) {
   const int64_t r = p.r;
   const int64_t padded = (r + 7) / 8 * 8;
-  std::vector<float> keys(padded), cand_key(padded + 8), block_maxima(r / kBlock + 1);
-  std::vector<int32_t> cand_index(padded + 8);
+  const int64_t words = (padded + 63) / 64;  // of the candidate bit mask
+  std::vector<float> keys(padded), cand_key(padded), block_maxima(r / kBlock + 1);
+  std::vector<int32_t> cand_index(padded);
   std::vector<int64_t> block_list(r / kBlock + 1);
+  std::vector<uint64_t> candidates(words);
   int64_t selected[kMaxFastK];
   const bool check_rel = p.relevance_row_stride != 0;  // a shared [R] is checked once upfront
+  // A shared relevance enters every row as the same products: computed once (same bits).
+  std::vector<float> weighted_rel(HAS_REL && !check_rel ? padded : 0, 0.0f);
+  for (int64_t j = 0; j < r && !weighted_rel.empty(); ++j) {
+    weighted_rel[j] = mul_rn(p.relevance_weight, p.relevance[j]);
+  }
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r % 8 ? r % 8 : 8)), iota);
+  const __m256i tail =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r % 8 ? r % 8 : 8)), iota);
   const __m256 wd = _mm256_set1_ps(p.discrepancy_weight), wr = _mm256_set1_ps(p.relevance_weight);
   const __m256 neg_inf = _mm256_set1_ps(-INFINITY), sign = _mm256_set1_ps(-0.0f);
   for (int64_t n = begin; n < end; ++n) {
@@ -406,19 +402,19 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
     const float* b = scores_b + n * r;
     const float* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
     const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
-    // Lanes past r load 0 (a finite score) and get key -inf, like an invalid rule.
-    __m256 lane_max = neg_inf, lane_second = neg_inf, finite = _mm256_setzero_ps();
+    // A non-finite score (or row relevance) makes its criterion non-finite, and so the sum
+    // of the criteria; a finite sum clears the row. Lanes past r load 0 (a finite score) and
+    // get key -inf, like an invalid rule.
+    __m256 lane_max = neg_inf, lane_second = neg_inf, sum = _mm256_setzero_ps();
     for (int64_t j = 0; j < padded; j += 8) {
       const __m256 x = load_lanes(a, j, r, tail, 0.0f), y = load_lanes(b, j, r, tail, 0.0f);
-      // x - x is 0 for a finite x, NaN otherwise; the NaN sticks in the running sum.
-      __m256 check = _mm256_add_ps(_mm256_sub_ps(x, x), _mm256_sub_ps(y, y));
       __m256 c = _mm256_mul_ps(wd, _mm256_andnot_ps(sign, _mm256_sub_ps(x, y)));
       if constexpr (HAS_REL) {
-        const __m256 q = load_lanes(rel, j, r, tail, 0.0f);
-        c = _mm256_add_ps(c, _mm256_mul_ps(wr, q));
-        if (check_rel) check = _mm256_add_ps(check, _mm256_sub_ps(q, q));
+        c = _mm256_add_ps(c, check_rel ? _mm256_mul_ps(wr, load_lanes(rel, j, r, tail, 0.0f))
+                                       : _mm256_loadu_ps(weighted_rel.data() + j));
       }
-      __m256 key = _mm256_blendv_ps(neg_inf, c, _mm256_cmp_ps(c, c, _CMP_ORD_Q));
+      // maxps returns its second operand when either is NaN: the key of a NaN criterion is -inf.
+      __m256 key = _mm256_max_ps(c, neg_inf);
       if (j + 8 > r) key = _mm256_blendv_ps(neg_inf, key, _mm256_castsi256_ps(tail));
       if constexpr (HAS_VALID) {
         __m256i v8;
@@ -433,42 +429,52 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
         }
         const __m256 on = _mm256_castsi256_ps(_mm256_cmpgt_epi32(v8, _mm256_setzero_si256()));
         key = _mm256_blendv_ps(neg_inf, key, on);
-        check = _mm256_and_ps(check, on);  // non-finite values of invalid rules are allowed
+        c = _mm256_and_ps(c, on);  // non-finite values of invalid rules are allowed
       }
-      finite = _mm256_add_ps(finite, check);
+      sum = _mm256_add_ps(sum, c);
       _mm256_storeu_ps(keys.data() + j, key);
       if constexpr (TWO) lane_second = _mm256_max_ps(lane_second, _mm256_min_ps(lane_max, key));
       lane_max = _mm256_max_ps(lane_max, key);
     }
-    if (_mm256_movemask_ps(_mm256_cmp_ps(finite, _mm256_setzero_ps(), _CMP_NEQ_UQ))) return n;
+    // The sum also overflows for large finite criteria: such rows are checked exactly.
+    const __m256 sum_check = _mm256_sub_ps(sum, sum);  // 0, or NaN for a non-finite sum
+    if (_mm256_movemask_ps(_mm256_cmp_ps(sum_check, _mm256_setzero_ps(), _CMP_NEQ_UQ)) &&
+        !row_keys<float, float, HAS_REL, HAS_VALID>(a, b, rel, check_rel, valid, p, keys.data())) {
+      return n;
+    }
 
     const float bound = TWO ? kth_largest_of_two(lane_max, lane_second, p.k)
                             : kth_largest_lane(lane_max, p.k);
     int size = p.k;
     if (bound > -INFINITY) {  // then every candidate is a valid rule
       const __m256 threshold = _mm256_set1_ps(bound);
-      int64_t count = 0;
-      for (int64_t j = 0; j < padded; j += 8) {
-        const __m256 key = _mm256_loadu_ps(keys.data() + j);
-        const int mask = _mm256_movemask_ps(_mm256_cmp_ps(key, threshold, _CMP_GE_OQ));
-        int64_t lanes;
-        __builtin_memcpy(&lanes, kLeftPack.lanes[mask], 8);
-        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(lanes));
-        _mm256_storeu_ps(cand_key.data() + count, _mm256_permutevar8x32_ps(key, perm));
-        const __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j)), iota);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cand_index.data() + count),
-                            _mm256_permutevar8x32_epi32(index, perm));
-        count += _mm_popcnt_u32(static_cast<unsigned>(mask));
+      for (int64_t w = 0; w < words; ++w) {
+        uint64_t bits = 0;
+        for (int64_t j = w * 64; j < std::min(padded, w * 64 + 64); j += 8) {
+          const __m256 key = _mm256_loadu_ps(keys.data() + j);
+          const unsigned mask = _mm256_movemask_ps(_mm256_cmp_ps(key, threshold, _CMP_GE_OQ));
+          bits |= uint64_t{mask} << (j - w * 64);
+        }
+        candidates[w] = bits;
       }
+      // Candidates in index order, so that ties keep the earlier rule. (A left-packed list
+      // built with a permutation table, and a fixed count of offers padded with -inf keys,
+      // were both slower: docs/architecture.md.)
       SimdTopK<float, TWO ? 2 : 1> top;
-      for (int64_t c = 0; c < count; ++c) top.offer(cand_key[c], cand_index[c]);
+      for (int64_t w = 0; w < words; ++w) {
+        for (uint64_t bits = candidates[w]; bits != 0; bits &= bits - 1) {
+          const int32_t i = static_cast<int32_t>(w * 64 + __builtin_ctzll(bits));
+          top.offer(keys[i], i);
+        }
+      }
       for (int j = 0; j < p.k; ++j) selected[j] = top.index_at(j);
     } else {  // fewer than k lanes hold a valid rule: the general selection
       size = select_row<float, HAS_VALID>(keys.data(), valid, r, p.k, block_maxima.data(),
                                           block_list.data(), cand_key.data(),
                                           cand_index.data(), selected);
     }
-    write_row<float, float, HAS_REL>(a, b, rel, p, n, selected, size);
+    write_row<float, float, HAS_REL>(a, b, rel, p, n, selected, size,
+                                     bound > -INFINITY ? keys.data() : nullptr);
   }
   return end;
 }

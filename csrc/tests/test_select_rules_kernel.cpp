@@ -154,6 +154,11 @@ void extreme_values() {
     c.wd = wd;
     check_case(c, wd == 0 ? "extreme wd=0" : "extreme wd=0.5");
   }
+  // Finite criteria whose sum overflows (the fp32 path's quick check of a row) are no error.
+  Case<float> large{2, 40, 5, std::vector<float>(80, 0.0f), std::vector<float>(80, 0.0f), {}, {}};
+  for (int64_t i = 0; i < 80; ++i) large.a[i] = big * (0.5f + float(i % 7) / 16);
+  large.wd = 1.0f;
+  check_case(large, "finite criteria with an overflowing sum");
 }
 
 // The fp32 small-k path bounds the k-th key by the k-th largest of the 8 lane maxima (of the
@@ -183,25 +188,37 @@ void lane_patterns() {
   }
 }
 
+// The first row holding a non-finite valid value is reported: a score (inf with both weights
+// non-zero, inf times a zero weight, NaN) or a row's own relevance.
 void non_finite_is_reported() {
-  Case<float> c{4, 20, 3, std::vector<float>(80, 0.25f), std::vector<float>(80, 0.0f), {}, {}};
-  c.b[2 * 20 + 7] = std::numeric_limits<float>::infinity();
-  std::vector<int64_t> idx(12);
-  std::vector<float> crit(12), ra(4), rb(4), m(4);
-  std::vector<int8_t> pref(4);
-  ramo::cpu::SelectRulesArgs<float> p{};
-  p.r = 20;
-  p.k = 3;
-  p.discrepancy_weight = 0.5f;
-  p.relevance_weight = 1.0f;
-  p.indices = idx.data();
-  p.criterion = crit.data();
-  p.reward_a = ra.data();
-  p.reward_b = rb.data();
-  p.margin = m.data();
-  p.preference = pref.data();
-  const int64_t bad = ramo::cpu::select_rules_range<float, float>(c.a.data(), c.b.data(), p, 0, 4);
-  CHECK(bad == 2, "the row holding inf must be reported, got %lld", (long long)bad);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int kind = 0; kind < 4; ++kind) {
+    std::vector<float> a(80, 0.25f), b(80, 0.0f), rel(80, 0.5f);
+    std::vector<int64_t> idx(12);
+    std::vector<float> crit(12), ra(4), rb(4), m(4);
+    std::vector<int8_t> pref(4);
+    ramo::cpu::SelectRulesArgs<float> p{};
+    p.r = 20;
+    p.k = 3;
+    p.discrepancy_weight = kind == 1 ? 0.0f : 0.5f;
+    p.relevance_weight = 1.0f;
+    if (kind == 3) {
+      p.relevance = rel.data();
+      p.relevance_row_stride = 20;
+      rel[2 * 20 + 7] = -inf;
+    } else {
+      b[2 * 20 + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
+    }
+    p.indices = idx.data();
+    p.criterion = crit.data();
+    p.reward_a = ra.data();
+    p.reward_b = rb.data();
+    p.margin = m.data();
+    p.preference = pref.data();
+    const int64_t bad = ramo::cpu::select_rules_range<float, float>(a.data(), b.data(), p, 0, 4);
+    CHECK(bad == 2, "kind %d: the row holding a non-finite value must be reported, got %lld",
+          kind, (long long)bad);
+  }
 }
 
 }  // namespace
