@@ -191,17 +191,20 @@ struct SimdTopK {
     I shift;  // lane 0 takes the carry, lane q the slot above it
     shift[0] = 0;
     for (int q = 1; q < kLanes; ++q) shift[q] = kLanes + q - 1;
-    V carry_key = V{} + static_cast<acc_t>(INFINITY);
+    // v - V{} is v in every lane, folded to a broadcast (v + V{} is an addition: -0 + 0 = +0).
+    const V xs = x - V{};
+    const I is = i - I{};
+    V carry_key = static_cast<acc_t>(INFINITY) - V{};
     I carry_index = I{};
     for (int c = 0; c < CHUNKS; ++c) {
       const V above = __builtin_shuffle(carry_key, key[c], shift);
       const I above_index = __builtin_shuffle(carry_index, index[c], shift);
-      const I beats = x > key[c];
-      const I beats_above = x > above;
-      carry_key = key[c][kLanes - 1] + V{};
-      carry_index = index[c][kLanes - 1] + I{};
-      key[c] = beats_above ? above : (beats ? x + V{} : key[c]);
-      index[c] = beats_above ? above_index : (beats ? i + I{} : index[c]);
+      const I beats = xs > key[c];
+      const I beats_above = xs > above;
+      carry_key = key[c][kLanes - 1] - V{};
+      carry_index = index[c][kLanes - 1] - I{};
+      key[c] = beats_above ? above : (beats ? xs : key[c]);
+      index[c] = beats_above ? above_index : (beats ? is : index[c]);
     }
   }
 
