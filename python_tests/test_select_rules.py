@@ -340,6 +340,17 @@ def _bad_inputs():
     ]
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_first_non_finite_row_is_named(backend):
+    # Enough rows for the CPU backend to hand them out in many chunks: the report must
+    # still name the first bad row, whichever chunk finishes first.
+    a, b = torch.rand(20000, 100), torch.rand(20000, 100)
+    for row in (19999, 15000, 3001, 8000):
+        a[row, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"scores_a has a non-finite value .*row 3001, rule 7"):
+        ramo.select_rules(a, b, k=5, backend=backend)
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 @pytest.mark.parametrize("match,args,kwargs", _bad_inputs())
 def test_bad_input_raises_value_error(backend, match, args, kwargs):
