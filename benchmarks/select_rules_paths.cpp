@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../csrc/cpu/select_rules_kernel.h"
+#include "../csrc/tests/select_rules_outputs.h"
 
 using ramo::cpu::SelectRulesArgs;
 
@@ -41,21 +42,14 @@ int main(int argc, char** argv) {
   for (auto* v : {&a, &b, &rel}) {
     for (auto& x : *v) x = u(g);
   }
-  std::vector<int64_t> idx(n * k);
-  std::vector<float> crit(n * k), ra(n), rb(n), m(n);
-  std::vector<int8_t> pref(n);
+  ramo_test::SelectRulesOutputs<float> out(n, k);
   SelectRulesArgs<float> p{};
   p.r = r;
   p.k = k;
   p.relevance = rel.data();
   p.discrepancy_weight = 0.5f;
   p.relevance_weight = 1.0f;
-  p.indices = idx.data();
-  p.criterion = crit.data();
-  p.reward_a = ra.data();
-  p.reward_b = rb.data();
-  p.margin = m.data();
-  p.preference = pref.data();
+  out.bind(p);
   const double general = median_ms([&] {
     ramo::cpu::select_rules_rows<float, float, true, false>(a.data(), b.data(), p, 0, n);
   });

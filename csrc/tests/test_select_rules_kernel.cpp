@@ -14,6 +14,7 @@
 
 #include "../cpu/select_rules_kernel.h"
 #include "check.h"
+#include "select_rules_outputs.h"
 
 namespace {
 
@@ -62,9 +63,9 @@ template <typename acc_t>
 void check_case(const Case<acc_t>& c, const char* label) {
   const int64_t n = c.n, r = c.r;
   const int k = c.k;
-  std::vector<int64_t> idx(n * k);
-  std::vector<acc_t> crit(n * k), ra(n), rb(n), m(n);
-  std::vector<int8_t> pref(n);
+  ramo_test::SelectRulesOutputs<acc_t> out(n, k);
+  const auto &idx = out.idx, &pref = out.pref;
+  const auto &crit = out.crit, &ra = out.ra, &rb = out.rb;
   const int64_t rel_stride = c.rel.size() == static_cast<size_t>(n * r) ? r : 0;
   const int64_t valid_stride = c.valid.size() == static_cast<size_t>(n * r) ? r : 0;
   std::unique_ptr<bool[]> valid(new bool[c.valid.size() + 1]);
@@ -80,12 +81,7 @@ void check_case(const Case<acc_t>& c, const char* label) {
   p.discrepancy_weight = c.wd;
   p.relevance_weight = c.wr;
   p.tie_tolerance = c.tol;
-  p.indices = idx.data();
-  p.criterion = crit.data();
-  p.reward_a = ra.data();
-  p.reward_b = rb.data();
-  p.margin = m.data();
-  p.preference = pref.data();
+  out.bind(p);
   const int64_t bad = ramo::cpu::select_rules_range<acc_t, acc_t>(c.a.data(), c.b.data(), p, 0, n);
   CHECK(bad == n, "%s: unexpected non-finite report at row %lld", label, (long long)bad);
 
@@ -194,9 +190,7 @@ void non_finite_is_reported() {
   const float inf = std::numeric_limits<float>::infinity();
   for (int kind = 0; kind < 4; ++kind) {
     std::vector<float> a(80, 0.25f), b(80, 0.0f), rel(80, 0.5f);
-    std::vector<int64_t> idx(12);
-    std::vector<float> crit(12), ra(4), rb(4), m(4);
-    std::vector<int8_t> pref(4);
+    ramo_test::SelectRulesOutputs<float> out(4, 3);
     ramo::cpu::SelectRulesArgs<float> p{};
     p.r = 20;
     p.k = 3;
@@ -209,12 +203,7 @@ void non_finite_is_reported() {
     } else {
       b[2 * 20 + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
     }
-    p.indices = idx.data();
-    p.criterion = crit.data();
-    p.reward_a = ra.data();
-    p.reward_b = rb.data();
-    p.margin = m.data();
-    p.preference = pref.data();
+    out.bind(p);
     const int64_t bad = ramo::cpu::select_rules_range<float, float>(a.data(), b.data(), p, 0, 4);
     CHECK(bad == 2, "kind %d: the row holding a non-finite value must be reported, got %lld",
           kind, (long long)bad);
