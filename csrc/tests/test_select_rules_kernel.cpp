@@ -185,28 +185,35 @@ void lane_patterns() {
 }
 
 // The first row holding a non-finite valid value is reported: a score (inf with both weights
-// non-zero, inf times a zero weight, NaN) or a row's own relevance.
+// non-zero, inf times a zero weight, NaN) or a row's own relevance; r = 20 and 300 cover the
+// fp32 path with and without its software pipeline.
 void non_finite_is_reported() {
   const float inf = std::numeric_limits<float>::infinity();
-  for (int kind = 0; kind < 4; ++kind) {
-    std::vector<float> a(80, 0.25f), b(80, 0.0f), rel(80, 0.5f);
-    ramo_test::SelectRulesOutputs<float> out(4, 3);
-    ramo::cpu::SelectRulesArgs<float> p{};
-    p.r = 20;
-    p.k = 3;
-    p.discrepancy_weight = kind == 1 ? 0.0f : 0.5f;
-    p.relevance_weight = 1.0f;
-    if (kind == 3) {
-      p.relevance = rel.data();
-      p.relevance_row_stride = 20;
-      rel[2 * 20 + 7] = -inf;
-    } else {
-      b[2 * 20 + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
+  for (int64_t r : {20, 300}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      std::vector<float> a(4 * r, 0.25f), b(4 * r, 0.0f), rel(4 * r, 0.5f);
+      ramo_test::SelectRulesOutputs<float> out(4, 3);
+      ramo::cpu::SelectRulesArgs<float> p{};
+      p.r = r;
+      p.k = 3;
+      p.discrepancy_weight = kind == 1 ? 0.0f : 0.5f;
+      p.relevance_weight = 1.0f;
+      if (kind == 3) {
+        p.relevance = rel.data();
+        p.relevance_row_stride = r;
+        rel[2 * r + 7] = -inf;
+      } else {
+        b[2 * r + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
+      }
+      out.bind(p);
+      const int64_t bad =
+          ramo::cpu::select_rules_range<float, float>(a.data(), b.data(), p, 0, 4);
+      CHECK(bad == 2, "r %lld kind %d: the row holding a non-finite value must be reported, "
+            "got %lld", (long long)r, kind, (long long)bad);
+      // Rows before it are written.
+      CHECK(out.idx[0] == 0 && out.idx[3] == 0 && out.ra[1] == 0.75f,
+            "r %lld kind %d: rows before the bad one must be written", (long long)r, kind);
     }
-    out.bind(p);
-    const int64_t bad = ramo::cpu::select_rules_range<float, float>(a.data(), b.data(), p, 0, 4);
-    CHECK(bad == 2, "kind %d: the row holding a non-finite value must be reported, got %lld",
-          kind, (long long)bad);
   }
 }
 
