@@ -1,6 +1,6 @@
 // The CPU select_rules kernel over a range of rows: plain pointers, no torch, so the C++
 // unit tests (csrc/tests) exercise exactly the code that ramo._C runs. Threading is the
-// caller's (csrc/cpu/select_rules.cpp splits rows with at::parallel_for).
+// caller's (csrc/cpu/select_rules.cpp hands chunks of rows to at::parallel_for's threads).
 #pragma once
 
 #include <algorithm>
@@ -244,6 +244,23 @@ RAMO_CPU_INLINE int select_row(const acc_t* keys, const bool* valid, int64_t r, 
   return top.size;
 }
 
+// Row n's scores, and its relevance and valid mask when given (a shared [R] has row stride 0).
+template <typename scalar_t, typename acc_t>
+struct RowInputs {
+  const scalar_t* a;
+  const scalar_t* b;
+  const acc_t* rel;
+  const bool* valid;
+};
+template <typename scalar_t, typename acc_t>
+RAMO_CPU_INLINE RowInputs<scalar_t, acc_t> row_inputs(const scalar_t* scores_a,
+                                                      const scalar_t* scores_b,
+                                                      const SelectRulesArgs<acc_t>& p, int64_t n) {
+  return {scores_a + n * p.r, scores_b + n * p.r,
+          p.relevance ? p.relevance + n * p.relevance_row_stride : nullptr,
+          p.valid ? p.valid + n * p.valid_row_stride : nullptr};
+}
+
 // Writes row n's outputs from its selection order (`size` rules; the rest are padding).
 // `keys`, when given, are the row's rank keys and every selected key is above -inf, so it is
 // the criterion itself; otherwise the criterion is recomputed (the key differs from it for
@@ -294,10 +311,7 @@ RAMO_CPU_CLONES int64_t select_rules_rows(const scalar_t* scores_a, const scalar
   int64_t selected[kMaxFastK];
   const bool check_rel = p.relevance_row_stride != 0;  // a shared [R] is checked once upfront
   for (int64_t n = begin; n < end; ++n) {
-    const scalar_t* a = scores_a + n * p.r;
-    const scalar_t* b = scores_b + n * p.r;
-    const acc_t* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
-    const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
+    const auto [a, b, rel, valid] = row_inputs(scores_a, scores_b, p, n);
     if (!row_keys<scalar_t, acc_t, HAS_REL, HAS_VALID>(a, b, rel, check_rel, valid, p,
                                                        keys.data())) {
       return n;
@@ -410,10 +424,7 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
     bool stop = false;  // row m + lag holds a non-finite value
     if (m + lag < end) {
       const int64_t n = m + lag;
-      const float* a = scores_a + n * r;
-      const float* b = scores_b + n * r;
-      const float* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
-      const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
+      const auto [a, b, rel, valid] = row_inputs(scores_a, scores_b, p, n);
       float* next_keys = keys.data() + (n & lag) * padded;
       // A non-finite score (or row relevance) makes its criterion non-finite, and so the sum
       // of the criteria; a finite sum clears the row. Lanes past r load 0 (a finite score) and
@@ -461,10 +472,7 @@ RAMO_AVX2 int64_t select_rules_rows(const float* scores_a, const float* scores_b
     if (stop && lag == 0) return m;
     if (m >= begin) {
       const int64_t n = m;
-      const float* a = scores_a + n * r;
-      const float* b = scores_b + n * r;
-      const float* rel = HAS_REL ? p.relevance + n * p.relevance_row_stride : nullptr;
-      const bool* valid = HAS_VALID ? p.valid + n * p.valid_row_stride : nullptr;
+      const auto [a, b, rel, valid] = row_inputs(scores_a, scores_b, p, n);
       const float* row_keys_m = keys.data() + (n & lag) * padded;
       const float bound = bounds[n & lag];
       int size = p.k;
