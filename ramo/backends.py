@@ -26,6 +26,10 @@ except ImportError as exc:  # a source checkout that was never built, or a broke
     _C = None
     _C_ERROR = str(exc)
 
+# Looked up once: torch.compile (2.11, at least) refuses to trace importlib.util.find_spec,
+# and resolve() runs inside compiled graphs.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
 _warned: set[tuple] = set()
 
 
@@ -44,7 +48,7 @@ def built() -> dict[str, bool]:
     return {
         "cpu": _C is not None,
         "cuda": _C is not None and bool(_C.built_with_cuda),
-        "triton": importlib.util.find_spec("triton") is not None,
+        "triton": _TRITON_INSTALLED,
     }
 
 
