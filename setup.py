@@ -32,6 +32,25 @@ CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu",
                 "csrc/cuda/rule_head_select.cpp", "kernels/cuda/rule_head_select.cu"]
 
 
+def loaded_libstdcxx() -> list[str]:
+    """The C++ runtime torch runs with (Linux), to link ramo._C against by path.
+
+    A compiler that links libstdc++ statically (the g++ of one GPU machine image did) gives
+    ramo._C a second copy of the C++ runtime beside torch's; the first error message that
+    formats a number then crashes the process inside the copy's stream code. Naming the
+    shared library that torch loaded resolves those symbols there, whatever the compiler's
+    default; with a compiler that links it dynamically this changes nothing."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libstdc++.so" in line}
+    except OSError:
+        return []
+    return sorted(paths)[:1]
+
+
+LINK_ARGS = ["-fopenmp"] + loaded_libstdcxx()
+
+
 def with_cuda() -> bool:
     return (
         torch.version.cuda is not None
@@ -49,10 +68,10 @@ def extension():
                 "cxx": CXX_FLAGS + ["-DRAMO_WITH_CUDA"],
                 "nvcc": ["-O3", "-std=c++17", "-DRAMO_WITH_CUDA"],
             },
-            extra_link_args=["-fopenmp"],
+            extra_link_args=LINK_ARGS,
         )
     return cpp_extension.CppExtension("ramo._C", SOURCES, extra_compile_args=CXX_FLAGS,
-                                      extra_link_args=["-fopenmp"])
+                                      extra_link_args=LINK_ARGS)
 
 
 setup(
