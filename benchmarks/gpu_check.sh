@@ -8,8 +8,8 @@
 #      compiled, not interpreted), in parallel processes where pytest-xdist is installed;
 #   3. the rule_head_select benchmark at N = 16384, D = 4096, R = 100, the select_rules
 #      benchmark, the op tests' cuda cases under compute-sanitizer's memcheck, then the
-#      rule_head_select and judge_scores benchmarks at all shapes, as long as time is left.
-# (run_all.py --device cuda gives the quick table; it is left out here to save the lease.)
+#      rule_head_select and judge_scores benchmarks at all shapes and run_all's quick table,
+#      as long as time is left (on an H200 everything before run_all took 320 s).
 # Logs and results go to RESULTS_DIR (benchmarks/results/gpu unless set); copy them into
 # benchmarks/results/ afterwards. The exit code is 1 if any stage failed or was skipped.
 #
@@ -81,5 +81,7 @@ TAIL=16 stage "rule_head_select, all shapes" 100 bench_rule_heads.log \
   "$PY" benchmarks/bench_rule_heads.py "${cuda[@]}" --min-time 0.3
 TAIL=6 stage "judge_scores, all shapes" 60 bench_judge_scores.log \
   "$PY" benchmarks/bench_judge_scores.py "${cuda[@]}" --min-time 0.2
+TAIL=20 stage "run_all, quick" 150 run_all.log \
+  "$PY" benchmarks/run_all.py --device cuda --out "$RESULTS/run_all"
 echo "== done ($(date +%T)), status $status"
 exit "$status"
