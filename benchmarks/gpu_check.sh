@@ -6,10 +6,11 @@
 #      fails, a CPU-only build follows so that the Triton kernels can still be tested);
 #   2. `ramo info`, then the op tests (cuda and triton tests included: on a GPU Triton runs
 #      compiled, not interpreted), in parallel processes where pytest-xdist is installed;
-#   3. the rule_head_select benchmark at N = 16384, D = 4096, R = 100, the select_rules
-#      benchmark, the op tests' cuda cases under compute-sanitizer's memcheck, then the
-#      rule_head_select and judge_scores benchmarks at all shapes and run_all's quick table,
-#      as long as time is left (on an H200 everything before run_all took 320 s).
+#   3. the rule_head_select benchmark at N = 16384, D = 4096, R = 100, the ops' kernel time
+#      against their wall time (benchmarks/profile_ops.py), the select_rules benchmark, the
+#      op tests' cuda cases under compute-sanitizer's memcheck, then the rule_head_select and
+#      judge_scores benchmarks at all shapes and run_all's quick table, as long as time is
+#      left (on an H200 the stages before profile_ops.py and run_all took 320 s).
 # Logs and results go to RESULTS_DIR (benchmarks/results/gpu unless set); copy them into
 # benchmarks/results/ afterwards. The exit code is 1 if any stage failed or was skipped.
 #
@@ -71,6 +72,8 @@ TAIL=25 stage "op tests" 200 pytest.log \
 cuda=(--device cuda --out "$RESULTS")
 TAIL=8 stage "rule_head_select, N 16384 D 4096 R 100" 60 bench_rule_heads_4096.log \
   "$PY" benchmarks/bench_rule_heads.py "${cuda[@]}" --shape 16384,4096,100 --min-time 1
+TAIL=14 stage "where the time goes (torch.profiler)" 90 profile_ops.log \
+  "$PY" benchmarks/profile_ops.py "${cuda[@]}"
 TAIL=14 stage "select_rules, all shapes" 170 bench_select_rules.log \
   "$PY" benchmarks/bench_select_rules.py "${cuda[@]}" --min-time 0.2
 # shellcheck disable=SC2086
