@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../rule_head_select.h"
+#include "parallel_chunks.h"
 #include "rule_head_select_kernel.h"
 
 namespace ramo {
@@ -62,20 +63,18 @@ RuleHeadBackwardResult rule_head_select_backward_cpu(const at::Tensor& grad_rewa
     }
     acc_t* gw = grad_weight.data_ptr<acc_t>();
     acc_t* gb = grad_bias.data_ptr<acc_t>();
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_chunks(blocks, [&](int64_t blk) {
       std::vector<acc_t> scratch(2 * in.d);
-      for (int64_t blk = begin; blk < end; ++blk) {
-        acc_t* w_out = gw;
-        acc_t* b_out = gb;
-        if (blk > 0) {  // zeroed here, by the thread that fills it
-          w_out = partial_w.data_ptr<acc_t>() + (blk - 1) * rd;
-          b_out = partial_b.data_ptr<acc_t>() + (blk - 1) * in.r;
-          std::fill(w_out, w_out + rd, acc_t(0));
-          std::fill(b_out, b_out + in.r, acc_t(0));
-        }
-        cpu::backward_rows(p, gha, ghb, w_out, b_out, scratch.data(), blk * block_rows,
-                           std::min(in.n, (blk + 1) * block_rows));
+      acc_t* w_out = gw;
+      acc_t* b_out = gb;
+      if (blk > 0) {  // zeroed here, by the thread that fills it
+        w_out = partial_w.data_ptr<acc_t>() + (blk - 1) * rd;
+        b_out = partial_b.data_ptr<acc_t>() + (blk - 1) * in.r;
+        std::fill(w_out, w_out + rd, acc_t(0));
+        std::fill(b_out, b_out + in.r, acc_t(0));
       }
+      cpu::backward_rows(p, gha, ghb, w_out, b_out, scratch.data(), blk * block_rows,
+                         std::min(in.n, (blk + 1) * block_rows));
     });
     if (blocks > 1) {  // grad += partials, in block order, element by element
       const acc_t* pw = partial_w.data_ptr<acc_t>();

@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "../select_rules.h"
+#include "parallel_chunks.h"
 #include "select_rules_kernel.h"
 
 namespace ramo {
@@ -46,25 +47,20 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
     p.preference = std::get<5>(out).data_ptr<int8_t>();
     const scalar_t* a = in.scores_a.data_ptr<scalar_t>();
     const scalar_t* b = in.scores_b.data_ptr<scalar_t>();
-    // Rows are handed out in chunks from a shared counter rather than split evenly upfront:
-    // on a shared machine one core often runs slower than the other, and an even split waits
-    // for the slower one. About four chunks per thread, each of 64 KiB to 1 MiB of scores
-    // (smaller chunks cost more in per-call setup than they gain in balance).
+    // Rows go to the threads in chunks (parallel_chunks): about four per thread, each of
+    // 64 KiB to 1 MiB of scores (smaller chunks cost more in per-call setup than they gain
+    // in balance).
     const int64_t row_bytes = r * 2 * static_cast<int64_t>(sizeof(scalar_t));
     const int64_t threads = at::get_num_threads();
     const int64_t chunk = std::clamp<int64_t>((n + 4 * threads - 1) / (4 * threads),
                                               std::max<int64_t>(1, (int64_t{1} << 16) / row_bytes),
                                               std::max<int64_t>(1, (int64_t{1} << 20) / row_bytes));
-    const int64_t chunks = (n + chunk - 1) / chunk;
-    std::atomic<int64_t> next_chunk{0};
-    at::parallel_for(0, std::min(chunks, threads), 1, [&](int64_t, int64_t) {
-      for (int64_t c = next_chunk++; c < chunks; c = next_chunk++) {
-        const int64_t begin = c * chunk, end = std::min(n, begin + chunk);
-        const int64_t bad = cpu::select_rules_range<scalar_t, acc_t>(a, b, p, begin, end);
-        if (bad < end) {
-          int64_t seen = first_bad.load();
-          while (bad < seen && !first_bad.compare_exchange_weak(seen, bad)) {
-          }
+    cpu::parallel_chunks((n + chunk - 1) / chunk, [&](int64_t c) {
+      const int64_t begin = c * chunk, end = std::min(n, begin + chunk);
+      const int64_t bad = cpu::select_rules_range<scalar_t, acc_t>(a, b, p, begin, end);
+      if (bad < end) {
+        int64_t seen = first_bad.load();
+        while (bad < seen && !first_bad.compare_exchange_weak(seen, bad)) {
         }
       }
     });
