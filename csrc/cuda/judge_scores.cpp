@@ -1,7 +1,8 @@
 // CUDA implementation of ramo::judge_scores: torch glue around kernels/cuda/judge_scores.cu.
 // Built only when torch has CUDA (setup.py defines RAMO_WITH_CUDA then).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/judge_scores.cuh"
@@ -32,7 +33,9 @@ Workspace workspace(const JudgeScoresInputs& in) {
   const auto opts = in.hidden.options().dtype(in.acc_type);
   Workspace ws;
   if (!in.choices) {
-    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    int sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                          c10::cuda::current_device()));
     ws.splits = cuda::judge_scores_splits(b, v, sms);
     ws.part_max = at::empty({ws.splits.splits, b}, opts);
     ws.part_sum = at::empty({ws.splits.splits, b}, opts);
@@ -79,7 +82,7 @@ JudgeScoresResult judge_scores_cuda(const at::Tensor& hidden, const at::Tensor& 
   JudgeScoresResult out = empty_judge_scores_outputs(in);
   if (in.hidden.size(0) == 0) return out;
   const Workspace ws = workspace(in);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cuda::HiddenType type = hidden_type(in.hidden.scalar_type());
   const cudaError_t err = in.acc_type == at::kDouble
                               ? cuda::launch_judge_scores(type, params<double>(in, ws, out), stream)

@@ -1,8 +1,8 @@
 // CUDA implementation of ramo::rule_head_select (two cuBLAS addmm + the CUDA select_rules
 // kernel, csrc/rule_head_select.cpp) and of ramo::rule_head_select_backward: torch glue around
 // kernels/cuda/rule_head_select.cu. Built only when torch has CUDA (RAMO_WITH_CUDA).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/rule_head_select.cuh"
@@ -48,7 +48,7 @@ RuleHeadBackwardResult rule_head_select_backward_cuda(const at::Tensor& grad_rew
   at::Tensor ghb = at::empty({in.n, in.d}, in.hidden_b.options());
   at::Tensor gw = at::zeros({in.r, in.d}, acc_opts);
   at::Tensor gbias = at::zeros({in.r}, acc_opts);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cudaError_t err = in.acc_type == at::kDouble
                               ? launch<double>(in, gha, ghb, gw, gbias, stream)
                               : launch<float>(in, gha, ghb, gw, gbias, stream);

@@ -1,7 +1,7 @@
 // CUDA implementation of ramo::select_rules: torch glue around kernels/cuda/select_rules.cu.
 // Built only when torch has CUDA (setup.py defines RAMO_WITH_CUDA then).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/select_rules.cuh"
@@ -52,7 +52,7 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
   if (n == 0) return out;
 
   const at::Tensor bad_row = at::full({1}, n, in.scores_a.options().dtype(at::kLong));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cudaError_t err =
       in.acc_type == at::kDouble
           ? cuda::launch_select_rules(
