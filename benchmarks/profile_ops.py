@@ -8,7 +8,8 @@ One shape per op, each method of its benchmark (eager PyTorch, ramo cuda, ramo t
   judge_scores      B = 256, D = 4096, V = 128256 ("vocab", fp32)
 
 For each: the median wall time of a call (synchronised), then, under torch.profiler, the
-summed device time of its kernels per call and the kernels that take most of it. Wall time
+summed device time of its device work per call (kernels, and the copies and fills that the
+profiler lists beside them) and the items that take most of it. Wall time
 far above the kernels' is host work the GPU waits for (Python, dispatch, launches, the
 synchronisation that reading a non-finite flag costs); kernels far above the memory or
 arithmetic they need are the kernel's own fault. For select_rules the kernels' bandwidth
@@ -58,7 +59,8 @@ def cases(device: torch.device):
 
 
 def kernel_times(fn, device: torch.device, reps: int) -> tuple[float, list[tuple[str, float]]]:
-    """(device ms per call summed over kernels, [(kernel, ms per call)] largest first)."""
+    """(device ms per call, [(kernel, copy or fill, ms per call)] largest first). Annotated
+    ranges (record_function, compiled regions) span kernels already counted: left out."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
                                            else [])
     with profile(activities=activities) as prof:
@@ -66,7 +68,8 @@ def kernel_times(fn, device: torch.device, reps: int) -> tuple[float, list[tuple
             fn()
         common.sync(device)
     kernels = [(e.key, e.self_device_time_total / 1e3 / reps) for e in prof.key_averages()
-               if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+               if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0
+               and not e.is_user_annotation]
     kernels.sort(key=lambda kv: -kv[1])
     return sum(ms for _, ms in kernels), kernels
 
