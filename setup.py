@@ -41,11 +41,13 @@ def loaded_libstdcxx() -> list[str]:
     shared library that torch loaded resolves those symbols there, whatever the compiler's
     default; with a compiler that links it dynamically this changes nothing."""
     try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "/libstdc++.so" in line}
+        with open("/proc/self/maps") as maps:  # the path is the sixth field and may hold spaces
+            fields = (line.rstrip("\n").split(maxsplit=5) for line in maps)
+            paths = {f[5] for f in fields if len(f) == 6 and "/libstdc++.so" in f[5]}
     except OSError:
         return []
-    return sorted(paths)[:1]
+    # One SONAME maps one file; a replaced file shows as "... (deleted)" and is skipped.
+    return sorted(p for p in paths if os.path.isfile(p))[:1]
 
 
 LINK_ARGS = ["-fopenmp"] + loaded_libstdcxx()

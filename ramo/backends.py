@@ -28,7 +28,10 @@ except ImportError as exc:  # a source checkout that was never built, or a broke
 
 # Looked up once: torch.compile (2.11, at least) refuses to trace importlib.util.find_spec,
 # and resolve() runs inside compiled graphs.
-_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+try:
+    _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+except ValueError:  # a "triton" module without a spec (a stub someone put in sys.modules)
+    _TRITON_INSTALLED = False
 
 _warned: set[tuple] = set()
 
