@@ -12,7 +12,7 @@ namespace cpu {
 
 // Runs body(c) for every c in [0, chunks) on at::parallel_for's threads. Each thread takes
 // the next chunk from a shared counter rather than an even share upfront: on a shared
-// machine one core often runs slower than the other, and an even split waits for it. Which
+// machine one core often runs slower than the others, and an even split waits for it. Which
 // thread runs a chunk must not change the result (each chunk writes only its own outputs).
 template <typename Body>
 void parallel_chunks(int64_t chunks, const Body& body) {
