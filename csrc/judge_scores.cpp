@@ -2,6 +2,7 @@
 
 #include <ATen/Dispatch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <unordered_map>
@@ -138,6 +139,34 @@ JudgeScoresInputs prepare_judge_scores(const at::Tensor& hidden, const at::Tenso
   in.n_no = n_no;
   check_values(in.hidden, in.bias, in.ids, in.choices);
   return in;
+}
+
+at::Tensor judge_listed_logits(const JudgeScoresInputs& in, const at::Tensor& hidden_acc) {
+  const at::Tensor rows = in.weight.index_select(0, in.ids).to(in.acc_type);
+  at::Tensor listed = at::mm(hidden_acc, rows.t());
+  if (in.bias.has_value()) listed.add_(in.bias->index_select(0, in.ids));
+  return listed.contiguous();
+}
+
+void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_acc,
+                          int64_t chunk,
+                          const std::function<void(const at::Tensor&, int64_t)>& fold) {
+  TORCH_CHECK(chunk >= 1, "judge_scores: a vocabulary chunk must hold a row, got ", chunk);
+  const int64_t batch = hidden_acc.size(0), dim = hidden_acc.size(1);
+  const int64_t vocab = in.weight.size(0);
+  chunk = std::min(chunk, vocab);
+  const bool convert = in.weight.scalar_type() != in.acc_type;
+  const auto opts = hidden_acc.options();
+  at::Tensor block = at::empty({batch * chunk}, opts);
+  at::Tensor converted = convert ? at::empty({chunk, dim}, opts) : at::Tensor();
+  for (int64_t v0 = 0; v0 < vocab; v0 += chunk) {
+    const int64_t c = std::min(chunk, vocab - v0);
+    at::Tensor w = in.weight.narrow(0, v0, c);
+    if (convert) w = converted.narrow(0, 0, c).copy_(w);
+    at::Tensor logits = block.narrow(0, 0, batch * c).view({batch, c});
+    at::mm_out(logits, hidden_acc, w.t());
+    fold(logits, v0);
+  }
 }
 
 JudgeScoresResult empty_judge_scores_outputs(const JudgeScoresInputs& in) {

@@ -3,6 +3,7 @@
 
 #include <torch/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -33,5 +34,20 @@ JudgeScoresInputs prepare_judge_scores(const at::Tensor& hidden, const at::Tenso
 
 // Outputs, uninitialised.
 JudgeScoresResult empty_judge_scores_outputs(const JudgeScoresInputs& in);
+
+// [B, L] logits of the listed ids in the accumulation dtype, contiguous: one matmul over only
+// those rows of weight (all that "choices" mode reads). hidden_acc is hidden in that dtype.
+at::Tensor judge_listed_logits(const JudgeScoresInputs& in, const at::Tensor& hidden_acc);
+
+// "vocab" mode's pass over the vocabulary without the [B, V] logits: calls
+// fold(logits, v0) for the chunks [v0, v0 + c) of at most `chunk` vocabulary rows in order,
+// logits being the chunk's [B, c] logits without the bias, in the accumulation dtype. Each
+// comes from one matmul (at::mm_out, so BLAS or cuBLAS) into a buffer that every chunk
+// reuses; fp16 / bf16 weight is converted chunk by chunk into a [chunk, D] buffer first (a
+// matmul in the narrow dtype would round the logits to it). fold must be done with the
+// buffer when it returns, or (on a GPU) have queued its reads on the current stream.
+void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_acc,
+                          int64_t chunk,
+                          const std::function<void(const at::Tensor&, int64_t)>& fold);
 
 }  // namespace ramo

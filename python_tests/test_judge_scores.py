@@ -137,11 +137,16 @@ def test_fp64(backend, normalize):
     assert max_error(out, truth(hidden, weight, bias, YES, NO, OTHER, normalize)) <= 1e-12
 
 
-def test_cpu_many_full_chunks():
-    """V past 32 chunks of 4096 columns, not a multiple of it: the CPU's largest chunk size."""
-    hidden, weight, bias = make_case(5, 3, 8, 140_001, bias=True, scale=3.0)
+@pytest.mark.parametrize("backend", [
+    pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
+def test_many_full_chunks(backend):
+    """V past 32 chunks of 4096 columns, not a multiple of it (the CPU's largest chunk size);
+    on CUDA 16 chunks of 9 segments and a partial last one, a whole segment masked."""
+    hidden, weight, bias = make_case(5, 3, 8, 140_001, bias=True, scale=3.0,
+                                     device=device_for(backend))
+    bias[1024:2048] = float("-inf")
     for normalize in ("vocab", "choices"):
-        out = run("cpu", hidden, weight, bias, other=[140_000, 77_777], normalize=normalize)
+        out = run(backend, hidden, weight, bias, other=[140_000, 77_777], normalize=normalize)
         want = truth(hidden, weight, bias, YES, NO, [140_000, 77_777], normalize)
         assert max_error(out, want) <= 1e-5
 

@@ -1,10 +1,11 @@
 // CPU implementation of ramo::judge_scores: torch glue around judge_scores_kernel.h.
 //
 // "vocab" mode never holds the [B, V] logits: the vocabulary is cut into chunks; each chunk's
-// [B, chunk] logits come from one BLAS matmul (at::mm_out into a buffer reused by every chunk,
-// so the chunks run about as fast as one big matmul) and are folded into a running
-// (max, sum of exp) per row, rows split over threads. The listed ids' logits come from a
-// separate small matmul over only those rows of weight, which is all "choices" mode reads.
+// [B, chunk] logits come from one BLAS matmul (for_each_vocab_chunk in csrc/judge_scores.cpp:
+// a buffer reused by every chunk, so the chunks run about as fast as one big matmul) and are
+// folded into a running (max, sum of exp) per row, rows split over threads. The listed ids'
+// logits come from a separate small matmul over only those rows of weight
+// (judge_listed_logits), which is all "choices" mode reads.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -36,47 +37,32 @@ int64_t narrow_chunk_columns(int64_t vocab, int64_t batch, int64_t dim) {
   return std::min(chunk, std::max<int64_t>(64, fits));
 }
 
-// [B, L] logits of the listed ids, in the accumulation dtype: only those rows of weight.
-at::Tensor listed_logits(const JudgeScoresInputs& in, const at::Tensor& hidden_acc) {
-  const at::Tensor rows = in.weight.index_select(0, in.ids).to(in.acc_type);
-  at::Tensor listed = at::mm(hidden_acc, rows.t());
-  if (in.bias.has_value()) listed.add_(in.bias->index_select(0, in.ids));
-  return listed.contiguous();
-}
-
 // Running log-sum-exp over the whole vocabulary of every row.
 template <typename acc_t>
 void vocab_states(const JudgeScoresInputs& in, const at::Tensor& hidden_acc,
                   std::vector<judge::LseState<acc_t>>& state) {
   const int64_t batch = hidden_acc.size(0), dim = hidden_acc.size(1);
   const int64_t vocab = in.weight.size(0);
-  const bool convert = in.weight.scalar_type() != in.acc_type;
-  const int64_t chunk =
-      convert ? narrow_chunk_columns(vocab, batch, dim) : chunk_columns(vocab);
-  const auto opts = hidden_acc.options();
-  at::Tensor block = at::empty({batch * chunk}, opts);
-  at::Tensor converted = convert ? at::empty({chunk, dim}, opts) : at::Tensor();
-  // About 16K exps per task: enough work to pay for handing it to another thread.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / chunk);
-  for (int64_t v0 = 0; v0 < vocab; v0 += chunk) {
-    const int64_t c = std::min(chunk, vocab - v0);
-    at::Tensor w = in.weight.narrow(0, v0, c);
-    if (convert) w = converted.narrow(0, 0, c).copy_(w);
-    at::Tensor logits = block.narrow(0, 0, batch * c).view({batch, c});
-    at::mm_out(logits, hidden_acc, w.t());
-    acc_t* x = logits.data_ptr<acc_t>();
+  const int64_t chunk = in.weight.scalar_type() != in.acc_type
+                            ? narrow_chunk_columns(vocab, batch, dim)
+                            : chunk_columns(vocab);
+  for_each_vocab_chunk(in, hidden_acc, chunk, [&](const at::Tensor& logits, int64_t v0) {
+    const int64_t c = logits.size(1);
+    // About 16K exps per task: enough work to pay for handing it to another thread.
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / c);
+    acc_t* x = logits.data_ptr<acc_t>();  // the kernel adds the bias in place
     const acc_t* bias = in.bias.has_value() ? in.bias->data_ptr<acc_t>() + v0 : nullptr;
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       cpu::lse_update_rows<acc_t>(x, bias, c, begin, end, state.data());
     });
-  }
+  });
 }
 
 template <typename acc_t>
 void run(const JudgeScoresInputs& in, JudgeScoresResult& out) {
   const int64_t batch = in.hidden.size(0);
   const at::Tensor hidden_acc = in.hidden.to(in.acc_type).contiguous();
-  const at::Tensor listed = listed_logits(in, hidden_acc);
+  const at::Tensor listed = judge_listed_logits(in, hidden_acc);
   std::vector<judge::LseState<acc_t>> state(batch, judge::lse_empty<acc_t>());
   if (!in.choices) vocab_states<acc_t>(in, hidden_acc, state);
   cpu::finish_rows<acc_t>(listed.data_ptr<acc_t>(), in.n_yes, in.n_no, in.ids.size(0),

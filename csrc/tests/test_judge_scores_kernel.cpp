@@ -1,18 +1,19 @@
 // C++ unit tests of judge_scores' torch-free code against brute force in long double:
 //   * the CPU kernel (csrc/cpu/judge_scores_kernel.h): its vectorisable exp, the chunked
 //     online log-sum-exp with masked (-inf) tokens, and the per-row outputs;
-//   * the CUDA kernels' steps (kernels/cuda/judge_scores_tile.h), run on the host the way
-//     the barriers order them on a GPU: every thread of a block finishes one step before any
-//     thread starts the next. This checks the tiling, masking, vocabulary slices and merges
-//     of the CUDA code without a GPU.
+//   * the CUDA kernels' per-lane steps (kernels/cuda/judge_scores_fold.h), run on the host
+//     for the 32 lanes of each warp and combined in the kernels' shuffle butterfly, over the
+//     glue's vocabulary chunks. This checks the segments, masking and merges of the CUDA code
+//     without a GPU.
 // Exit code 0 when all pass.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
-#include <memory>
 #include <random>
 #include <vector>
 
-#include "../../kernels/cuda/judge_scores_tile.h"
+#include "../../kernels/cuda/judge_scores_fold.h"
 #include "../cpu/judge_scores_kernel.h"
 #include "check.h"
 
@@ -21,7 +22,7 @@ namespace {
 using ramo_test::failures;
 
 using ramo::judge::LseState;
-namespace tile = ramo::cuda::judge_tile;
+namespace fold = ramo::cuda::judge_fold;
 
 // --- ground truth ------------------------------------------------------------------------
 
@@ -103,9 +104,9 @@ Problem<acc_t> make_problem(std::mt19937& rng, int64_t b, int64_t v, int64_t d, 
   for (int64_t i = 0; i < v * d; ++i) p.weight.push_back(static_cast<acc_t>(normal(rng) / std::sqrt(d + 1.0)));
   if (with_bias) {
     for (int64_t i = 0; i < v; ++i) {
-      // Some masked tokens, a whole masked run (so that some tiles are all -inf), and one
-      // masked listed id.
-      const bool masked = i % 7 == 3 || (i >= 70 && i < 140);
+      // Some masked tokens, a masked run (a whole CPU chunk of 64 columns), a whole masked
+      // CUDA segment of the larger vocabularies, and one masked listed id.
+      const bool masked = i % 7 == 3 || (i >= 70 && i < 140) || (i >= 1024 && i < 2048);
       p.bias.push_back(masked ? -static_cast<acc_t>(INFINITY) : static_cast<acc_t>(normal(rng)));
     }
   }
@@ -188,87 +189,141 @@ void test_cpu_rows(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t c
 
 // --- CUDA steps, emulated ----------------------------------------------------------------
 
-// One launch of vocab_lse_kernel: the loop structure of judge_scores.cu with each step run
-// by all threads of the block in turn (what __syncthreads guarantees).
+// The shuffle butterfly of judge_scores.cu over a warp's 32 lane values: after the step of
+// offset o, lane l holds op(its value, lane l ^ o's). Checks that every lane ends equal (the
+// kernels let lane 0 write) and returns that value.
+template <typename T, typename Op, typename Same>
+T butterfly(std::array<T, fold::kLanes> v, Op op, Same same) {
+  for (int offset = fold::kLanes / 2; offset > 0; offset >>= 1) {
+    std::array<T, fold::kLanes> next = v;
+    for (int lane = 0; lane < fold::kLanes; ++lane) next[lane] = op(v[lane], v[lane ^ offset]);
+    v = next;
+  }
+  for (int lane = 1; lane < fold::kLanes; ++lane) {
+    CHECK(same(v[lane], v[0]), "butterfly: lane %d ends different from lane 0", lane);
+  }
+  return v[0];
+}
+
 template <typename acc_t>
-void emulate_vocab_lse(const tile::Params<acc_t>& p) {
-  const int64_t row_blocks = (p.b + tile::kRows - 1) / tile::kRows;
-  const int64_t tiles = (p.v + tile::kCols - 1) / tile::kCols;
-  auto sh = std::make_unique<tile::Shared<acc_t>>();
-  std::vector<tile::ThreadState<acc_t>> st(tile::kThreads);
-  for (int64_t bx = 0; bx < row_blocks; ++bx) {
-    for (int64_t split = 0; split < p.splits; ++split) {
-      const int64_t row0 = bx * tile::kRows;
-      for (auto& s : st) s.row = ramo::judge::lse_empty<acc_t>();
-      const int64_t first = split * p.tiles_per_split;
-      const int64_t last = std::min(first + p.tiles_per_split, tiles);
-      for (int64_t t = first; t < last; ++t) {
-        const int64_t tok0 = t * tile::kCols;
-        for (auto& s : st) tile::start_tile(s);
-        for (int64_t k0 = 0; k0 < p.d; k0 += tile::kDepth) {
-          for (int tid = 0; tid < tile::kThreads; ++tid) {
-            tile::load_slice<acc_t>(p, *sh, tid, row0, tok0, k0);
-          }
-          for (int tid = 0; tid < tile::kThreads; ++tid) tile::accumulate_slice(*sh, st[tid], tid);
-        }
-        for (int tid = 0; tid < tile::kThreads; ++tid) tile::store_logits(p, *sh, st[tid], tid, tok0);
-        for (int tid = 0; tid < tile::kThreads; ++tid) tile::fold_row(*sh, st[tid], tid);
-      }
-      for (int tid = 0; tid < tile::kThreads; ++tid) tile::write_partial(p, st[tid], tid, row0, split);
+acc_t butterfly_max(const std::array<acc_t, fold::kLanes>& v) {
+  return butterfly(v, [](acc_t a, acc_t b) { return b > a ? b : a; },
+                   [](acc_t a, acc_t b) { return a == b; });
+}
+
+template <typename acc_t>
+acc_t butterfly_sum(const std::array<acc_t, fold::kLanes>& v) {
+  return butterfly(v, [](acc_t a, acc_t b) { return a + b; },
+                   [](acc_t a, acc_t b) { return a == b; });
+}
+
+// One launch of fold_kernel: every (segment, row) warp, its lanes through each step in turn.
+template <typename acc_t>
+void emulate_fold(const fold::FoldParams<acc_t>& f) {
+  for (int64_t seg = 0; seg < fold::segments_of(f.c); ++seg) {
+    for (int64_t row = 0; row < f.b; ++row) {
+      std::array<acc_t, fold::kLanes> lanes;
+      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_max(f, row, seg, lane);
+      const acc_t m = butterfly_max(lanes);
+      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_sum(f, row, seg, lane, m);
+      fold::write_partial(f, row, seg, m, butterfly_sum(lanes));
     }
   }
 }
 
+// One launch of finish_kernel.
 template <typename acc_t>
-void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int num_sms,
-                     bool with_bias, bool choices, double tol) {
-  const Problem<acc_t> prob = make_problem<acc_t>(rng, b, v, d, with_bias, 1.0);
+void emulate_finish(const fold::FinishParams<acc_t>& p) {
+  for (int64_t row = 0; row < p.b; ++row) {
+    LseState<acc_t> vocab = ramo::judge::lse_empty<acc_t>();
+    if (!p.choices) {
+      std::array<LseState<acc_t>, fold::kLanes> lanes;
+      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_vocab_state(p, row, lane);
+      vocab = butterfly(lanes, ramo::judge::lse_merge<acc_t>,
+                        [](LseState<acc_t> a, LseState<acc_t> b) {
+                          return a.max == b.max && a.sum == b.sum;
+                        });
+    }
+    fold::finish_row(p, row, vocab);
+  }
+}
+
+// The CUDA path on given logits: the glue's chunk loop (chunks of `chunk` columns, each
+// folded by one emulated fold_kernel launch), then finish_kernel on the listed logits.
+template <typename acc_t>
+void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t chunk,
+                     bool with_bias, bool choices, double scale, double tol) {
+  const Problem<acc_t> prob = make_problem<acc_t>(rng, b, v, d, with_bias, scale);
   const int64_t n = static_cast<int64_t>(prob.ids.size());
-  const tile::Splits splits = tile::vocab_splits(b, v, num_sms);
-  CHECK(splits.splits * splits.tiles_per_split * tile::kCols >= v &&
-            (splits.splits - 1) * splits.tiles_per_split * tile::kCols < v,
-        "vocab_splits(%lld, %lld, %d) = (%lld, %lld) does not cover the vocabulary exactly",
-        static_cast<long long>(b), static_cast<long long>(v), num_sms,
-        static_cast<long long>(splits.splits), static_cast<long long>(splits.tiles_per_split));
+  const int64_t segments = fold::segments_of(v);
   const acc_t sentinel = static_cast<acc_t>(12345);  // what no step may leave behind
-  std::vector<acc_t> part_max(splits.splits * b, sentinel), part_sum(splits.splits * b, sentinel);
-  std::vector<acc_t> listed(b * n, sentinel);
+  std::vector<acc_t> part_max(segments * b, sentinel), part_sum(segments * b, sentinel);
+  if (!choices) {
+    std::vector<acc_t> block;
+    for (int64_t v0 = 0; v0 < v; v0 += chunk) {
+      const int64_t c = std::min(chunk, v - v0);
+      block.assign(b * c, 0);  // the chunk's matmul, in acc_t
+      for (int64_t r = 0; r < b; ++r) {
+        for (int64_t j = 0; j < c; ++j) block[r * c + j] = static_cast<acc_t>(prob.dots[r * v + v0 + j]);
+      }
+      fold::FoldParams<acc_t> f{block.data(), with_bias ? prob.bias.data() + v0 : nullptr, b, c,
+                                v0 / fold::kSegmentCols, part_max.data(), part_sum.data()};
+      emulate_fold(f);
+    }
+    for (acc_t x : part_sum) CHECK(x != sentinel, "a segment's partial sum was never written");
+  }
+  std::vector<acc_t> listed(b * n);
+  for (int64_t r = 0; r < b; ++r) {
+    for (int64_t j = 0; j < n; ++j) listed[r * n + j] = static_cast<acc_t>(prob.logits[r * v + prob.ids[j]]);
+  }
   std::vector<acc_t> out[5];
   for (auto& o : out) o.assign(b, sentinel);
-  tile::Params<acc_t> p{};
-  p.hidden = prob.hidden.data();
-  p.weight = prob.weight.data();
-  p.bias = with_bias ? prob.bias.data() : nullptr;
-  p.ids = prob.ids.data();
-  p.b = b;
-  p.v = v;
-  p.d = d;
-  p.n_listed = n;
-  p.n_yes = prob.n_yes;
-  p.n_no = prob.n_no;
-  p.choices = choices;
-  p.splits = splits.splits;
-  p.tiles_per_split = splits.tiles_per_split;
-  p.part_max = part_max.data();
-  p.part_sum = part_sum.data();
-  p.listed = listed.data();
-  p.p_yes = out[0].data();
-  p.p_no = out[1].data();
-  p.p_other = out[2].data();
-  p.score = out[3].data();
-  p.relevance = out[4].data();
-  if (!choices) emulate_vocab_lse(p);
-  for (int64_t item = 0; item < b * n; ++item) tile::listed_logit<acc_t>(p, item);
-  for (int64_t row = 0; row < b; ++row) tile::finish_row(p, row);
-  if (!choices) {
-    for (acc_t x : part_sum) CHECK(x != sentinel, "a slice's partial sum was never written");
-  }
+  fold::FinishParams<acc_t> p{listed.data(), b, n, prob.n_yes, prob.n_no, choices,
+                              choices ? 0 : segments, part_max.data(), part_sum.data(),
+                              out[0].data(), out[1].data(), out[2].data(), out[3].data(),
+                              out[4].data()};
+  emulate_finish(p);
   const Truth t = brute_force(prob.logits, b, v, prob.ids, prob.n_yes, prob.n_no, choices);
-  char what[160];
-  std::snprintf(what, sizeof what, "cuda steps %s b=%lld v=%lld d=%lld sms=%d bias=%d choices=%d",
+  char what[176];
+  std::snprintf(what, sizeof what,
+                "cuda steps %s b=%lld v=%lld d=%lld chunk=%lld bias=%d choices=%d scale=%g",
                 sizeof(acc_t) == 4 ? "float" : "double", static_cast<long long>(b),
-                static_cast<long long>(v), static_cast<long long>(d), num_sms, with_bias, choices);
+                static_cast<long long>(v), static_cast<long long>(d),
+                static_cast<long long>(chunk), with_bias, choices, scale);
   check_outputs(what, t, out[0], out[1], out[2], out[3], out[4], tol);
+}
+
+// fold::chunk_columns: within the vocabulary, whole segments unless it is all of V (so the
+// chunks' segments tile the vocabulary's), and the buffers within their bounds.
+void test_cuda_chunk_columns() {
+  for (int64_t b : {1, 7, 256, 4096, 100000}) {
+    for (int64_t v : {2, 1000, 1024, 1025, 49152, 128256, 262144}) {
+      for (int64_t d : {0, 64, 4096}) {
+        for (bool convert : {false, true}) {
+          const int64_t chunk = fold::chunk_columns(b, v, d, convert);
+          CHECK(chunk >= 1 && chunk <= v && (chunk == v || chunk % fold::kSegmentCols == 0),
+                "chunk_columns(%lld, %lld, %lld, %d) = %lld", static_cast<long long>(b),
+                static_cast<long long>(v), static_cast<long long>(d), convert,
+                static_cast<long long>(chunk));
+          CHECK(chunk <= std::max<int64_t>(fold::kSegmentCols, (int64_t{1} << 24) / b),
+                "chunk_columns(%lld, %lld, ...) = %lld: buffer past 2^24 values",
+                static_cast<long long>(b), static_cast<long long>(v),
+                static_cast<long long>(chunk));
+          int64_t segments = 0;
+          for (int64_t v0 = 0; v0 < v; v0 += chunk) {
+            CHECK(v0 / fold::kSegmentCols == segments, "chunk at %lld starts at segment %lld, "
+                  "not %lld", static_cast<long long>(v0),
+                  static_cast<long long>(v0 / fold::kSegmentCols),
+                  static_cast<long long>(segments));
+            segments += fold::segments_of(std::min(chunk, v - v0));
+          }
+          CHECK(segments == fold::segments_of(v), "chunks of %lld hold %lld segments, not %lld",
+                static_cast<long long>(chunk), static_cast<long long>(segments),
+                static_cast<long long>(fold::segments_of(v)));
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -276,6 +331,7 @@ void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int num
 int main() {
   std::mt19937 rng(1234);
   test_exp_nonpositive();
+  test_cuda_chunk_columns();
   for (bool with_bias : {false, true}) {
     for (bool choices : {false, true}) {
       // Odd sizes; a chunk larger than the vocabulary; chunks that do not divide it.
@@ -285,11 +341,15 @@ int main() {
       // Logits in the hundreds: a naive exp overflows, the online one must not.
       test_cpu_rows<float>(rng, 3, 500, 8, 64, with_bias, choices, 60.0, 2e-5);
       test_cpu_rows<double>(rng, 3, 500, 8, 64, with_bias, choices, 200.0, 1e-12);
-      // A b that spans two row blocks and a partial one; several vocabulary slices.
-      test_cuda_steps<float>(rng, 37, 333, 45, 8, with_bias, choices, 2e-6);
-      test_cuda_steps<double>(rng, 33, 200, 70, 132, with_bias, choices, 1e-13);
-      test_cuda_steps<float>(rng, 1, 64, 32, 1, with_bias, choices, 2e-6);
-      test_cuda_steps<float>(rng, 2, 1000, 3, 1, with_bias, choices, 2e-6);
+      // One chunk of part of a segment; chunks of one and two segments with a partial last
+      // one (more segments than a warp has lanes in the second); huge logits.
+      const int64_t seg = ramo::cuda::judge_fold::kSegmentCols;
+      test_cuda_steps<float>(rng, 37, 333, 45, 333, with_bias, choices, 1.0, 2e-6);
+      test_cuda_steps<float>(rng, 3, 3000, 9, 2 * seg, with_bias, choices, 1.0, 2e-6);
+      test_cuda_steps<float>(rng, 2, 33 * seg + 5, 3, seg, with_bias, choices, 1.0, 2e-6);
+      test_cuda_steps<double>(rng, 5, 2500, 13, seg, with_bias, choices, 1.0, 1e-13);
+      test_cuda_steps<float>(rng, 3, 1500, 8, seg, with_bias, choices, 60.0, 2e-5);
+      test_cuda_steps<double>(rng, 3, 1500, 8, seg, with_bias, choices, 200.0, 1e-12);
     }
   }
   if (failures == 0) std::printf("judge_scores kernel tests: all passed\n");
