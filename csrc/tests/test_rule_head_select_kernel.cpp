@@ -1,5 +1,7 @@
 // C++ unit tests of the CPU rule_head_select backward kernels
-// (csrc/cpu/rule_head_select_kernel.h) against a brute-force fp64 evaluation of the formulas
+// (csrc/cpu/rule_head_select_kernel.h) and of the CUDA kernels' per-thread steps
+// (kernels/cuda/rule_head_select_steps.h, run on the host for every thread of every block)
+// against a brute-force fp64 evaluation of the formulas
 // (docs/architecture.md, "rule_head_select"): grad_hidden through the selected weight rows,
 // grad_weight and grad_bias summed over the rows that selected each rule, padding (-1) skipped.
 // Also checks that the result does not depend on the order in which threads take the blocks of
@@ -11,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "../../kernels/cuda/rule_head_select_steps.h"
 #include "../cpu/rule_head_select_kernel.h"
 #include "check.h"
 
@@ -155,6 +158,92 @@ void test_against_brute_force(const char* type, double tol) {
   }
 }
 
+// --- CUDA steps, emulated ----------------------------------------------------------------
+
+namespace rh = ramo::cuda::rule_head;
+
+// The CUDA kernels' launches on the host: the tiled kernel's blocks (rows_per_block rows by
+// kTileCols columns; each thread through its rows, the flush after all threads, where the
+// kernel has its barrier), or the direct kernel's threads.
+template <typename T>
+Grads<T> run_cuda_steps(const Case<T>& c, bool tiled, int64_t rows_per_block) {
+  Grads<T> out{std::vector<T>(c.n * c.d, T(-7)), std::vector<T>(c.n * c.d, T(-7)),
+               std::vector<T>(c.r * c.d, T(0)), std::vector<T>(c.r, T(0))};
+  const ramo::cuda::RuleHeadBackwardParams<T> p{
+      c.ga.data(), c.gb.data(), c.idx.data(), c.ha.data(), c.hb.data(), c.w.data(),
+      out.gha.data(), out.ghb.data(), out.gw.data(), out.gbias.data(), c.n, c.d, c.r,
+      static_cast<int>(c.k)};
+  if (!tiled) {
+    const int64_t cols = std::max<int64_t>(1, (c.d + 255) / 256) * 256;  // whole blocks
+    for (int64_t row = 0; row < c.n; ++row) {
+      for (int64_t col = 0; col < cols; ++col) {
+        rh::direct_row<T>(p, row, col, rh::load_row<T>(p, row, col));
+      }
+    }
+    return out;
+  }
+  // Shared memory, aligned for T, filled with garbage the kernel must not read.
+  std::vector<T> shared(rh::tile_shared_bytes<T>(c.r) / sizeof(T) + 1, T(-3));
+  const rh::TileShared<T> sh = rh::TileShared<T>::at(shared.data(), c.r);
+  const int64_t col_tiles = c.d > 0 ? (c.d + rh::kTileCols - 1) / rh::kTileCols : 1;
+  for (int64_t first = 0; first < c.n; first += rows_per_block) {
+    const int64_t last = std::min(c.n, first + rows_per_block);
+    for (int64_t tile = 0; tile < col_tiles; ++tile) {
+      const int64_t col0 = tile * rh::kTileCols;
+      for (int tid = 0; tid < rh::kTileCols; ++tid) rh::tile_start(p, sh, tid);
+      for (int tid = 0; tid < rh::kTileCols; ++tid) {
+        for (int64_t row = first; row < last; ++row) {
+          rh::tile_row<T>(p, sh, tid, col0, row, rh::load_row<T>(p, row, col0 + tid));
+        }
+      }
+      for (int tid = 0; tid < rh::kTileCols; ++tid) rh::tile_flush(p, sh, tid, col0);
+    }
+  }
+  return out;
+}
+
+template <typename T>
+void test_cuda_steps(const char* type, double tol) {
+  std::mt19937 g(11);
+  // Odd sizes: a partial column tile, D below one tile, D = 0 (the bias gradient is still
+  // owed), more rows than one range, k = R, R = 1.
+  const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},    {17, 130, 31, 5},
+                               {70, 64, 100, 5}, {9, 0, 6, 3},    {40, 257, 20, 20},
+                               {33, 65, 1, 1}};
+  for (const auto& s : shapes) {
+    const Case<T> c = random_case<T>(g, s[0], s[1], s[2], s[3]);
+    const Grads<double> want = brute_force(c);
+    for (int path = 0; path < 4; ++path) {
+      const bool tiled = path > 0;
+      const int64_t rows = path == 1 ? 1 : (path == 2 ? 32 : c.n);
+      const Grads<T> got = run_cuda_steps(c, tiled, rows);
+      const double e[4] = {max_rel_error(got.gha, want.gha), max_rel_error(got.ghb, want.ghb),
+                           max_rel_error(got.gw, want.gw), max_rel_error(got.gbias, want.gbias)};
+      for (int i = 0; i < 4; ++i) {
+        CHECK(e[i] <= tol, "cuda steps %s %s rows=%lld n=%lld d=%lld r=%lld k=%lld: output %d "
+              "error %.3g", type, tiled ? "tiled" : "direct", (long long)rows, (long long)c.n,
+              (long long)c.d, (long long)c.r, (long long)c.k, i, e[i]);
+      }
+    }
+  }
+}
+
+// tile_rows: every row in a range, at most 65535 ranges, about `wanted` blocks.
+void test_tile_rows() {
+  for (int64_t n : {int64_t{1}, int64_t{31}, int64_t{32}, int64_t{1000}, int64_t{16384}, int64_t{1} << 22, int64_t{1} << 31}) {
+    for (int64_t d : {0, 1, 64, 4096, 100000}) {
+      for (int64_t wanted : {1, 2112}) {
+        const int64_t rows = rh::tile_rows(n, d, wanted);
+        const int64_t ranges = (n + rows - 1) / rows;
+        CHECK(rows >= 32 && ranges <= 65535, "tile_rows(%lld, %lld, %lld) = %lld",
+              (long long)n, (long long)d, (long long)wanted, (long long)rows);
+      }
+    }
+  }
+  CHECK(rh::tile_rows(16384, 4096, 2112) == 497, "tile_rows(16384, 4096, 2112) = %lld",
+        (long long)rh::tile_rows(16384, 4096, 2112));
+}
+
 // grad_weight of one rule selected by every row equals the sequential row-order sum exactly.
 void test_row_order_sum() {
   std::mt19937 g(7);
@@ -194,6 +283,9 @@ int main() {
   test_against_brute_force<double>("double", 1e-14);
   test_row_order_sum();
   test_all_padding();
+  test_cuda_steps<float>("float", 2e-6);
+  test_cuda_steps<double>("double", 1e-14);
+  test_tile_rows();
   std::printf("%s (%d failures)\n", failures == 0 ? "PASS" : "FAIL", failures);
   return failures == 0 ? 0 : 1;
 }
