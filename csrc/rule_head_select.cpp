@@ -136,8 +136,9 @@ RuleHeadBackwardInputs prepare_rule_head_select_backward(const at::Tensor& grad_
     }
   } else if (in.indices.numel() > 0) {
     const auto [lo_t, hi_t] = at::aminmax(in.indices);
-    lo = lo_t.item<int64_t>();
-    hi = hi_t.item<int64_t>();
+    const at::Tensor bounds = at::stack({lo_t, hi_t}).cpu();  // one synchronisation, not two
+    lo = bounds[0].item<int64_t>();
+    hi = bounds[1].item<int64_t>();
   }
   TORCH_CHECK_VALUE(lo >= -1 && hi < in.r, "rule_head_select_backward: indices must be in [-1, R=",
                     in.r, "), got values from ", lo, " to ", hi);

@@ -60,17 +60,18 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
     TORCH_CHECK_VALUE(valid->scalar_type() == at::kBool, "select_rules: valid must be bool, got ",
                       valid->scalar_type());
   }
-  if (in.relevance.has_value() && in.relevance_row_stride == 0) {
-    // A shared [R] relevance is checked here once instead of in every row.
-    auto bad = in.relevance->isfinite().logical_not();
-    if (in.valid.has_value()) bad = bad.logical_and(in.valid.value());  // [R] & [R] or [N, R]
-    if (bad.any().item<bool>()) {
-      const auto pos = bad.nonzero()[0];
-      TORCH_CHECK_VALUE(false, "select_rules: relevance has a non-finite value in a valid ",
-                        "position (rule ", pos[pos.numel() - 1].item<int64_t>(), ")");
-    }
-  }
   return in;
+}
+
+void check_shared_relevance(const SelectRulesInputs& in) {
+  if (!in.relevance.has_value() || in.relevance_row_stride != 0) return;
+  auto bad = in.relevance->isfinite().logical_not();
+  if (in.valid.has_value()) bad = bad.logical_and(in.valid.value());  // [R] & [R] or [N, R]
+  if (bad.any().item<bool>()) {
+    const auto pos = bad.nonzero()[0];
+    TORCH_CHECK_VALUE(false, "select_rules: relevance has a non-finite value in a valid ",
+                      "position (rule ", pos[pos.numel() - 1].item<int64_t>(), ")");
+  }
 }
 
 SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_t k) {

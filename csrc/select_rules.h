@@ -25,6 +25,12 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
                                        const std::optional<at::Tensor>& valid, int64_t k,
                                        double tie_tolerance);
 
+// Raises the ValueError for a shared [R] relevance with a non-finite value where valid, so
+// that a kernel can skip that check in every row (the CPU kernel does). It reads the result
+// on the host: the CUDA kernel checks relevance with the scores instead, which saves a
+// synchronisation.
+void check_shared_relevance(const SelectRulesInputs& in);
+
 // Outputs in the schema's order [criterion, reward_a, reward_b, margin, indices, preference],
 // uninitialised.
 SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_t k);

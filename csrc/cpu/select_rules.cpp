@@ -21,6 +21,7 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
                                    double tie_tolerance) {
   const SelectRulesInputs in =
       prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
+  check_shared_relevance(in);  // the kernel skips it in every row
   SelectRulesResult out = empty_select_rules_outputs(in, k);
   const int64_t n = in.scores_a.size(0), r = in.scores_a.size(1);
   if (n == 0) return out;

@@ -45,6 +45,8 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
                                     double discrepancy_weight, double relevance_weight,
                                     double tie_tolerance) {
   const c10::cuda::CUDAGuard guard(scores_a.device());
+  // No check_shared_relevance: the kernel checks relevance with the scores, so the flag read
+  // below is the op's one synchronisation.
   const SelectRulesInputs in =
       prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
   SelectRulesResult out = empty_select_rules_outputs(in, k);
