@@ -193,9 +193,13 @@ def _grads(backend, case, k, weights, use_scores, targets, **kwargs):
 def test_backward_matches_reference_autograd_fp32(backend, use_scores, bias):
     device = device_for(backend)
     worst = 0.0
+    # The last two: many row ranges and column tiles of CUDA's shared-memory backward, and a
+    # pool too large for it (its direct kernel).
     for seed, (n, d, r, k, rel, valid) in enumerate([(20, 24, 50, 7, "per_row", "per_row"),
                                                      (33, 40, 100, 5, "shared", "none"),
-                                                     (9, 7, 13, 13, "none", "shared")]):
+                                                     (9, 7, 13, 13, "none", "shared"),
+                                                     (300, 130, 100, 5, "shared", "none"),
+                                                     (11, 70, 300, 9, "shared", "per_row")]):
         case = make_case(seed, n, d, r, torch.float32, bias=bias, relevance=rel, valid=valid,
                          device=device)
         g = torch.Generator().manual_seed(seed)
@@ -205,7 +209,9 @@ def test_backward_matches_reference_autograd_fp32(backend, use_scores, bias):
         want = _grads("reference", case, k, weights, use_scores, targets)
         for name, x, y in zip(PARAMS, got, want):
             assert x.dtype == y.dtype == torch.float32 and x.shape == y.shape, name
-            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5, msg=name)
+            # Sums over 300 rows, ordered differently, differ by ulps of the largest entry.
+            scale = max(1.0, y.abs().max().item())
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5 * scale, msg=name)
             worst = max(worst, ((x - y).abs().max() / y.abs().max().clamp_min(1e-30)).item())
     print(f"largest gradient error relative to the gradient's max: {worst:.2e}")
 

@@ -121,6 +121,28 @@ def test_matches_reference_sweep(backend, dtype, r):
         assert_matches(out, ref)
 
 
+@pytest.mark.parametrize("backend", [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),
+    # Interpreted Triton takes too long over this many rows; on a GPU it is compiled.
+    pytest.param("triton", id="triton", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_many_rows_match_reference(backend, dtype):
+    """Past 4096 rows (where the CUDA backend turns to a thread per row): odd R, k up to 64,
+    ties, relevance and valid variants."""
+    device = device_for(backend)
+    cases = [(4500, 100, 5, "shared", "none"), (4097, 3, 3, "none", "per_row"),
+             (5000, 257, 16, "per_row", "shared"), (4200, 1000, 64, "shared", "per_row"),
+             (4096, 64, 1, "none", "none")]
+    for seed, (n, r, k, relevance, valid) in enumerate(cases):
+        case = make_case(seed + 1000 * DTYPES.index(dtype), n, r, dtype, ties=seed % 2 == 0,
+                         relevance=relevance, valid=valid, noncontiguous=seed == 2,
+                         device=device)
+        out, ref = run_both(backend, case, k=k, discrepancy_weight=0.75, relevance_weight=0.3,
+                            tie_tolerance=0.01)
+        assert_matches(out, ref)
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("relevance", ["none", "shared", "per_row"])
 @pytest.mark.parametrize("valid", ["none", "shared", "per_row"])
@@ -340,15 +362,17 @@ def _bad_inputs():
     ]
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", [
+    "reference", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_first_non_finite_row_is_named(backend):
-    # Enough rows for the CPU backend to hand them out in many chunks: the report must
-    # still name the first bad row, whichever chunk finishes first.
+    # Enough rows for the CPU backend to hand them out in many chunks (and for CUDA's thread
+    # per row): the report must still name the first bad row, whichever finishes first.
     a, b = torch.rand(20000, 100), torch.rand(20000, 100)
     for row in (19999, 15000, 3001, 8000):
         a[row, 7] = float("nan")
+    device = device_for(backend)
     with pytest.raises(ValueError, match=r"scores_a has a non-finite value .*row 3001, rule 7"):
-        ramo.select_rules(a, b, k=5, backend=backend)
+        ramo.select_rules(a.to(device), b.to(device), k=5, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])

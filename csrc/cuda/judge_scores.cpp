@@ -13,7 +13,7 @@ namespace ramo {
 
 namespace {
 
-namespace fold = cuda::judge_fold;
+namespace fold = cuda::judge_scores_steps;
 
 void check_launch(cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, "judge_scores: CUDA launch failed: ", cudaGetErrorString(err));

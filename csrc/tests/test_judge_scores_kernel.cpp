@@ -1,7 +1,7 @@
 // C++ unit tests of judge_scores' torch-free code against brute force in long double:
 //   * the CPU kernel (csrc/cpu/judge_scores_kernel.h): its vectorisable exp, the chunked
 //     online log-sum-exp with masked (-inf) tokens, and the per-row outputs;
-//   * the CUDA kernels' per-lane steps (kernels/cuda/judge_scores_fold.h), run on the host
+//   * the CUDA kernels' per-lane steps (kernels/cuda/judge_scores_steps.h), run on the host
 //     for the 32 lanes of each warp and combined in the kernels' shuffle butterfly, over the
 //     glue's vocabulary chunks. This checks the segments, masking and merges of the CUDA code
 //     without a GPU.
@@ -13,7 +13,7 @@
 #include <random>
 #include <vector>
 
-#include "../../kernels/cuda/judge_scores_fold.h"
+#include "../../kernels/cuda/judge_scores_steps.h"
 #include "../cpu/judge_scores_kernel.h"
 #include "check.h"
 
@@ -22,7 +22,7 @@ namespace {
 using ramo_test::failures;
 
 using ramo::judge::LseState;
-namespace fold = ramo::cuda::judge_fold;
+namespace fold = ramo::cuda::judge_scores_steps;
 
 // --- ground truth ------------------------------------------------------------------------
 
@@ -343,7 +343,7 @@ int main() {
       test_cpu_rows<double>(rng, 3, 500, 8, 64, with_bias, choices, 200.0, 1e-12);
       // One chunk of part of a segment; chunks of one and two segments with a partial last
       // one (more segments than a warp has lanes in the second); huge logits.
-      const int64_t seg = ramo::cuda::judge_fold::kSegmentCols;
+      const int64_t seg = ramo::cuda::judge_scores_steps::kSegmentCols;
       test_cuda_steps<float>(rng, 37, 333, 45, 333, with_bias, choices, 1.0, 2e-6);
       test_cuda_steps<float>(rng, 3, 3000, 9, 2 * seg, with_bias, choices, 1.0, 2e-6);
       test_cuda_steps<float>(rng, 2, 33 * seg + 5, 3, seg, with_bias, choices, 1.0, 2e-6);

@@ -160,7 +160,7 @@ void test_against_brute_force(const char* type, double tol) {
 
 // --- CUDA steps, emulated ----------------------------------------------------------------
 
-namespace rh = ramo::cuda::rule_head;
+namespace rh = ramo::cuda::rule_head_select_steps;
 
 // The CUDA kernels' launches on the host: the tiled kernel's blocks (rows_per_block rows by
 // kTileCols columns; each thread through its rows, the flush after all threads, where the

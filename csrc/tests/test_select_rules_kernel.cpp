@@ -2,7 +2,9 @@
 // brute-force selection: a full sort of the valid rules by (criterion desc, index asc).
 // Exercises every path: the fp32 AVX2 path for k <= 8 and for 8 < k <= 16, the filtered SIMD
 // lists (k up to 2 vector widths), the scalar list, ties, masks, NaN criteria and the
-// non-finite check. Exit code 0 when all pass.
+// non-finite check. The CUDA kernel's thread-per-row step (select_row in
+// kernels/cuda/select_rules_steps.h), run on the host for every row, must give the CPU kernel's
+// bits on every case. Exit code 0 when all pass.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "../../kernels/cuda/select_rules_steps.h"
 #include "../cpu/select_rules_kernel.h"
 #include "check.h"
 #include "select_rules_outputs.h"
@@ -57,6 +60,28 @@ Case<acc_t> random_case(std::mt19937& g, int64_t n, int64_t r, int k, bool ties,
     }
   }
   return c;
+}
+
+// The CUDA thread-per-row kernel's work on the host: select_row for every row, with the
+// list size the launcher would pick. Returns the first row it refused (n if none).
+template <typename acc_t>
+int64_t run_cuda_rows(ramo::cuda::SelectRulesParams<acc_t>& p,
+                      ramo_test::SelectRulesOutputs<acc_t>& out) {
+  namespace steps = ramo::cuda::select_rules_steps;
+  p.indices = out.idx.data();
+  p.criterion = out.crit.data();
+  p.reward_a = out.ra.data();
+  p.reward_b = out.rb.data();
+  p.margin = out.m.data();
+  p.preference = out.pref.data();
+  for (int64_t row = 0; row < p.n; ++row) {
+    const bool ok = p.k <= 8    ? steps::select_row<acc_t, acc_t, 8>(p, row)
+                    : p.k <= 16 ? steps::select_row<acc_t, acc_t, 16>(p, row)
+                    : p.k <= 32 ? steps::select_row<acc_t, acc_t, 32>(p, row)
+                                : steps::select_row<acc_t, acc_t, 64>(p, row);
+    if (!ok) return row;
+  }
+  return p.n;
 }
 
 template <typename acc_t>
@@ -116,6 +141,29 @@ void check_case(const Case<acc_t>& c, const char* label) {
     CHECK(pref[row] == ramo::preference_of(acc_t(want_a - want_b), c.tol), "%s row %lld pref",
           label, (long long)row);
   }
+
+  ramo::cuda::SelectRulesParams<acc_t> q{};
+  q.scores_a = c.a.data();
+  q.scores_b = c.b.data();
+  q.relevance = p.relevance;
+  q.relevance_row_stride = rel_stride;
+  q.valid = p.valid;
+  q.valid_row_stride = valid_stride;
+  q.n = n;
+  q.r = r;
+  q.k = k;
+  q.discrepancy_weight = c.wd;
+  q.relevance_weight = c.wr;
+  q.tie_tolerance = c.tol;
+  ramo_test::SelectRulesOutputs<acc_t> cuda_out(n, k);
+  CHECK(run_cuda_rows(q, cuda_out) == n, "%s: cuda rows: unexpected non-finite report", label);
+  bool same = cuda_out.idx == idx && cuda_out.pref == pref;
+  for (int64_t i = 0; i < n * k; ++i) same = same && same_bits(cuda_out.crit[i], crit[i]);
+  for (int64_t row = 0; row < n; ++row) {
+    same = same && same_bits(cuda_out.ra[row], ra[row]) && same_bits(cuda_out.rb[row], rb[row]) &&
+           same_bits(cuda_out.m[row], out.m[row]);
+  }
+  CHECK(same, "%s: the cuda thread-per-row step differs from the CPU kernel", label);
 }
 
 template <typename acc_t>
@@ -213,6 +261,19 @@ void non_finite_is_reported() {
       // Rows before it are written.
       CHECK(out.idx[0] == 0 && out.idx[3] == 0 && out.ra[1] == 0.75f,
             "r %lld kind %d: rows before the bad one must be written", (long long)r, kind);
+      ramo::cuda::SelectRulesParams<float> q{};
+      q.scores_a = a.data();
+      q.scores_b = b.data();
+      q.relevance = p.relevance;
+      q.relevance_row_stride = p.relevance_row_stride;
+      q.n = 4;
+      q.r = r;
+      q.k = 3;
+      q.discrepancy_weight = p.discrepancy_weight;
+      q.relevance_weight = p.relevance_weight;
+      ramo_test::SelectRulesOutputs<float> cuda_out(4, 3);
+      CHECK(run_cuda_rows(q, cuda_out) == 2, "r %lld kind %d: cuda rows must refuse row 2",
+            (long long)r, kind);
     }
   }
 }

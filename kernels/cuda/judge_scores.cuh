@@ -6,15 +6,15 @@
 
 #include <cuda_runtime.h>
 
-#include "judge_scores_fold.h"
+#include "judge_scores_steps.h"
 
 namespace ramo {
 namespace cuda {
 
 template <typename acc_t>
-using JudgeScoresFoldParams = judge_fold::FoldParams<acc_t>;
+using JudgeScoresFoldParams = judge_scores_steps::FoldParams<acc_t>;
 template <typename acc_t>
-using JudgeScoresFinishParams = judge_fold::FinishParams<acc_t>;
+using JudgeScoresFinishParams = judge_scores_steps::FinishParams<acc_t>;
 
 // Folds one chunk's logits into the partial states of its segments. acc_t is float for
 // fp16 / bf16 / fp32 inputs (the logits are in the accumulation dtype), double for fp64.

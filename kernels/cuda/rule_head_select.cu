@@ -22,7 +22,7 @@ namespace cuda {
 
 namespace {
 
-using namespace rule_head;
+using namespace rule_head_select_steps;
 
 constexpr int kBatch = 8;
 constexpr int kDirectThreads = 256;

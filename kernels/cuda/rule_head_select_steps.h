@@ -44,7 +44,7 @@ struct RuleHeadBackwardParams {
   int k;
 };
 
-namespace rule_head {
+namespace rule_head_select_steps {
 
 RAMO_HD float load_acc(const float* p) { return *p; }
 RAMO_HD double load_acc(const double* p) { return *p; }
@@ -207,6 +207,6 @@ RAMO_HD void direct_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, int
       });
 }
 
-}  // namespace rule_head
+}  // namespace rule_head_select_steps
 }  // namespace cuda
 }  // namespace ramo

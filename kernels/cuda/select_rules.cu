@@ -1,132 +1,51 @@
-// CUDA select_rules kernel (docs/architecture.md, "select_rules");
+// CUDA select_rules kernels (docs/architecture.md, "select_rules");
 // ramo/reference/select_rules.py is the specification, reproduced bit for bit.
 //
-// Every thread scans an interleaved subset of a row's rules (lane, lane + stride, ...) into a
-// private TopK list, which arrives in increasing rule order as TopK requires. A warp then
-// merges its lanes' lists one output slot at a time: each lane offers the best entry it has
-// not given yet and a shuffle reduction agrees on the best offer under the full order (rank
-// key, then rule index). Since rule indices are distinct, the winner is unique and the result
-// does not depend on scheduling.
-//   * Rows of up to kWarpPathMaxR rules: one warp per row, several rows per block.
-//   * Longer rows: one block per row; each warp merges into a list in shared memory, then
-//     warp 0 merges those lists the same way.
-// Rewards are summed by one warp after the selection is known, serially in selection order,
-// so the rounding matches the reference's running sum.
+//   * Many rows (n >= kThreadPathMinRows): one thread per row (select_row in
+//     select_rules_steps.h) scans the row's rules in order into a private TopK list and writes
+//     the outputs, like the CPU kernel's row loop. A row costs a thread about 15 instructions
+//     per rule; the warp-per-row path below spends about as much per row on each of its k
+//     shuffle merges, which left it instruction-bound at 9% of the H200's copy bandwidth
+//     (N = 262144, R = 100, k = 5).
+//   * Fewer rows, which would leave most of the GPU idle one per thread: every thread scans
+//     an interleaved subset of a row's rules (lane, lane + stride, ...) into a private TopK
+//     list, which arrives in increasing rule order as TopK requires. A warp then merges its
+//     lanes' lists one output slot at a time: each lane offers the best entry it has not
+//     given yet and a shuffle reduction agrees on the best offer under the full order (rank
+//     key, then rule index). Since rule indices are distinct, the winner is unique and the
+//     result does not depend on scheduling.
+//       - Rows of up to kWarpPathMaxR rules: one warp per row, several rows per block.
+//       - Longer rows: one block per row; each warp merges into a list in shared memory,
+//         then warp 0 merges those lists the same way.
+// Rewards are summed serially in selection order (by one thread, or one warp after the
+// selection is known), so the rounding matches the reference's running sum.
 #include "select_rules.cuh"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <climits>
 #include <cstdint>
 
-#include "../common/select_rules.h"
 
 namespace ramo {
 namespace cuda {
 namespace {
 
+using namespace select_rules_steps;
+
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kWarpSize = 32;
-constexpr int kThreads = 256;  // per block, in both paths
+constexpr int kThreads = 256;  // per block of the warp and block paths
+constexpr int kRowThreads = 128;  // per block of the thread-per-row path
+// From here on a thread per row gives every SM several blocks of rows (32 blocks at 4096).
+// The crossover with the warp path is a guess from the instruction counts, not measured.
+constexpr int64_t kThreadPathMinRows = 4096;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 // Up to here a lane sees at most 32 rules of a row, so a warp per row keeps the lists short
 // and the block free of barriers; beyond it a row needs more threads to be read quickly.
 constexpr int64_t kWarpPathMaxR = 1024;
 // Rows beyond what the grid covers are taken by a grid-stride loop.
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
-// Loads issued before the first of them is consumed, so that each thread keeps several
-// memory requests in flight.
-constexpr int kBatch = 4;
 // Index of "no entry": ranks after every real entry, even one whose key is -inf.
 constexpr int64_t kNoIndex = INT64_MAX;
-
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-
-template <typename acc_t>
-__device__ __forceinline__ acc_t neg_inf() {
-  return -static_cast<acc_t>(INFINITY);
-}
-
-// The inputs of one row; rel and valid are nullptr when absent.
-template <typename scalar_t, typename acc_t>
-struct RowInputs {
-  const scalar_t* a;
-  const scalar_t* b;
-  const acc_t* rel;
-  const unsigned char* valid;  // torch bools are single bytes holding 0 or 1
-};
-
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ RowInputs<scalar_t, acc_t> row_inputs(const SelectRulesParams<acc_t>& p,
-                                                                 int64_t row) {
-  RowInputs<scalar_t, acc_t> in;
-  in.a = static_cast<const scalar_t*>(p.scores_a) + row * p.r;
-  in.b = static_cast<const scalar_t*>(p.scores_b) + row * p.r;
-  in.rel = p.relevance ? p.relevance + row * p.relevance_row_stride : nullptr;
-  in.valid = p.valid ? reinterpret_cast<const unsigned char*>(p.valid) + row * p.valid_row_stride
-                     : nullptr;
-  return in;
-}
-
-// How many entries the list of the thread that scans start, start + stride, ... needs: no
-// more than k, and no more than it sees (at least 1, which TopK requires).
-__host__ __device__ __forceinline__ int list_capacity(int64_t r, int k, int64_t start,
-                                                      int64_t stride) {
-  const int64_t seen = start < r ? (r - 1 - start) / stride + 1 : 0;
-  const int64_t cap = seen < k ? seen : k;
-  return cap < 1 ? 1 : static_cast<int>(cap);
-}
-
-// Offers rules start, start + stride, ... of the row to list, in increasing order. Returns
-// true when a candidate has a non-finite score or relevance.
-template <typename scalar_t, typename acc_t, int KMAX>
-__device__ __forceinline__ bool scan_row(const RowInputs<scalar_t, acc_t>& in,
-                                         const SelectRulesParams<acc_t>& p, int64_t start,
-                                         int64_t stride, TopK<acc_t, KMAX>& list) {
-  const acc_t wd = p.discrepancy_weight;
-  const acc_t wr = p.relevance_weight;
-  // The list's last key, kept in a register: most rules fail this test and never touch the
-  // list, whose dynamically indexed arrays live in local memory.
-  acc_t threshold = neg_inf<acc_t>();
-  bool bad = false;
-  for (int64_t base = start; base < p.r; base += kBatch * stride) {
-    acc_t crit[kBatch];
-    bool take[kBatch];
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int64_t j = base + u * stride;
-      take[u] = j < p.r;
-      crit[u] = acc_t(0);
-      if (take[u]) {
-        // Loaded whether or not the rule is valid, so no load waits for another.
-        const acc_t x = to_acc(__ldg(in.a + j));
-        const acc_t y = to_acc(__ldg(in.b + j));
-        if (in.valid) take[u] = __ldg(in.valid + j) != 0;
-        bool finite = is_finite(x) & is_finite(y);
-        if (in.rel) {
-          const acc_t rel = __ldg(in.rel + j);
-          finite &= is_finite(rel);
-          crit[u] = ramo::criterion(x, y, rel, wd, wr);
-        } else {
-          crit[u] = ramo::criterion(x, y, wd);
-        }
-        bad |= take[u] & !finite;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      if (take[u] && (!list.full() || rank_key(crit[u]) > threshold)) {
-        list.offer(crit[u], base + u * stride);
-        if (list.full()) threshold = list.threshold();
-      }
-    }
-  }
-  return bad;
-}
 
 // Leaves in (key, index) of every lane the best of the lanes' pairs. The order is total on
 // distinct indices (keys hold no NaN), so every lane ends with the same pair.
@@ -225,6 +144,19 @@ __device__ __forceinline__ void finish_row(const SelectRulesParams<acc_t>& p,
   }
 }
 
+// One thread per row.
+template <typename scalar_t, typename acc_t, int KMAX>
+__global__ void __launch_bounds__(kRowThreads)
+    select_rules_thread_kernel(const SelectRulesParams<acc_t> p) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kRowThreads;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kRowThreads + threadIdx.x; row < p.n;
+       row += step) {
+    if (!select_row<scalar_t, acc_t, KMAX>(p, row)) {
+      atomicMin(p.bad_row, static_cast<unsigned long long>(row));
+    }
+  }
+}
+
 // One warp per row.
 template <typename scalar_t, typename acc_t, int KMAX>
 __global__ void __launch_bounds__(kThreads)
@@ -311,16 +243,34 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+enum class Path { kThread, kWarp, kBlock };
+
+template <typename acc_t>
+Path path_of(const SelectRulesParams<acc_t>& p) {
+  if (p.n >= kThreadPathMinRows) return Path::kThread;
+  return p.r <= kWarpPathMaxR ? Path::kWarp : Path::kBlock;
+}
+
+unsigned blocks_for(int64_t rows, int64_t rows_per_block) {
+  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
 template <typename scalar_t, typename acc_t, int KMAX>
-cudaError_t launch(const SelectRulesParams<acc_t>& p, cudaStream_t stream) {
-  if (p.r <= kWarpPathMaxR) {
-    const int64_t rows_of_blocks = (p.n + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    const auto blocks = static_cast<unsigned>(rows_of_blocks < kMaxBlocks ? rows_of_blocks
-                                                                          : kMaxBlocks);
-    select_rules_warp_kernel<scalar_t, acc_t, KMAX><<<blocks, kThreads, 0, stream>>>(p);
-  } else {
-    const auto blocks = static_cast<unsigned>(p.n < kMaxBlocks ? p.n : kMaxBlocks);
-    select_rules_block_kernel<scalar_t, acc_t, KMAX><<<blocks, kThreads, 0, stream>>>(p);
+cudaError_t launch(const SelectRulesParams<acc_t>& p, Path path, cudaStream_t stream) {
+  switch (path) {
+    case Path::kThread:
+      select_rules_thread_kernel<scalar_t, acc_t, KMAX>
+          <<<blocks_for(p.n, kRowThreads), kRowThreads, 0, stream>>>(p);
+      break;
+    case Path::kWarp:
+      select_rules_warp_kernel<scalar_t, acc_t, KMAX>
+          <<<blocks_for(p.n, kWarpsPerBlock), kThreads, 0, stream>>>(p);
+      break;
+    case Path::kBlock:
+      select_rules_block_kernel<scalar_t, acc_t, KMAX>
+          <<<blocks_for(p.n, 1), kThreads, 0, stream>>>(p);
+      break;
   }
   return cudaGetLastError();
 }
@@ -331,12 +281,13 @@ template <typename scalar_t, typename acc_t>
 cudaError_t dispatch(const SelectRulesParams<acc_t>& p, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;
   if (p.n < 0 || p.r < 1 || p.k < 1 || p.k > kMaxFastK || p.k > p.r) return cudaErrorInvalidValue;
-  const int64_t stride = p.r <= kWarpPathMaxR ? kWarpSize : kThreads;
+  const Path path = path_of(p);
+  const int64_t stride = path == Path::kThread ? 1 : (path == Path::kWarp ? kWarpSize : kThreads);
   const int cap = list_capacity(p.r, p.k, 0, stride);
-  if (cap <= 8) return launch<scalar_t, acc_t, 8>(p, stream);
-  if (cap <= 16) return launch<scalar_t, acc_t, 16>(p, stream);
-  if (cap <= 32) return launch<scalar_t, acc_t, 32>(p, stream);
-  return launch<scalar_t, acc_t, kMaxFastK>(p, stream);
+  if (cap <= 8) return launch<scalar_t, acc_t, 8>(p, path, stream);
+  if (cap <= 16) return launch<scalar_t, acc_t, 16>(p, path, stream);
+  if (cap <= 32) return launch<scalar_t, acc_t, 32>(p, path, stream);
+  return launch<scalar_t, acc_t, kMaxFastK>(p, path, stream);
 }
 
 }  // namespace

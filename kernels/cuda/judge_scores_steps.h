@@ -12,7 +12,7 @@
 
 namespace ramo {
 namespace cuda {
-namespace judge_fold {
+namespace judge_scores_steps {
 
 constexpr int kLanes = 32;
 // Vocabulary columns per partial state: one warp folds one row's segment. Chunks are a whole
@@ -136,6 +136,6 @@ RAMO_HD void finish_row(const FinishParams<acc_t>& p, int64_t row,
   p.relevance[row] = r.relevance;
 }
 
-}  // namespace judge_fold
+}  // namespace judge_scores_steps
 }  // namespace cuda
 }  // namespace ramo
