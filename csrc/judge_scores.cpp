@@ -155,7 +155,11 @@ void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_
   const int64_t batch = hidden_acc.size(0), dim = hidden_acc.size(1);
   const int64_t vocab = in.weight.size(0);
   chunk = std::min(chunk, vocab);
-  const bool convert = in.weight.scalar_type() != in.acc_type;
+  const bool narrow = in.weight.scalar_type() != in.acc_type;
+  // cuBLAS multiplies fp16 / bf16 into fp32 directly (mm's out_dtype overload): exact
+  // products, fp32 sums, no converted copy. Elsewhere each chunk is converted first.
+  const bool mixed = narrow && in.weight.is_cuda();
+  const bool convert = narrow && !mixed;
   const auto opts = hidden_acc.options();
   at::Tensor block = at::empty({batch * chunk}, opts);
   at::Tensor converted = convert ? at::empty({chunk, dim}, opts) : at::Tensor();
@@ -164,7 +168,11 @@ void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_
     at::Tensor w = in.weight.narrow(0, v0, c);
     if (convert) w = converted.narrow(0, 0, c).copy_(w);
     at::Tensor logits = block.narrow(0, 0, batch * c).view({batch, c});
-    at::mm_out(logits, hidden_acc, w.t());
+    if (mixed) {
+      at::mm_out(logits, in.hidden, w.t(), in.acc_type);
+    } else {
+      at::mm_out(logits, hidden_acc, w.t());
+    }
     fold(logits, v0);
   }
 }

@@ -43,8 +43,9 @@ at::Tensor judge_listed_logits(const JudgeScoresInputs& in, const at::Tensor& hi
 // fold(logits, v0) for the chunks [v0, v0 + c) of at most `chunk` vocabulary rows in order,
 // logits being the chunk's [B, c] logits without the bias, in the accumulation dtype. Each
 // comes from one matmul (at::mm_out, so BLAS or cuBLAS) into a buffer that every chunk
-// reuses; fp16 / bf16 weight is converted chunk by chunk into a [chunk, D] buffer first (a
-// matmul in the narrow dtype would round the logits to it). fold must be done with the
+// reuses. A matmul in fp16 / bf16 would round the logits to that dtype: on CUDA, cuBLAS
+// writes fp32 from the narrow inputs instead; on the CPU each chunk of weight is converted
+// into a [chunk, D] fp32 buffer first. fold must be done with the
 // buffer when it returns, or (on a GPU) have queued its reads on the current stream.
 void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_acc,
                           int64_t chunk,

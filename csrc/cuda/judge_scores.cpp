@@ -21,7 +21,7 @@ void check_launch(cudaError_t err) {
 
 template <typename acc_t>
 void run(const JudgeScoresInputs& in, JudgeScoresResult& out, cudaStream_t stream) {
-  const int64_t b = in.hidden.size(0), v = in.weight.size(0), d = in.hidden.size(1);
+  const int64_t b = in.hidden.size(0), v = in.weight.size(0);
   const at::Tensor hidden_acc = in.hidden.to(in.acc_type).contiguous();
   const at::Tensor listed = judge_listed_logits(in, hidden_acc);
   cuda::JudgeScoresFinishParams<acc_t> p{};
@@ -32,8 +32,7 @@ void run(const JudgeScoresInputs& in, JudgeScoresResult& out, cudaStream_t strea
     p.segments = fold::segments_of(v);
     part_max = at::empty({p.segments, b}, hidden_acc.options());
     part_sum = at::empty({p.segments, b}, hidden_acc.options());
-    const int64_t chunk =
-        fold::chunk_columns(b, v, d, in.weight.scalar_type() != in.acc_type);
+    const int64_t chunk = fold::chunk_columns(b, v);
     for_each_vocab_chunk(in, hidden_acc, chunk, [&](const at::Tensor& logits, int64_t v0) {
       cuda::JudgeScoresFoldParams<acc_t> f{};
       f.logits = logits.const_data_ptr<acc_t>();

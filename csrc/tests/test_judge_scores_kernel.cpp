@@ -298,32 +298,27 @@ void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t
 void test_cuda_chunk_columns() {
   for (int64_t b : {1, 7, 256, 4096, 100000}) {
     for (int64_t v : {2, 1000, 1024, 1025, 49152, 128256, 262144}) {
-      for (int64_t d : {0, 64, 4096}) {
-        for (bool convert : {false, true}) {
-          const int64_t chunk = fold::chunk_columns(b, v, d, convert);
-          CHECK(chunk >= 1 && chunk <= v && (chunk == v || chunk % fold::kSegmentCols == 0),
-                "chunk_columns(%lld, %lld, %lld, %d) = %lld", static_cast<long long>(b),
-                static_cast<long long>(v), static_cast<long long>(d), convert,
-                static_cast<long long>(chunk));
-          CHECK(chunk <= std::max<int64_t>(fold::kSegmentCols, (int64_t{1} << 24) / b),
-                "chunk_columns(%lld, %lld, ...) = %lld: buffer past 2^24 values",
-                static_cast<long long>(b), static_cast<long long>(v),
-                static_cast<long long>(chunk));
-          int64_t segments = 0;
-          for (int64_t v0 = 0; v0 < v; v0 += chunk) {
-            CHECK(v0 / fold::kSegmentCols == segments, "chunk at %lld starts at segment %lld, "
-                  "not %lld", static_cast<long long>(v0),
-                  static_cast<long long>(v0 / fold::kSegmentCols),
-                  static_cast<long long>(segments));
-            segments += fold::segments_of(std::min(chunk, v - v0));
-          }
-          CHECK(segments == fold::segments_of(v), "chunks of %lld hold %lld segments, not %lld",
-                static_cast<long long>(chunk), static_cast<long long>(segments),
-                static_cast<long long>(fold::segments_of(v)));
-        }
+      const int64_t chunk = fold::chunk_columns(b, v);
+      CHECK(chunk >= 1 && chunk <= v && (chunk == v || chunk % fold::kSegmentCols == 0),
+            "chunk_columns(%lld, %lld) = %lld", static_cast<long long>(b),
+            static_cast<long long>(v), static_cast<long long>(chunk));
+      CHECK(chunk <= std::max<int64_t>(fold::kSegmentCols, (int64_t{1} << 24) / b),
+            "chunk_columns(%lld, %lld) = %lld: buffer past 2^24 values",
+            static_cast<long long>(b), static_cast<long long>(v), static_cast<long long>(chunk));
+      int64_t segments = 0;
+      for (int64_t v0 = 0; v0 < v; v0 += chunk) {
+        CHECK(v0 / fold::kSegmentCols == segments, "chunk at %lld starts at segment %lld, not %lld",
+              static_cast<long long>(v0), static_cast<long long>(v0 / fold::kSegmentCols),
+              static_cast<long long>(segments));
+        segments += fold::segments_of(std::min(chunk, v - v0));
       }
+      CHECK(segments == fold::segments_of(v), "chunks of %lld hold %lld segments, not %lld",
+            static_cast<long long>(chunk), static_cast<long long>(segments),
+            static_cast<long long>(fold::segments_of(v)));
     }
   }
+  CHECK(fold::chunk_columns(256, 128256) == 8192, "chunk_columns(256, 128256) = %lld",
+        static_cast<long long>(fold::chunk_columns(256, 128256)));
 }
 
 }  // namespace

@@ -52,21 +52,13 @@ struct FinishParams {
 RAMO_HD int64_t segments_of(int64_t c) { return (c + kSegmentCols - 1) / kSegmentCols; }
 
 // Vocabulary rows per chunk (v >= 1): about V / 16, so that each matmul is big enough for
-// cuBLAS and the buffer 1/16 of the logits; at most 2^24 logits in the buffer (64 MiB in
-// fp32) at large B; for fp16 / bf16 weight (convert), its fp32 copy [chunk, D] at most the
-// larger of the buffer and 2^23 values (32 MiB). Always a whole number of segments, or the
-// whole vocabulary.
-inline int64_t chunk_columns(int64_t b, int64_t v, int64_t d, bool convert) {
-  const auto whole = [](int64_t cols) {  // rounded down to segments, at least one
-    const int64_t w = cols / kSegmentCols * kSegmentCols;
-    return w > kSegmentCols ? w : kSegmentCols;
-  };
+// cuBLAS and the buffer 1/16 of the logits, and at most 2^24 logits in the buffer (64 MiB in
+// fp32) at large B. Always a whole number of segments, or the whole vocabulary.
+inline int64_t chunk_columns(int64_t b, int64_t v) {
   int64_t chunk = segments_of((v + 15) / 16) * kSegmentCols;
-  if (b > 0 && whole((int64_t{1} << 24) / b) < chunk) chunk = whole((int64_t{1} << 24) / b);
-  if (convert && d > 0) {
-    const int64_t buffer = b * chunk > (int64_t{1} << 23) ? b * chunk : (int64_t{1} << 23);
-    if (whole(buffer / d) < chunk) chunk = whole(buffer / d);
-  }
+  const int64_t fits = (int64_t{1} << 24) / (b > 0 ? b : 1) / kSegmentCols * kSegmentCols;
+  const int64_t cap = fits > kSegmentCols ? fits : kSegmentCols;
+  if (cap < chunk) chunk = cap;
   return chunk < v ? chunk : v;
 }
 
