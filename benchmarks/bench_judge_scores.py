@@ -5,6 +5,10 @@ PyTorch, `softmax(hidden @ weight.T)` over the vocabulary (+ bias with --bias), 
 and sums; it holds the [B, V] logits and probabilities. Against it: ramo's cpu backend on CPU, cuda and
 triton on a GPU, all in "vocab" mode (the full log-sum-exp: the expensive one).
 
+--dtype bfloat16 runs hidden and weight in bf16 (the baseline then multiplies and normalises
+in bf16, as a user's bf16 model would; ramo's backends keep fp32 logits, so the max err column
+shows what that costs), with the GEMM ceiling in bf16 too.
+
 Per shape it prints the median time (methods timed in alternation, so a noisy neighbour
 slows all of them alike), the speedup over the baseline, the achieved GFLOP/s (2 B D V flops)
 as a share of the GFLOP/s of a square GEMM timed in the same alternation, the time of the
@@ -27,6 +31,7 @@ Peak extra memory:
     python benchmarks/bench_judge_scores.py --threads 2       # all shapes, this machine's CPU
     python benchmarks/bench_judge_scores.py --quick           # B=256, D=4096, V=128256 only
     python benchmarks/bench_judge_scores.py --device cuda     # eager, cuda, triton
+    python benchmarks/bench_judge_scores.py --device cuda --quick --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -53,12 +58,16 @@ TRUTH_ROWS = 8
 GEMM_N = 2048  # the square fp32 GEMM whose GFLOP/s is the compute ceiling
 
 
-def make_inputs(b: int, d: int, v: int, device: torch.device, with_bias: bool):
-    """fp32 hidden, weight and bias (or None) with logits of a few units, as an LM head
-    gives."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def make_inputs(b: int, d: int, v: int, device: torch.device, with_bias: bool,
+                dtype: torch.dtype = torch.float32):
+    """hidden, weight (in dtype) and an fp32 bias (or None) with logits of a few units, as an
+    LM head gives."""
     gen = torch.Generator(device=device).manual_seed(0)
-    hidden = torch.randn(b, d, device=device, generator=gen)
-    weight = torch.randn(v, d, device=device, generator=gen).mul_(d ** -0.5)
+    hidden = torch.randn(b, d, device=device, generator=gen).to(dtype)
+    weight = torch.randn(v, d, device=device, generator=gen).mul_(d ** -0.5).to(dtype)
     bias = torch.randn(v, device=device, generator=gen).mul_(0.1) if with_bias else None
     return hidden, weight, bias
 
@@ -94,10 +103,11 @@ def max_error(out, want: torch.Tensor) -> float:
 # --- memory ---------------------------------------------------------------------------------
 
 def cpu_peak_extra_mb(method: str, b: int, d: int, v: int, threads: int | None,
-                      with_bias: bool) -> float:
+                      with_bias: bool, dtype: str) -> float:
     """Peak extra resident memory of one call, measured in a fresh process (module doc)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(16 * 1024)}
-    cmd = [sys.executable, __file__, "--memory-child", method, str(b), str(d), str(v)]
+    cmd = [sys.executable, __file__, "--memory-child", method, str(b), str(d), str(v),
+           "--dtype", dtype]
     if threads:
         cmd += ["--threads", str(threads)]
     if with_bias:
@@ -106,8 +116,8 @@ def cpu_peak_extra_mb(method: str, b: int, d: int, v: int, threads: int | None,
     return json.loads(out.strip().splitlines()[-1])["extra_mb"]
 
 
-def memory_child(method: str, b: int, d: int, v: int, with_bias: bool) -> None:
-    hidden, weight, bias = make_inputs(b, d, v, torch.device("cpu"), with_bias)
+def memory_child(method: str, b: int, d: int, v: int, with_bias: bool, dtype: str) -> None:
+    hidden, weight, bias = make_inputs(b, d, v, torch.device("cpu"), with_bias, DTYPES[dtype])
     fn = methods(torch.device("cpu"))[method]
     fn(hidden, weight, bias)  # warm-up: one-time allocations are not the method's
     with common.PeakHWM() as peak:
@@ -129,15 +139,15 @@ def cuda_peak_extra_mb(fn, args, device: torch.device) -> float:
 
 # --- the run --------------------------------------------------------------------------------
 
-def run_shape(device, b, d, v, min_time_s, threads, with_bias) -> dict:
-    hidden, weight, bias = make_inputs(b, d, v, device, with_bias)
+def run_shape(device, b, d, v, min_time_s, threads, with_bias, dtype="float32") -> dict:
+    hidden, weight, bias = make_inputs(b, d, v, device, with_bias, DTYPES[dtype])
     fns = methods(device)
     flop = 2 * b * d * v
-    logits_mb = b * v * 4 / 2 ** 20
+    logits_mb = b * v * hidden.element_size() / 2 ** 20  # the baseline's logits
     row = {"B": b, "D": d, "V": v, "logits MB": logits_mb}
-    out_buf = torch.empty(b, v, device=device)
+    out_buf = torch.empty(b, v, device=device, dtype=hidden.dtype)
     # The GEMM ceiling is timed among the methods, so that it sees the same machine they do.
-    sq = [torch.randn(GEMM_N, GEMM_N, device=device) for _ in range(3)]
+    sq = [torch.randn(GEMM_N, GEMM_N, device=device, dtype=hidden.dtype) for _ in range(3)]
     timed = {"gemm": lambda: torch.mm(sq[0], sq[1], out=sq[2]),
              "matmul": lambda: torch.mm(hidden, weight.T, out=out_buf)}
     timed.update({name: (lambda fn=fn: fn(hidden, weight, bias)) for name, fn in fns.items()})
@@ -159,7 +169,7 @@ def run_shape(device, b, d, v, min_time_s, threads, with_bias) -> dict:
     del hidden, weight, bias
     if device.type == "cpu":  # after freeing this process's copy of the inputs
         for name in fns:
-            row[f"{name} peak MB"] = cpu_peak_extra_mb(name, b, d, v, threads, with_bias)
+            row[f"{name} peak MB"] = cpu_peak_extra_mb(name, b, d, v, threads, with_bias, dtype)
     for name in fns:
         row[f"{name} peak / logits"] = row[f"{name} peak MB"] / logits_mb
     return row
@@ -177,14 +187,15 @@ def report(row: dict, names) -> str:
 
 
 def run(device: torch.device, shapes, min_time_s: float, threads: int | None,
-        with_bias: bool = False) -> dict:
-    print(f"# judge_scores on {device} ({common.machine()})", flush=True)
+        with_bias: bool = False, dtype: str = "float32") -> dict:
+    print(f"# judge_scores on {device}, {dtype} ({common.machine()})", flush=True)
     rows = []
     for b, d, v in shapes:
-        row = run_shape(device, b, d, v, min_time_s, threads, with_bias)
+        row = run_shape(device, b, d, v, min_time_s, threads, with_bias, dtype)
         rows.append(row)
         print(report(row, methods(device)), flush=True)
     return {"device": str(device), "machine": common.machine(), "bias": with_bias,
+            "dtype": dtype,
             "ids": {"yes": YES, "no": NO, "other": OTHER}, "rows": rows}
 
 
@@ -199,10 +210,11 @@ def to_markdown(result: dict) -> str:
                     (f"{m} peak / logits", "peak / logits", ".3f"),
                     (f"{m} max err", "max err", ".1e")]
     m = result["machine"]
-    header = (f"judge_scores (normalize=\"vocab\", fp32, "
+    dtype = result.get("dtype", "float32")
+    header = (f"judge_scores (normalize=\"vocab\", {dtype}, "
               f"{'with' if result['bias'] else 'no'} bias), {result['device']}, "
               f"{m.get('gpu', m['processor'])}, torch {m['torch']}, {m['threads']} threads. "
-              f"Medians of alternating calls, among them a {GEMM_N}^3 fp32 GEMM (% GEMM: "
+              f"Medians of alternating calls, among them a {GEMM_N}^3 {dtype} GEMM (% GEMM: "
               f"achieved 2BDV flop/s as a share of it) and the bare [B, D] x [D, V] matmul "
               f"into a preallocated output; x eager > 1 is faster than the baseline; peak = extra memory "
               f"of one call (see the benchmark's docstring); max err = largest error of the five "
@@ -218,6 +230,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="only B=256, D=4096, V=128256")
     parser.add_argument("--bias", action="store_true",
                         help="give the LM head a bias (the baseline then adds it to [B, V])")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="of hidden and weight (and of the baseline's arithmetic)")
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of timed calls per method and shape (at least 5 calls)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
@@ -229,16 +243,17 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.memory_child:
         method, b, d, v = args.memory_child
-        memory_child(method, int(b), int(d), int(v), args.bias)
+        memory_child(method, int(b), int(d), int(v), args.bias, args.dtype)
         return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
     torch.set_grad_enabled(False)
     result = run(device, QUICK_SHAPES if args.quick else FULL_SHAPES, args.min_time, args.threads,
-                 args.bias)
+                 args.bias, args.dtype)
     markdown = to_markdown(result)
     stem = (f"judge_scores_{device.type}" + ("_bias" if args.bias else "")
+            + ("" if args.dtype == "float32" else f"_{args.dtype}")
             + ("_quick" if args.quick else ""))
     written = common.save_results(args.out, stem, result, markdown)
     print("\n" + markdown)

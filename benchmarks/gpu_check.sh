@@ -9,8 +9,8 @@
 #   3. the rule_head_select benchmark at N = 16384, D = 4096, R = 100, the ops' kernel time
 #      against their wall time (benchmarks/profile_ops.py), the select_rules benchmark, the
 #      op tests' cuda cases under compute-sanitizer's memcheck, then the rule_head_select and
-#      judge_scores benchmarks at all shapes and run_all's quick table, as long as time is
-#      left (on an H200 all stages but profile_ops.py and run_all took 320 s).
+#      judge_scores benchmarks at all shapes, judge_scores in bf16 and run_all's quick table,
+#      as long as time is left (on an H200 all stages but profile_ops.py and run_all took 320 s).
 # Logs and results go to RESULTS_DIR (benchmarks/results/gpu unless set); copy them into
 # benchmarks/results/ afterwards. The exit code is 1 if any stage failed or was skipped.
 #
@@ -86,6 +86,8 @@ TAIL=16 stage "rule_head_select, all shapes" 100 bench_rule_heads.log \
   "$PY" benchmarks/bench_rule_heads.py "${cuda[@]}" --min-time 0.3
 TAIL=6 stage "judge_scores, all shapes" 60 bench_judge_scores.log \
   "$PY" benchmarks/bench_judge_scores.py "${cuda[@]}" --min-time 0.2
+TAIL=6 stage "judge_scores, bf16" 40 bench_judge_scores_bf16.log \
+  "$PY" benchmarks/bench_judge_scores.py "${cuda[@]}" --quick --dtype bfloat16 --min-time 0.2
 TAIL=20 stage "run_all, quick" 150 run_all.log \
   "$PY" benchmarks/run_all.py --device cuda --out "$RESULTS/run_all"
 echo "== done ($(date +%T)), status $status"
