@@ -76,8 +76,8 @@ def run(backend, hidden, weight, bias, yes=YES, no=NO, other=OTHER, normalize="v
 
 # --- agreement with the fp64 truth --------------------------------------------------------
 
-# (B, D, V): odd sizes; V below one chunk / tile, V not a multiple of the chunk (the CPU's
-# chunks are 256 columns up to V = 8192, Triton's interpreted tiles 512), B past one block.
+# (B, D, V): odd sizes; V below one chunk, V not a multiple of the chunk (the CPU's chunks are
+# 256 columns up to V = 8192; CUDA's and Triton's segments 1024), B past one block.
 SHAPES = [(5, 33, 50), (1, 16, 1000), (33, 70, 4099)]
 
 
@@ -151,21 +151,24 @@ def test_many_full_chunks(backend):
         assert max_error(out, want) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("normalize", ["vocab", "choices"])
-def test_triton_small_tiles_and_slices(normalize):
-    """The vocabulary kernel with a GPU's small tiles and several vocabulary slices (the
-    interpreter otherwise takes one big tile and one slice), masked tokens included."""
+def test_triton_many_chunks_and_segments(dtype, normalize):
+    """Triton's vocabulary pass cut into many chunks of several segments, with a partial last
+    one and whole segments of masked tokens (its default cut keeps V = 333 in one segment)."""
     from ramo.triton_kernels.judge_scores import judge_scores as triton_judge_scores
 
     device = device_for("triton")
-    hidden, weight, bias = make_case(22, 37, 45, 333, bias=True, scale=2.0, device=device)
-    bias[64:130] = float("-inf")  # whole tiles of masked tokens
+    hidden, weight, bias = make_case(22, 37, 45, 333, dtype, bias=True, scale=2.0,
+                                     device=device)
+    bias = bias.float()
+    bias[64:130] = float("-inf")  # whole segments of masked tokens
     ids = torch.tensor(YES + NO + OTHER, device=device)
-    for tiles in [(16, 16, 16, 5), (32, 64, 32, 3), (16, 128, 64, 100)]:
+    want = truth(hidden, weight, bias, YES, NO, OTHER, normalize)
+    for chunk, segment in [(16, 16), (64, 16), (32, 32), (128, 64), (4096, 1024)]:
         out = JudgeScores(*triton_judge_scores(hidden, weight, bias, ids, len(YES), len(NO),
-                                               normalize, tiles=tiles))
-        want = truth(hidden, weight, bias, YES, NO, OTHER, normalize)
-        assert max_error(out, want) <= 1e-5, tiles
+                                               normalize, chunk=chunk, segment=segment))
+        assert max_error(out, want) <= 1e-5, (chunk, segment)
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,23 +1,23 @@
 """Triton backend of judge_scores (see ramo/reference/judge_scores.py for the exact spec).
 
-Two kernels, neither of which holds more than a tile of logits:
-  * ``_lse_kernel`` ("vocab" mode only): program (i, j) takes a block of BLOCK_B rows and the
-    j-th of SPLITS contiguous slices of the vocabulary. It walks its slice in tiles of
-    BLOCK_V tokens; each tile's [BLOCK_B, BLOCK_V] logits come from tl.dot over D in steps
-    of BLOCK_D and are folded into a running (max, sum of exp) per row, as flash softmax
-    does. The partial states of the slices go to a small [SPLITS, B] workspace. Splitting
-    the vocabulary gives a GPU enough programs when B is small.
-  * ``_finish_kernel``: per block of rows, the logits of the listed ids (only those rows of
-    weight are read: all that "choices" mode needs), the merge of the partial states into
-    the vocabulary log-sum-exp, and the five outputs (kernels/common/judge_scores.h does the
-    same steps for the C++ backends).
+The logits come from torch.mm, never more than a chunk of them at a time, and two Triton
+kernels fold and finish them:
+  * "vocab" mode cuts the vocabulary into chunks of whole SEGMENT-column segments. Each
+    chunk's [B, c] logits are one torch.mm into a buffer that every chunk reuses (cuBLAS on a
+    GPU: a fused Triton matmul in fp32 has no tensor cores to run on and reached 46-66% of
+    eager PyTorch's speed on an H200), then ``_fold_kernel`` reduces each (block of rows,
+    segment) to a partial (max, sum of exp) in a small [segments, B] workspace.
+  * ``_finish_kernel`` merges a block of rows' partial states into the vocabulary log-sum-exp
+    and computes the five outputs from the listed ids' logits, which one small torch.mm over
+    only those rows of weight gives (all that "choices" mode reads). kernels/common/
+    judge_scores.h does the same steps for the C++ backends.
 
-Precision: no bitwise contract here (unlike select_rules), so launches allow FMA contraction,
-which only makes the dots more accurate. Logits accumulate in fp32 (fp64 for fp64 inputs). fp32 dots run as "ieee" (no
-TF32). fp16 / bf16 tiles are upcast to fp32 at load when interpreted (the interpreter's bf16
-arithmetic is not exact); on a GPU they are multiplied natively with an fp32 accumulator,
-whose products are exact, so the two agree to rounding.
-This module imports nothing from ``ramo`` beyond this package (ramo.triton_kernels).
+Precision: logits accumulate in fp32 (fp64 for fp64 inputs), never in fp16 / bf16: on a GPU
+torch.mm multiplies fp16 / bf16 straight into fp32 (its out_dtype overload: exact products,
+fp32 sums); interpreted on the CPU, where that overload does not exist, each chunk of weight
+is converted to fp32 first. No bitwise contract here (unlike select_rules), so launches allow
+FMA contraction. This module imports nothing from ``ramo`` beyond this package
+(ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -28,40 +28,8 @@ import triton.language as tl
 
 from ._dtypes import TRITON_TYPES, accumulation_dtype
 
-# --------------------------------------------------------------------------------------------
-# Device helpers
-# --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _logits_tile(h_ptr, w_ptr, rows64, row_mask, toks64, tok_mask, D, acc_zero,
-                 BLOCK_D: tl.constexpr, UPCAST: tl.constexpr):
-    """[BLOCK_B, BLOCK_V] = hidden[rows] @ weight[toks].T, accumulated in acc_zero's dtype."""
-    acc = acc_zero
-    ks = tl.arange(0, BLOCK_D)
-    for k0 in range(0, D, BLOCK_D):
-        k = k0 + ks
-        k_mask = k < D
-        h = tl.load(h_ptr + rows64[:, None] * D + k[None, :],
-                    mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-        w = tl.load(w_ptr + toks64[None, :] * D + k[:, None],
-                    mask=tok_mask[None, :] & k_mask[:, None], other=0.0)
-        if UPCAST:
-            h = h.to(acc.dtype)
-            w = w.to(acc.dtype)
-        acc = tl.dot(h, w, acc, input_precision="ieee", out_dtype=acc.dtype)
-    return acc
-
-
-@triton.jit
-def _fold(run_max, run_sum, logits):
-    """Folds a tile of logits (-inf where masked) into the running (max, sum of exp)."""
-    new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-    # A row with only -inf so far keeps (-inf, 0); shift by 0 then, never by -inf.
-    shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-    run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
-    return new_max, run_sum
-
+# Vocabulary columns per partial state: one program reduces one row block's segment.
+SEGMENT = 1024
 
 # --------------------------------------------------------------------------------------------
 # Kernels
@@ -69,53 +37,44 @@ def _fold(run_max, run_sum, logits):
 
 
 @triton.jit
-def _lse_kernel(h_ptr, w_ptr, bias_ptr, max_ptr, sum_ptr, B, V, D, tiles_per_split,
-                HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr, BLOCK_B: tl.constexpr,
-                BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Partial vocabulary (max, sum of exp) of a row block over one slice of the vocabulary."""
-    pid_b = tl.program_id(0)
-    split = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+def _fold_kernel(logits_ptr, bias_ptr, max_ptr, sum_ptr, B, C, first_segment,
+                 HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, SEGMENT: tl.constexpr):
+    """Partial (max, sum of exp) of a block of rows over one segment of a [B, C] chunk."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_mask = rows < B
     rows64 = rows.to(tl.int64)
-    acc_dtype = max_ptr.dtype.element_ty
-    acc_zero = tl.zeros([BLOCK_B, BLOCK_V], acc_dtype)
-    run_max = tl.full([BLOCK_B], float("-inf"), acc_dtype)
-    run_sum = tl.zeros([BLOCK_B], acc_dtype)
-    first = split * tiles_per_split * BLOCK_V
-    for t in range(0, tiles_per_split):
-        toks = first + t * BLOCK_V + tl.arange(0, BLOCK_V)
-        tok_mask = toks < V
-        toks64 = toks.to(tl.int64)
-        logits = _logits_tile(h_ptr, w_ptr, rows64, row_mask, toks64, tok_mask, D, acc_zero,
-                              BLOCK_D, UPCAST)
-        if HAS_BIAS:
-            logits += tl.load(bias_ptr + toks64, mask=tok_mask, other=0.0)[None, :]
-        logits = tl.where(tok_mask[None, :], logits, float("-inf"))
-        run_max, run_sum = _fold(run_max, run_sum, logits)
-    tl.store(max_ptr + split * B + rows64, run_max, mask=row_mask)
-    tl.store(sum_ptr + split * B + rows64, run_sum, mask=row_mask)
+    seg = tl.program_id(1)
+    cols = seg * SEGMENT + tl.arange(0, SEGMENT)
+    col_mask = cols < C
+    mask = row_mask[:, None] & col_mask[None, :]
+    x = tl.load(logits_ptr + rows64[:, None] * C + cols[None, :], mask=mask, other=0.0)
+    if HAS_BIAS:
+        x += tl.load(bias_ptr + cols, mask=col_mask, other=0.0)[None, :]
+    x = tl.where(mask, x, float("-inf"))
+    m = tl.max(x, axis=1)
+    # A segment of masked (-inf) tokens only keeps (-inf, 0): shift by 0 then, never by -inf.
+    shift = tl.where(m == float("-inf"), 0.0, m)
+    s = tl.sum(tl.exp(x - shift[:, None]), axis=1)
+    at = (first_segment + seg) * B + rows64
+    tl.store(max_ptr + at, m, mask=row_mask)
+    tl.store(sum_ptr + at, s, mask=row_mask)
 
 
 @triton.jit
-def _finish_kernel(h_ptr, w_ptr, bias_ptr, ids_ptr, max_ptr, sum_ptr, yes_ptr, no_ptr, other_ptr,
-                   score_ptr, rel_ptr, B, D, L, n_yes, n_no, splits, HAS_BIAS: tl.constexpr, CHOICES: tl.constexpr,
-                   UPCAST: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_L: tl.constexpr,
-                   BLOCK_D: tl.constexpr):
-    """Listed logits, vocabulary log-sum-exp and the five [B] outputs of a block of rows."""
-    pid_b = tl.program_id(0)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+def _finish_kernel(listed_ptr, max_ptr, sum_ptr, yes_ptr, no_ptr, other_ptr, score_ptr,
+                   rel_ptr, B, L, n_yes, n_no, segments, CHOICES: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Vocabulary log-sum-exp and the five [B] outputs of a block of rows."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_mask = rows < B
     rows64 = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_L)
     col_mask = cols < L
-    toks64 = tl.load(ids_ptr + cols, mask=col_mask, other=0)
-    acc_dtype = yes_ptr.dtype.element_ty
-    listed = _logits_tile(h_ptr, w_ptr, rows64, row_mask, toks64, col_mask, D,
-                          tl.zeros([BLOCK_B, BLOCK_L], acc_dtype), BLOCK_D, UPCAST)
-    if HAS_BIAS:
-        listed += tl.load(bias_ptr + toks64, mask=col_mask, other=0.0)[None, :]
+    # Rows past B read 0 (finite: no 0 / 0 in them, though they are never stored).
+    listed = tl.load(listed_ptr + rows64[:, None] * L + cols[None, :],
+                     mask=row_mask[:, None] & col_mask[None, :], other=0.0)
     listed = tl.where(col_mask[None, :], listed, float("-inf"))
+    acc_dtype = yes_ptr.dtype.element_ty
 
     in_yes = cols < n_yes
     in_no = (cols >= n_yes) & (cols < n_yes + n_no)
@@ -137,7 +96,7 @@ def _finish_kernel(h_ptr, w_ptr, bias_ptr, ids_ptr, max_ptr, sum_ptr, yes_ptr, n
     else:
         run_max = tl.full([BLOCK_B], float("-inf"), acc_dtype)
         run_sum = tl.zeros([BLOCK_B], acc_dtype)
-        for s in range(0, splits):
+        for s in range(0, segments):
             m = tl.load(max_ptr + s * B + rows64, mask=row_mask, other=float("-inf"))
             sm = tl.load(sum_ptr + s * B + rows64, mask=row_mask, other=0.0)
             new_max = tl.maximum(run_max, m)
@@ -165,51 +124,42 @@ def _finish_kernel(h_ptr, w_ptr, bias_ptr, ids_ptr, max_ptr, sum_ptr, yes_ptr, n
 # --------------------------------------------------------------------------------------------
 
 
-def _lse_blocks(b: int, v: int, d: int, interpreted: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_B, BLOCK_V, BLOCK_D, num_warps) of _lse_kernel.
+def _chunk_columns(b: int, v: int, segment: int) -> int:
+    """Vocabulary rows per chunk: about V / 16 (each matmul big enough for cuBLAS, the buffer
+    1/16 of the logits), at most 2^24 logits in the buffer at large B, in whole segments (or
+    the whole vocabulary)."""
+    chunk = triton.cdiv(triton.cdiv(v, 16), segment) * segment
+    chunk = min(chunk, max(segment, (1 << 24) // max(b, 1) // segment * segment))
+    return min(chunk, v)
 
-    The interpreter pays per program and per operation, not per element, so it gets large
-    tiles; a GPU gets register-sized ones (tl.dot needs every side >= 16).
-    """
+
+def _block_rows(b: int, interpreted: bool, fold: bool) -> int:
+    """Rows per program: the interpreter pays per program, so it gets many; a GPU gets
+    register-sized tiles ([4, SEGMENT] logits for the fold)."""
     if interpreted:
-        return (max(16, min(triton.next_power_of_2(b), 64)),
-                max(16, min(triton.next_power_of_2(v), 512)),
-                max(16, min(triton.next_power_of_2(d), 256)), 4)
-    return max(16, min(triton.next_power_of_2(b), 64)), 128, 64, 4
+        return max(1, min(triton.next_power_of_2(b), 64))
+    return 4 if fold else max(1, min(triton.next_power_of_2(b), 32))
 
 
-def _finish_blocks(b: int, n_listed: int, d: int, interpreted: bool) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_L, BLOCK_D) of _finish_kernel."""
-    block_l = max(16, triton.next_power_of_2(n_listed))
-    block_d = max(16, min(triton.next_power_of_2(d), 256 if interpreted else 64))
-    return max(16, min(triton.next_power_of_2(b), 64 if interpreted else 32)), block_l, block_d
+def _listed_logits(hidden_acc, weight, bias, ids):
+    """[B, L] logits of the listed ids in the accumulation dtype: only those rows of weight."""
+    listed = hidden_acc @ weight.index_select(0, ids).to(hidden_acc.dtype).T
+    if bias is not None:
+        listed += bias.index_select(0, ids)
+    return listed.contiguous()
 
 
-def _splits(b: int, v: int, block_b: int, block_v: int, device: torch.device,
-            wanted: int | None = None) -> tuple[int, int]:
-    """(number of vocabulary slices, tiles per slice): about four programs per SM on a GPU,
-    one slice when interpreted (programs run one after another there), or `wanted`."""
-    tiles = triton.cdiv(v, block_v)
-    if wanted is None and device.type != "cuda":
-        return 1, tiles
-    if wanted is None:
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        wanted = max(1, (4 * sms) // triton.cdiv(b, block_b))
-    per = triton.cdiv(tiles, min(wanted, tiles))
-    return triton.cdiv(tiles, per), per
-
-
-def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, tiles=None) -> tuple:
+def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, chunk=None,
+                 segment=SEGMENT) -> tuple:
     """Returns (p_yes, p_no, p_other, score, relevance) like the reference.
 
     hidden [B, D], weight [V, D] contiguous, same dtype; bias None or [V] contiguous in the
     accumulation dtype; ids int64 [L] (yes, then no, then other ids). Checked by the caller.
-    tiles: None, or (BLOCK_B, BLOCK_V, BLOCK_D, slices) to force the vocabulary kernel's
-    tiling, so that the tests run a GPU's small tiles and several slices in the interpreter.
+    chunk, segment: force the vocabulary's cut (chunk a multiple of segment, a power of 2),
+    so that the tests run many chunks and segments on small vocabularies.
     """
-    b, d = hidden.shape
+    b = hidden.shape[0]
     v = weight.shape[0]
-    n_listed = ids.shape[0]
     device = hidden.device
     acc = accumulation_dtype(hidden.dtype)
     # Five separate tensors: a custom op's outputs may not alias one another.
@@ -217,31 +167,42 @@ def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, tiles=Non
     if b == 0:
         return out
     interpreted = device.type != "cuda"
-    # Narrow types are multiplied natively on a GPU; fp32 / fp64 tiles need no conversion.
-    upcast = interpreted and hidden.dtype in (torch.float16, torch.bfloat16)
+    hidden_acc = hidden.to(acc)
+    listed = _listed_logits(hidden_acc, weight, bias, ids)
     choices = normalize == "choices"
-    has_bias = bias is not None
-    bias_arg = bias if has_bias else out[0]
-    splits = 1
+    segments = 1
     max_ws = sum_ws = out[0]  # unread in choices mode
     if not choices:
-        block_b, block_v, block_d, num_warps = _lse_blocks(b, v, d, interpreted)
-        wanted = None
-        if tiles is not None:
-            block_b, block_v, block_d, wanted = tiles
-        splits, per = _splits(b, v, block_b, block_v, device, wanted)
-        max_ws = torch.empty((splits, b), dtype=acc, device=device)
-        sum_ws = torch.empty((splits, b), dtype=acc, device=device)
-        _lse_kernel[(triton.cdiv(b, block_b), splits)](
-            hidden, weight, bias_arg, max_ws, sum_ws, b, v, d, per,
-            HAS_BIAS=has_bias, UPCAST=upcast, BLOCK_B=block_b, BLOCK_V=block_v,
-            BLOCK_D=block_d, num_warps=num_warps, enable_fp_fusion=True,
-        )
-    block_b, block_l, block_d = _finish_blocks(b, n_listed, d, interpreted)
+        segments = triton.cdiv(v, segment)
+        max_ws = torch.empty((segments, b), dtype=acc, device=device)
+        sum_ws = torch.empty((segments, b), dtype=acc, device=device)
+        chunk = min(chunk or _chunk_columns(b, v, segment), v)
+        narrow = weight.dtype != acc
+        mixed = narrow and not interpreted  # fp16 / bf16 multiplied into fp32 by cuBLAS
+        block = torch.empty(b * chunk, dtype=acc, device=device)
+        converted = torch.empty((chunk, weight.shape[1]), dtype=acc, device=device) \
+            if narrow and not mixed else None
+        block_b = _block_rows(b, interpreted, fold=True)
+        for v0 in range(0, v, chunk):
+            c = min(chunk, v - v0)
+            w = weight[v0:v0 + c]
+            logits = block[:b * c].view(b, c)
+            if mixed:
+                torch.mm(hidden, w.T, out_dtype=acc, out=logits)
+            else:
+                if converted is not None:
+                    w = converted[:c].copy_(w)
+                torch.mm(hidden_acc, w.T, out=logits)
+            _fold_kernel[(triton.cdiv(b, block_b), triton.cdiv(c, segment))](
+                logits, bias[v0:] if bias is not None else logits, max_ws, sum_ws, b, c,
+                v0 // segment, HAS_BIAS=bias is not None, BLOCK_B=block_b, SEGMENT=segment,
+                num_warps=4, enable_fp_fusion=True,
+            )
+    block_b = _block_rows(b, interpreted, fold=False)
+    block_l = max(16, triton.next_power_of_2(ids.shape[0]))
     _finish_kernel[(triton.cdiv(b, block_b),)](
-        hidden, weight, bias_arg, ids, max_ws, sum_ws, *out, b, d, n_listed, n_yes, n_no, splits,
-        HAS_BIAS=has_bias, CHOICES=choices, UPCAST=upcast, BLOCK_B=block_b, BLOCK_L=block_l,
-        BLOCK_D=block_d, num_warps=4, enable_fp_fusion=True,
+        listed, max_ws, sum_ws, *out, b, ids.shape[0], n_yes, n_no, segments, CHOICES=choices,
+        BLOCK_B=block_b, BLOCK_L=block_l, num_warps=4, enable_fp_fusion=True,
     )
     return out
 
@@ -250,46 +211,36 @@ def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, tiles=Non
 # Compile check (no GPU needed)
 # --------------------------------------------------------------------------------------------
 
-def _lse_signature(x: str, acc: str) -> dict:
-    return {"h_ptr": f"*{x}", "w_ptr": f"*{x}", "bias_ptr": f"*{acc}", "max_ptr": f"*{acc}",
-            "sum_ptr": f"*{acc}", "B": "i32", "V": "i32", "D": "i32", "tiles_per_split": "i32",
-            "HAS_BIAS": "constexpr", "UPCAST": "constexpr", "BLOCK_B": "constexpr",
-            "BLOCK_V": "constexpr", "BLOCK_D": "constexpr"}
-
-
-def _finish_signature(x: str, acc: str) -> dict:
-    return {"h_ptr": f"*{x}", "w_ptr": f"*{x}", "bias_ptr": f"*{acc}", "ids_ptr": "*i64",
-            "max_ptr": f"*{acc}", "sum_ptr": f"*{acc}", "yes_ptr": f"*{acc}", "no_ptr": f"*{acc}",
-            "other_ptr": f"*{acc}", "score_ptr": f"*{acc}", "rel_ptr": f"*{acc}", "B": "i32",
-            "D": "i32", "L": "i32", "n_yes": "i32", "n_no": "i32", "splits": "i32",
-            "HAS_BIAS": "constexpr", "CHOICES": "constexpr", "UPCAST": "constexpr",
-            "BLOCK_B": "constexpr", "BLOCK_L": "constexpr", "BLOCK_D": "constexpr"}
-
-
 def compile_check(arch: int = 90) -> dict:
-    """Compiles every kernel of this file for CUDA sm_<arch> with the GPU launch settings
-    (no GPU needed). Returns {kernel_dtype_mode: bytes of PTX}."""
+    """Compiles both kernels for CUDA sm_<arch> with the GPU launch settings (no GPU
+    needed). Returns {kernel_dtype_mode: bytes of PTX}."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     target = GPUTarget("cuda", arch, 32)
+    options = {"num_warps": 4, "enable_fp_fusion": True}
     out = {}
-    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        x, acc = TRITON_TYPES[dtype], TRITON_TYPES[accumulation_dtype(dtype)]
-        block_b, block_v, block_d, num_warps = _lse_blocks(256, 128256, 4096, interpreted=False)
-        src = ASTSource(fn=_lse_kernel, signature=_lse_signature(x, acc),
-                        constexprs={"HAS_BIAS": True, "UPCAST": False, "BLOCK_B": block_b,
-                                    "BLOCK_V": block_v, "BLOCK_D": block_d})
-        compiled = triton.compile(src, target=target, options={"num_warps": num_warps,
-                                                                "enable_fp_fusion": True})
-        out[f"lse_{x}"] = len(compiled.asm["ptx"])
-        block_b, block_l, block_d = _finish_blocks(256, 5, 4096, interpreted=False)
+    for dtype in (torch.float32, torch.float64):  # the accumulation dtypes
+        acc = TRITON_TYPES[dtype]
+        src = ASTSource(
+            fn=_fold_kernel,
+            signature={"logits_ptr": f"*{acc}", "bias_ptr": f"*{acc}", "max_ptr": f"*{acc}",
+                       "sum_ptr": f"*{acc}", "B": "i32", "C": "i32", "first_segment": "i32",
+                       "HAS_BIAS": "constexpr", "BLOCK_B": "constexpr", "SEGMENT": "constexpr"},
+            constexprs={"HAS_BIAS": True, "BLOCK_B": _block_rows(256, False, fold=True),
+                        "SEGMENT": SEGMENT})
+        out[f"fold_{acc}"] = len(triton.compile(src, target=target, options=options).asm["ptx"])
         for choices in (False, True):
-            src = ASTSource(fn=_finish_kernel, signature=_finish_signature(x, acc),
-                            constexprs={"HAS_BIAS": True, "CHOICES": choices, "UPCAST": False,
-                                        "BLOCK_B": block_b, "BLOCK_L": block_l,
-                                        "BLOCK_D": block_d})
-            compiled = triton.compile(src, target=target, options={"num_warps": 4,
-                                                                    "enable_fp_fusion": True})
-            out[f"finish_{x}_{'choices' if choices else 'vocab'}"] = len(compiled.asm["ptx"])
+            src = ASTSource(
+                fn=_finish_kernel,
+                signature={"listed_ptr": f"*{acc}", "max_ptr": f"*{acc}", "sum_ptr": f"*{acc}",
+                           "yes_ptr": f"*{acc}", "no_ptr": f"*{acc}", "other_ptr": f"*{acc}",
+                           "score_ptr": f"*{acc}", "rel_ptr": f"*{acc}", "B": "i32", "L": "i32",
+                           "n_yes": "i32", "n_no": "i32", "segments": "i32",
+                           "CHOICES": "constexpr", "BLOCK_B": "constexpr",
+                           "BLOCK_L": "constexpr"},
+                constexprs={"CHOICES": choices, "BLOCK_B": _block_rows(256, False, fold=False),
+                            "BLOCK_L": 16})
+            compiled = triton.compile(src, target=target, options=options)
+            out[f"finish_{acc}_{'choices' if choices else 'vocab'}"] = len(compiled.asm["ptx"])
     return out
