@@ -23,6 +23,7 @@ This module imports nothing from ``ramo`` beyond this package (ramo.triton_kerne
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 
 import torch
@@ -263,6 +264,17 @@ def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -
     raise ValueError("select_rules: non-finite value in a valid position (row unknown)")
 
 
+@functools.lru_cache(maxsize=64)
+def _params_tensor(discrepancy_weight: float, relevance_weight: float, tie_tolerance: float,
+                   acc: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The three weights on the device, each rounded to the accumulation dtype once, as
+    torch.tensor(w, dtype=acc) does. Cached: copying a fresh tensor to a GPU on every call
+    waits for the work queued before it, and calls mostly repeat the same weights. The
+    kernels only read it."""
+    return torch.tensor([discrepancy_weight, relevance_weight, tie_tolerance], dtype=acc,
+                        device=device)
+
+
 def select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight, relevance_weight,
                  tie_tolerance) -> tuple:
     """Returns (indices, criterion, reward_a, reward_b, margin, preference) like the reference."""
@@ -279,9 +291,8 @@ def select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight, re
     if n == 0:
         return indices, crit, reward_a, reward_b, margin, preference
 
-    # Each weight is rounded to the accumulation dtype once, as torch.tensor(w, dtype=acc) does.
-    params = torch.tensor([discrepancy_weight, relevance_weight, tie_tolerance], dtype=acc,
-                          device=device)
+    params = _params_tensor(float(discrepancy_weight), float(relevance_weight),
+                            float(tie_tolerance), acc, device)
     bad = torch.empty((n,), dtype=torch.int32, device=device)
     has_rel = relevance is not None
     has_valid = valid is not None
