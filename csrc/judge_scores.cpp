@@ -2,15 +2,37 @@
 
 #include <ATen/Dispatch.h>
 
+#include <torch/version.h>
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
 
+// at::mm_out with an out_dtype (fp16 / bf16 in, fp32 out) exists from torch 2.8 on.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 8)
+#define RAMO_MIXED_MATMUL 1
+#else
+#define RAMO_MIXED_MATMUL 0
+#endif
+
 namespace ramo {
 
 namespace {
+
+constexpr bool kMixedMatmul = RAMO_MIXED_MATMUL;
+
+// out = a @ b in out's dtype (fp32) from fp16 / bf16 a and b, on CUDA.
+void mixed_mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                  at::ScalarType dtype) {
+#if RAMO_MIXED_MATMUL
+  at::mm_out(out, a, b, dtype);
+#else
+  TORCH_CHECK(false, "judge_scores: mm with an out_dtype needs torch 2.8 (", a.scalar_type(),
+              " -> ", dtype, ", ", out.sizes(), " x ", b.sizes(), ")");
+#endif
+}
 
 bool is_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
@@ -156,9 +178,9 @@ void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_
   const int64_t vocab = in.weight.size(0);
   chunk = std::min(chunk, vocab);
   const bool narrow = in.weight.scalar_type() != in.acc_type;
-  // cuBLAS multiplies fp16 / bf16 into fp32 directly (mm's out_dtype overload): exact
-  // products, fp32 sums, no converted copy. Elsewhere each chunk is converted first.
-  const bool mixed = narrow && in.weight.is_cuda();
+  // cuBLAS multiplies fp16 / bf16 into fp32 directly (mm's out_dtype overload, torch 2.8 on):
+  // exact products, fp32 sums, no converted copy. Elsewhere each chunk is converted first.
+  const bool mixed = kMixedMatmul && narrow && in.weight.is_cuda();
   const bool convert = narrow && !mixed;
   const auto opts = hidden_acc.options();
   at::Tensor block = at::empty({batch * chunk}, opts);
@@ -169,7 +191,7 @@ void for_each_vocab_chunk(const JudgeScoresInputs& in, const at::Tensor& hidden_
     if (convert) w = converted.narrow(0, 0, c).copy_(w);
     at::Tensor logits = block.narrow(0, 0, batch * c).view({batch, c});
     if (mixed) {
-      at::mm_out(logits, in.hidden, w.t(), in.acc_type);
+      mixed_mm_out(logits, in.hidden, w.t(), in.acc_type);
     } else {
       at::mm_out(logits, hidden_acc, w.t());
     }

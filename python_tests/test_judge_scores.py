@@ -141,7 +141,7 @@ def test_fp64(backend, normalize):
     pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
 def test_many_full_chunks(backend):
     """V past 32 chunks of 4096 columns, not a multiple of it (the CPU's largest chunk size);
-    on CUDA 16 chunks of 9 segments and a partial last one, a whole segment masked."""
+    on CUDA 15 chunks of 9 segments and a partial last one, a whole segment masked."""
     hidden, weight, bias = make_case(5, 3, 8, 140_001, bias=True, scale=3.0,
                                      device=device_for(backend))
     bias[1024:2048] = float("-inf")

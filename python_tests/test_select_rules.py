@@ -375,6 +375,24 @@ def test_first_non_finite_row_is_named(backend):
         ramo.select_rules(a.to(device), b.to(device), k=5, backend=backend)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS + [pytest.param("reference", id="reference")])
+def test_shared_relevance_error_names_row_and_rule(backend):
+    """A non-finite shared relevance is reported as the reference reports it: the first row
+    whose mask lets the rule in; with no rows it is never used, so no error."""
+    device = device_for(backend)
+    a, b, rel = torch.rand(6, 10), torch.rand(6, 10), torch.rand(10)
+    rel[4] = float("inf")
+    valid = torch.ones(6, 10, dtype=torch.bool)
+    valid[:3, 4] = False
+    with pytest.raises(ValueError, match=r"relevance has a non-finite value in a valid "
+                                         r"position \(row 3, rule 4\)"):
+        ramo.select_rules(a.to(device), b.to(device), rel.to(device), valid=valid.to(device),
+                          k=3, backend=backend)
+    empty = torch.empty(0, 10, device=device)
+    out = ramo.select_rules(empty, empty, rel.to(device), k=3, backend=backend)
+    assert out.indices.shape == (0, 3)
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 @pytest.mark.parametrize("match,args,kwargs", _bad_inputs())
 def test_bad_input_raises_value_error(backend, match, args, kwargs):

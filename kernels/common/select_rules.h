@@ -13,6 +13,14 @@
 #define RAMO_HD inline
 #endif
 
+// Unrolled by the device compiler (loads batched ahead of use); host compilers take the loop
+// as written.
+#if defined(__CUDA_ARCH__)
+#define RAMO_UNROLL _Pragma("unroll")
+#else
+#define RAMO_UNROLL
+#endif
+
 namespace ramo {
 
 // Fast paths keep the running top-k in fixed arrays of this size; larger k uses the reference.

@@ -53,7 +53,8 @@ RAMO_HD int64_t segments_of(int64_t c) { return (c + kSegmentCols - 1) / kSegmen
 
 // Vocabulary rows per chunk (v >= 1): about V / 16, so that each matmul is big enough for
 // cuBLAS and the buffer 1/16 of the logits, and at most 2^24 logits in the buffer (64 MiB in
-// fp32) at large B. Always a whole number of segments, or the whole vocabulary.
+// fp32) at large B, though never less than one segment (so B x 1024 past B = 16384). Always
+// a whole number of segments, or the whole vocabulary.
 inline int64_t chunk_columns(int64_t b, int64_t v) {
   int64_t chunk = segments_of((v + 15) / 16) * kSegmentCols;
   const int64_t fits = (int64_t{1} << 24) / (b > 0 ? b : 1) / kSegmentCols * kSegmentCols;

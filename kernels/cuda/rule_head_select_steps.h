@@ -86,6 +86,10 @@ RAMO_HD RowValues<acc_t> load_row(const RuleHeadBackwardParams<acc_t>& p, int64_
 
 // The row's grad_hidden in column col (in the selection order), and its term for each
 // selected rule handed to add(rule, term) and its bias gradient to add_bias(rule, g).
+// Selected rules whose indices, then weights, are loaded together before they are used: the
+// weight loads hang on the index loads, so one at a time they would queue.
+constexpr int kRuleBatch = 4;
+
 template <typename scalar_t, typename acc_t, typename Add, typename AddBias>
 RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, int64_t col,
                           const RowValues<acc_t>& v, Add&& add, AddBias&& add_bias) {
@@ -94,14 +98,26 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
   const acc_t g_bias = add_rn(v.ga, v.gb);
   const scalar_t* w = static_cast<const scalar_t*>(p.weight);
   acc_t sum = 0;
-  for (int j = 0; j < p.k; ++j) {
-    const int64_t rule = p.indices[row * p.k + j];
-    if (rule < 0) continue;
-    if (in_cols) {
-      sum = add_rn(sum, load_acc(w + rule * p.d + col));
-      add(rule, term);
+  for (int j0 = 0; j0 < p.k; j0 += kRuleBatch) {
+    int64_t rule[kRuleBatch];
+    acc_t weight[kRuleBatch];
+    RAMO_UNROLL
+    for (int u = 0; u < kRuleBatch; ++u) {
+      rule[u] = j0 + u < p.k ? p.indices[row * p.k + j0 + u] : -1;
     }
-    add_bias(rule, g_bias);
+    RAMO_UNROLL
+    for (int u = 0; u < kRuleBatch; ++u) {
+      weight[u] = rule[u] >= 0 && in_cols ? load_acc(w + rule[u] * p.d + col) : acc_t(0);
+    }
+    RAMO_UNROLL
+    for (int u = 0; u < kRuleBatch; ++u) {  // in selection order, as the reference sums
+      if (rule[u] < 0) continue;
+      if (in_cols) {
+        sum = add_rn(sum, weight[u]);
+        add(rule[u], term);
+      }
+      add_bias(rule[u], g_bias);
+    }
   }
   if (in_cols) {
     store(static_cast<scalar_t*>(p.grad_hidden_a) + row * p.d + col, mul_rn(v.ga, sum));

@@ -1,13 +1,14 @@
 // CUDA select_rules kernels (docs/architecture.md, "select_rules");
 // ramo/reference/select_rules.py is the specification, reproduced bit for bit.
 //
-//   * Many rows (n >= kThreadPathMinRows): one thread per row (select_row in
-//     select_rules_steps.h) scans the row's rules in order into a private TopK list and writes
-//     the outputs, like the CPU kernel's row loop. A row costs a thread about 15 instructions
-//     per rule; the warp-per-row path below spends about as much per row on each of its k
-//     shuffle merges, which left it instruction-bound at 9% of the H200's copy bandwidth
-//     (N = 262144, R = 100, k = 5).
-//   * Fewer rows, which would leave most of the GPU idle one per thread: every thread scans
+//   * Many rows (n >= kThreadPathMinRows) of up to kWarpPathMaxR rules: one thread per row
+//     (select_row in select_rules_steps.h) scans the row's rules in order into a private
+//     TopK list and writes the outputs, like the CPU kernel's row loop. A row costs a thread
+//     about 15 instructions per rule; the warp-per-row path below spends about as much per
+//     row on each of its k shuffle merges, which left it instruction-bound at 9% of the
+//     H200's copy bandwidth (N = 262144, R = 100, k = 5).
+//   * Fewer rows, which would leave most of the GPU idle one per thread, or longer rows,
+//     which one thread would scan too slowly: every thread scans
 //     an interleaved subset of a row's rules (lane, lane + stride, ...) into a private TopK
 //     list, which arrives in increasing rule order as TopK requires. A warp then merges its
 //     lanes' lists one output slot at a time: each lane offers the best entry it has not
@@ -35,8 +36,10 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;  // per block of the warp and block paths
 constexpr int kRowThreads = 128;  // per block of the thread-per-row path
-// From here on a thread per row gives every SM several blocks of rows (32 blocks at 4096).
-// The crossover with the warp path is a guess from the instruction counts, not measured.
+// A thread per row from here on (up to kWarpPathMaxR rules): at 4096 rows that is only 32
+// blocks of 128 threads, a quarter of an H200's SMs, but each thread scans at most 1024
+// rules at about 15 instructions each, against the warp path's shuffle merges. The
+// crossover is a guess from those instruction counts, not yet measured.
 constexpr int64_t kThreadPathMinRows = 4096;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 // Up to here a lane sees at most 32 rules of a row, so a warp per row keeps the lists short
@@ -247,8 +250,8 @@ enum class Path { kThread, kWarp, kBlock };
 
 template <typename acc_t>
 Path path_of(const SelectRulesParams<acc_t>& p) {
-  if (p.n >= kThreadPathMinRows) return Path::kThread;
-  return p.r <= kWarpPathMaxR ? Path::kWarp : Path::kBlock;
+  if (p.r > kWarpPathMaxR) return Path::kBlock;  // a thread would scan too long a row
+  return p.n >= kThreadPathMinRows ? Path::kThread : Path::kWarp;
 }
 
 unsigned blocks_for(int64_t rows, int64_t rows_per_block) {

@@ -15,13 +15,6 @@
 #include <cuda_fp16.h>
 #endif
 
-// The device compiler unrolls the batches; host compilers take the loops as written.
-#if defined(__CUDA_ARCH__)
-#define RAMO_UNROLL _Pragma("unroll")
-#else
-#define RAMO_UNROLL
-#endif
-
 namespace ramo {
 namespace cuda {
 

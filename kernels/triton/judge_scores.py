@@ -13,11 +13,11 @@ kernels fold and finish them:
     judge_scores.h does the same steps for the C++ backends.
 
 Precision: logits accumulate in fp32 (fp64 for fp64 inputs), never in fp16 / bf16: on a GPU
-torch.mm multiplies fp16 / bf16 straight into fp32 (its out_dtype overload: exact products,
-fp32 sums); interpreted on the CPU, where that overload does not exist, each chunk of weight
-is converted to fp32 first. No bitwise contract here (unlike select_rules), so launches allow
-FMA contraction. This module imports nothing from ``ramo`` beyond this package
-(ramo.triton_kernels).
+torch.mm multiplies fp16 / bf16 straight into fp32 (its out_dtype overload, torch 2.8 on:
+exact products, fp32 sums); interpreted on the CPU, where that overload does not exist (or
+before torch 2.8), each chunk of weight is converted to fp32 first. No bitwise contract
+here (unlike select_rules), so launches allow FMA contraction. This module imports nothing
+from ``ramo`` beyond this package (ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 # Vocabulary columns per partial state: one program reduces one row block's segment.
 SEGMENT = 1024
+# torch.mm(..., out_dtype=torch.float32) for fp16 / bf16 inputs exists from torch 2.8 on.
+_MIXED_MATMUL = torch.torch_version.TorchVersion(torch.__version__) >= (2, 8)
 
 # --------------------------------------------------------------------------------------------
 # Kernels
@@ -178,7 +180,7 @@ def judge_scores(hidden, weight, bias, ids, n_yes, n_no, normalize, *, chunk=Non
         sum_ws = torch.empty((segments, b), dtype=acc, device=device)
         chunk = min(chunk or _chunk_columns(b, v, segment), v)
         narrow = weight.dtype != acc
-        mixed = narrow and not interpreted  # fp16 / bf16 multiplied into fp32 by cuBLAS
+        mixed = narrow and not interpreted and _MIXED_MATMUL  # fp16 / bf16 into fp32 by cuBLAS
         block = torch.empty(b * chunk, dtype=acc, device=device)
         converted = torch.empty((chunk, weight.shape[1]), dtype=acc, device=device) \
             if narrow and not mixed else None
