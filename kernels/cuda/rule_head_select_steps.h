@@ -7,18 +7,14 @@
 // runs these functions on the host for every thread of every block, the flush after all rows
 // (where the kernel has its barrier), so the indexing, padding and sums of the CUDA code are
 // tested without a GPU. Every product and sum is a separately rounded _rn step (never
-// contracted into an FMA), as in the CPU kernel. Plain C++ apart from the fp16 / bf16 loads,
-// which only nvcc sees.
+// contracted into an FMA), as in the CPU kernel. Plain C++ apart from the fp16 / bf16
+// conversions (acc_types.h), which only nvcc sees.
 #pragma once
 
 #include <cstdint>
 
 #include "../common/select_rules.h"  // mul_rn, add_rn, RAMO_HD
-
-#if defined(__CUDACC__)
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#endif
+#include "acc_types.h"
 
 namespace ramo {
 namespace cuda {
@@ -46,17 +42,6 @@ struct RuleHeadBackwardParams {
 
 namespace rule_head_select_steps {
 
-RAMO_HD float load_acc(const float* p) { return *p; }
-RAMO_HD double load_acc(const double* p) { return *p; }
-RAMO_HD void store(float* p, float x) { *p = x; }
-RAMO_HD void store(double* p, double x) { *p = x; }
-#if defined(__CUDACC__)
-__device__ __forceinline__ float load_acc(const __half* p) { return __half2float(*p); }
-__device__ __forceinline__ float load_acc(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void store(__half* p, float x) { *p = __float2half_rn(x); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-#endif
-
 template <typename acc_t>
 RAMO_HD void atomic_add(acc_t* p, acc_t x) {
 #if defined(__CUDA_ARCH__)
@@ -78,8 +63,8 @@ RAMO_HD RowValues<acc_t> load_row(const RuleHeadBackwardParams<acc_t>& p, int64_
                                   int64_t col) {
   RowValues<acc_t> v{p.grad_a[row], p.grad_b[row], acc_t(0), acc_t(0)};
   if (col < p.d) {
-    v.ha = load_acc(static_cast<const scalar_t*>(p.hidden_a) + row * p.d + col);
-    v.hb = load_acc(static_cast<const scalar_t*>(p.hidden_b) + row * p.d + col);
+    v.ha = to_acc(static_cast<const scalar_t*>(p.hidden_a)[row * p.d + col]);
+    v.hb = to_acc(static_cast<const scalar_t*>(p.hidden_b)[row * p.d + col]);
   }
   return v;
 }
@@ -107,7 +92,7 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
     }
     RAMO_UNROLL
     for (int u = 0; u < kRuleBatch; ++u) {
-      weight[u] = rule[u] >= 0 && in_cols ? load_acc(w + rule[u] * p.d + col) : acc_t(0);
+      weight[u] = rule[u] >= 0 && in_cols ? to_acc(w[rule[u] * p.d + col]) : acc_t(0);
     }
     RAMO_UNROLL
     for (int u = 0; u < kRuleBatch; ++u) {  // in selection order, as the reference sums
@@ -120,8 +105,8 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
     }
   }
   if (in_cols) {
-    store(static_cast<scalar_t*>(p.grad_hidden_a) + row * p.d + col, mul_rn(v.ga, sum));
-    store(static_cast<scalar_t*>(p.grad_hidden_b) + row * p.d + col, mul_rn(v.gb, sum));
+    store_rn(static_cast<scalar_t*>(p.grad_hidden_a) + row * p.d + col, mul_rn(v.ga, sum));
+    store_rn(static_cast<scalar_t*>(p.grad_hidden_b) + row * p.d + col, mul_rn(v.gb, sum));
   }
 }
 

@@ -3,17 +3,13 @@
 // private TopK list, and, in the thread-per-row kernel, writing the row's outputs.
 // csrc/tests/test_select_rules_kernel.cpp runs select_row on the host for every row and
 // compares it with the CPU kernel bit for bit. Plain C++ apart from the fp16 / bf16
-// conversions and the read-only loads, which only nvcc sees.
+// conversions (acc_types.h) and the read-only loads, which only nvcc sees.
 #pragma once
 
 #include <cstdint>
 
 #include "../common/select_rules.h"
-
-#if defined(__CUDACC__)
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#endif
+#include "acc_types.h"
 
 namespace ramo {
 namespace cuda {
@@ -50,13 +46,6 @@ namespace select_rules_steps {
 // Loads issued before the first of them is consumed, so that each thread keeps several
 // memory requests in flight.
 constexpr int kBatch = 4;
-
-RAMO_HD float to_acc(float x) { return x; }
-RAMO_HD double to_acc(double x) { return x; }
-#if defined(__CUDACC__)
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-#endif
 
 // A read-only load (through the read-only data cache on the device).
 template <typename T>

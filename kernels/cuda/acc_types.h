@@ -1,0 +1,31 @@
+// Conversions between the storage dtype of scores / hidden states (fp16, bf16, fp32, fp64) and
+// the accumulation dtype (fp32, or fp64 for fp64), shared by the CUDA kernels and their steps
+// headers. The fp16 / bf16 overloads exist only under nvcc; the host-run tests use fp32 and
+// fp64.
+#pragma once
+
+#include "../common/select_rules.h"  // RAMO_HD
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace ramo {
+namespace cuda {
+
+RAMO_HD float to_acc(float x) { return x; }
+RAMO_HD double to_acc(double x) { return x; }
+RAMO_HD void store_rn(float* p, float x) { *p = x; }
+RAMO_HD void store_rn(double* p, double x) { *p = x; }
+#if defined(__CUDACC__)
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store_rn(__half* p, float x) { *p = __float2half_rn(x); }
+__device__ __forceinline__ void store_rn(__nv_bfloat16* p, float x) {
+  *p = __float2bfloat16_rn(x);
+}
+#endif
+
+}  // namespace cuda
+}  // namespace ramo
