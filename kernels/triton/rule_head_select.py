@@ -2,17 +2,23 @@
 the spec; the forward is two torch.addmm and the Triton select_rules kernel, see
 ramo/ops/rule_head_select.py).
 
-One program per (block of BLOCK_N rows, block of BLOCK_D columns). For each of the k selected
-rules j of its rows it gathers the weight rows weight[idx[n, j], cols] into a running sum, and
-adds term[n, cols] = g_a[n] * hidden_a[n, cols] + g_b[n] * hidden_b[n, cols] to
-grad_weight[idx[n, j], cols] (and g_a[n] + g_b[n] to grad_bias[idx[n, j]], by the programs of
-the first column block) with atomic adds in fp32 (fp64 for fp64): several rows of a launch
-select the same rule. Atomic adds make grad_weight and grad_bias not bitwise reproducible
-from run to run (the CPU backend is). At the end grad_hidden_x = g_x * sum. Padding
-(index -1) is skipped.
+Two kernels, no atomics, so the gradients are the same bits from run to run:
+  * ``_grad_hidden_kernel``: one program per (block of BLOCK_N rows, block of BLOCK_D
+    columns) sums the k selected weight rows weight[idx[n, j], cols] in selection order and
+    writes grad_hidden_x = g_x[n] * sum. Padding (index -1) is skipped.
+  * ``_grad_weight_kernel``: the rows are first grouped by the rule they selected (a stable
+    sort of the [N, k] indices: per rule its rows in row order, and [R + 1] offsets). One
+    program per (rule, block of BLOCK_D columns) sums g_a[n] * hidden_a[n, cols] + g_b[n] *
+    hidden_b[n, cols] over its rows, BLOCK_ROWS at a time, and writes grad_weight[rule, cols]
+    (and, in the first column block, grad_bias[rule] = the sum of g_a + g_b). The rule is the
+    grid's fastest index, so the programs of one column block run together: the rows they
+    share (each row serves its k rules) are read from DRAM about once and from L2 after.
+    This replaces one atomic add per (row, selected rule, column), which bounded the
+    backward (0.79x eager at N = 16384, D = 4096, R = 100 on an H200).
 
-Rounding: every launch passes ``enable_fp_fusion=False``, like select_rules.
-This module imports nothing from ``ramo`` beyond this package (ramo.triton_kernels).
+Rounding: every launch passes ``enable_fp_fusion=False``, like select_rules; sums in fp32
+(fp64 for fp64 heads). This module imports nothing from ``ramo`` beyond this package
+(ramo.triton_kernels).
 """
 
 from __future__ import annotations
@@ -25,55 +31,89 @@ from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 
 @triton.jit
-def _rule_head_backward_kernel(ga_ptr, gb_ptr, idx_ptr, ha_ptr, hb_ptr, w_ptr, gha_ptr, ghb_ptr,
-                               gw_ptr, gbias_ptr, N, D, K, BLOCK_N: tl.constexpr,
-                               BLOCK_D: tl.constexpr):
+def _grad_hidden_kernel(ga_ptr, gb_ptr, idx_ptr, w_ptr, gha_ptr, ghb_ptr, N, D, K,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     rows64 = rows.to(tl.int64)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < D
     inb = row_mask[:, None] & col_mask[None, :]
-    # Only the first column block adds to grad_bias (a [BLOCK_N] mask: the interpreter takes
-    # no scalar one).
-    first_cols = (tl.zeros([BLOCK_N], tl.int32) + tl.program_id(1)) == 0
-
     ga = tl.load(ga_ptr + rows64, mask=row_mask, other=0.0)
     gb = tl.load(gb_ptr + rows64, mask=row_mask, other=0.0)
-    offs = rows64[:, None] * D + cols[None, :]
-    # Narrow float types are upcast at once (the interpreter's bf16 arithmetic is not exact).
-    ha = tl.load(ha_ptr + offs, mask=inb, other=0.0).to(ga.dtype)
-    hb = tl.load(hb_ptr + offs, mask=inb, other=0.0).to(ga.dtype)
-    term = ga[:, None] * ha + gb[:, None] * hb
-    g_bias = ga + gb
-
     total = tl.zeros([BLOCK_N, BLOCK_D], ga.dtype)
     for j in range(K):
         rule = tl.load(idx_ptr + rows64 * K + j, mask=row_mask, other=-1)
         sel = row_mask & (rule >= 0)
         rule64 = tl.where(sel, rule, 0).to(tl.int64)
-        sel2 = sel[:, None] & col_mask[None, :]
-        woffs = rule64[:, None] * D + cols[None, :]
-        w = tl.load(w_ptr + woffs, mask=sel2, other=0.0).to(ga.dtype)
+        # Narrow float types are upcast at once (the interpreter's bf16 arithmetic is not exact).
+        w = tl.load(w_ptr + rule64[:, None] * D + cols[None, :],
+                    mask=sel[:, None] & col_mask[None, :], other=0.0).to(ga.dtype)
         total = total + w
-        tl.atomic_add(gw_ptr + woffs, term, mask=sel2, sem="relaxed")
-        tl.atomic_add(gbias_ptr + rule64, g_bias, mask=sel & first_cols, sem="relaxed")
+    offs = rows64[:, None] * D + cols[None, :]
     tl.store(gha_ptr + offs, (ga[:, None] * total).to(gha_ptr.dtype.element_ty), mask=inb)
     tl.store(ghb_ptr + offs, (gb[:, None] * total).to(ghb_ptr.dtype.element_ty), mask=inb)
 
 
+@triton.jit
+def _grad_weight_kernel(ga_ptr, gb_ptr, rows_ptr, offsets_ptr, ha_ptr, hb_ptr, gw_ptr,
+                        gbias_ptr, D, BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rule = tl.program_id(0)
+    col_block = tl.program_id(1)
+    cols = col_block * BLOCK_D + tl.arange(0, BLOCK_D)
+    col_mask = cols < D
+    start = tl.load(offsets_ptr + rule)
+    end = tl.load(offsets_ptr + rule + 1)
+    acc_dtype = gw_ptr.dtype.element_ty
+    acc = tl.zeros([BLOCK_D], acc_dtype)
+    bias = tl.zeros([BLOCK_ROWS], acc_dtype)
+    for i in range(start, end, BLOCK_ROWS):
+        at = i + tl.arange(0, BLOCK_ROWS)
+        in_rule = at < end
+        rows64 = tl.load(rows_ptr + at, mask=in_rule, other=0)
+        ga = tl.load(ga_ptr + rows64, mask=in_rule, other=0.0)
+        gb = tl.load(gb_ptr + rows64, mask=in_rule, other=0.0)
+        offs = rows64[:, None] * D + cols[None, :]
+        inb = in_rule[:, None] & col_mask[None, :]
+        ha = tl.load(ha_ptr + offs, mask=inb, other=0.0).to(acc_dtype)
+        hb = tl.load(hb_ptr + offs, mask=inb, other=0.0).to(acc_dtype)
+        acc += tl.sum(ga[:, None] * ha + gb[:, None] * hb, axis=0)
+        bias += ga + gb
+    tl.store(gw_ptr + rule.to(tl.int64) * D + cols, acc, mask=col_mask)
+    # grad_bias once per rule, by the first column block (a [1] store: the interpreter takes
+    # no scalar mask).
+    one = tl.arange(0, 1)
+    tl.store(gbias_ptr + rule + one, tl.zeros([1], acc_dtype) + tl.sum(bias, axis=0),
+             mask=(one + col_block) == 0)
+
+
 # Tile sizes: the interpreter pays per program instance, so it gets big tiles.
 _GPU_BLOCK_N, _GPU_BLOCK_D = 16, 128
+_GPU_BLOCK_ROWS = 8
 _INTERP_TILE = 1 << 16
 
 
-def _block_sizes(n: int, d: int, interpreted: bool) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_D, num_warps)."""
+def _block_sizes(n: int, d: int, interpreted: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_D, BLOCK_ROWS, num_warps)."""
     if interpreted:
         block_d = min(triton.next_power_of_2(max(d, 1)), 4096)
         block_n = max(1, min(_INTERP_TILE // block_d, triton.next_power_of_2(max(n, 1)), 1024))
-        return block_n, block_d, 4
-    return _GPU_BLOCK_N, _GPU_BLOCK_D, 4
+        return block_n, block_d, block_n, 4
+    return _GPU_BLOCK_N, _GPU_BLOCK_D, _GPU_BLOCK_ROWS, 4
+
+
+def _rows_by_rule(indices: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, offsets): rows[offsets[j]:offsets[j + 1]] are the rows that selected rule j, in
+    row order (a stable sort of the [N, k] indices; padding -1 sorts after every rule)."""
+    k = indices.shape[1]
+    key = indices.reshape(-1)
+    key = torch.where(key >= 0, key, r)
+    order = torch.argsort(key, stable=True)
+    rows = torch.div(order, k, rounding_mode="floor")
+    counts = torch.bincount(key, minlength=r + 1)[:r]
+    offsets = torch.zeros(r + 1, dtype=torch.int64, device=indices.device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    return rows, offsets
 
 
 def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weight) -> tuple:
@@ -93,13 +133,19 @@ def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weigh
     grad_hidden_b = torch.empty((n, d), dtype=out_dtype, device=device)
     grad_weight = torch.zeros((r, d), dtype=acc, device=device)
     grad_bias = torch.zeros((r,), dtype=acc, device=device)
-    if n > 0 and d > 0:
-        block_n, block_d, num_warps = _block_sizes(n, d, interpreted)
-        grid = (triton.cdiv(n, block_n), triton.cdiv(d, block_d))
-        _rule_head_backward_kernel[grid](
-            grad_a.to(acc), grad_b.to(acc), indices, hidden_a, hidden_b, weight, grad_hidden_a,
-            grad_hidden_b, grad_weight, grad_bias, n, d, k, BLOCK_N=block_n, BLOCK_D=block_d,
-            num_warps=num_warps, enable_fp_fusion=False,
+    if n > 0 and r > 0:
+        ga, gb = grad_a.to(acc), grad_b.to(acc)
+        block_n, block_d, block_rows, num_warps = _block_sizes(n, d, interpreted)
+        col_blocks = max(1, triton.cdiv(d, block_d))  # d = 0 still owes grad_bias
+        if d > 0:
+            _grad_hidden_kernel[(triton.cdiv(n, block_n), col_blocks)](
+                ga, gb, indices, weight, grad_hidden_a, grad_hidden_b, n, d, k,
+                BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, enable_fp_fusion=False,
+            )
+        rows, offsets = _rows_by_rule(indices, r)
+        _grad_weight_kernel[(r, col_blocks)](
+            ga, gb, rows, offsets, hidden_a, hidden_b, grad_weight, grad_bias, d,
+            BLOCK_ROWS=block_rows, BLOCK_D=block_d, num_warps=num_warps, enable_fp_fusion=False,
         )
     return (grad_hidden_a.to(hidden_a.dtype), grad_hidden_b.to(hidden_a.dtype),
             grad_weight.to(weight.dtype),
@@ -111,7 +157,7 @@ def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weigh
 # --------------------------------------------------------------------------------------------
 
 def compile_check(arch: int = 90) -> dict:
-    """Compiles the backward kernel for CUDA sm_<arch> in every dtype (no GPU needed).
+    """Compiles both backward kernels for CUDA sm_<arch> in every dtype (no GPU needed).
 
     Returns {kernel_dtype: bytes of PTX}."""
     from triton.backends.compiler import GPUTarget
@@ -122,17 +168,25 @@ def compile_check(arch: int = 90) -> dict:
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         x = TRITON_TYPES[dtype]
         acc = TRITON_TYPES[accumulation_dtype(dtype)]
-        block_n, block_d, num_warps = _block_sizes(4096, 768, interpreted=False)
+        block_n, block_d, block_rows, num_warps = _block_sizes(4096, 768, interpreted=False)
+        options = {"num_warps": num_warps, "enable_fp_fusion": False}
         src = ASTSource(
-            fn=_rule_head_backward_kernel,
+            fn=_grad_hidden_kernel,
             signature={"ga_ptr": f"*{acc}", "gb_ptr": f"*{acc}", "idx_ptr": "*i64",
-                       "ha_ptr": f"*{x}", "hb_ptr": f"*{x}", "w_ptr": f"*{x}",
-                       "gha_ptr": f"*{x}", "ghb_ptr": f"*{x}", "gw_ptr": f"*{acc}",
-                       "gbias_ptr": f"*{acc}", "N": "i32", "D": "i32", "K": "i32",
-                       "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"},
+                       "w_ptr": f"*{x}", "gha_ptr": f"*{x}", "ghb_ptr": f"*{x}", "N": "i32",
+                       "D": "i32", "K": "i32", "BLOCK_N": "constexpr", "BLOCK_D": "constexpr"},
             constexprs={"BLOCK_N": block_n, "BLOCK_D": block_d},
         )
-        compiled = triton.compile(src, target=target,
-                                  options={"num_warps": num_warps, "enable_fp_fusion": False})
-        out[f"backward_{x}"] = len(compiled.asm["ptx"])
+        out[f"grad_hidden_{x}"] = len(triton.compile(src, target=target,
+                                                     options=options).asm["ptx"])
+        src = ASTSource(
+            fn=_grad_weight_kernel,
+            signature={"ga_ptr": f"*{acc}", "gb_ptr": f"*{acc}", "rows_ptr": "*i64",
+                       "offsets_ptr": "*i64", "ha_ptr": f"*{x}", "hb_ptr": f"*{x}",
+                       "gw_ptr": f"*{acc}", "gbias_ptr": f"*{acc}", "D": "i32",
+                       "BLOCK_ROWS": "constexpr", "BLOCK_D": "constexpr"},
+            constexprs={"BLOCK_ROWS": block_rows, "BLOCK_D": block_d},
+        )
+        out[f"grad_weight_{x}"] = len(triton.compile(src, target=target,
+                                                     options=options).asm["ptx"])
     return out
