@@ -341,11 +341,40 @@ def test_cpu_backward_is_deterministic_across_thread_counts():
         assert all(torch.equal(x, y) for x, y in zip(runs[0], other))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-def test_triton_backward_is_reproducible(device):
+@pytest.mark.parametrize("piece", [1, 5, 64, None])
+def test_triton_backward_pieces_of_rows(piece):
+    """Triton's grad_weight with each rule's rows cut into pieces of `piece` rows (interpreted,
+    the default is one piece per rule): a rule every row selects, a rule none selects and
+    padding give the CPU backend's gradients up to rounding, and the same bits twice."""
+    from ramo.triton_kernels.rule_head_select import rule_head_select_backward as triton_backward
+
+    device = device_for("triton")
+    g = torch.Generator().manual_seed(piece or 0)
+    n, d, r, k = 200, 37, 11, 3
+    hidden_a, hidden_b = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    weight = torch.randn(r, d, generator=g)
+    # Rule 0 in every row; rules 1 .. r - 2 for the rest; rule r - 1 in none; some padding.
+    rest = torch.stack([torch.randperm(r - 2, generator=g)[:k - 1] + 1 for _ in range(n)])
+    indices = torch.cat([torch.zeros(n, 1, dtype=torch.int64), rest], dim=1)
+    indices[::5, -1] = -1
+    ga, gb = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    want = torch.ops.ramo.rule_head_select_backward(ga, gb, indices, hidden_a, hidden_b, weight)
+    args = [t.to(device) for t in (ga, gb, indices, hidden_a, hidden_b, weight)]
+    got = triton_backward(*args, piece=piece)
+    again = triton_backward(*args, piece=piece)
+    for name, x, y, z in zip(("grad_hidden_a", "grad_hidden_b", "grad_weight", "grad_bias"),
+                             got, want, again):
+        scale = max(1.0, y.abs().max().item())
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-5, atol=1e-5 * scale, msg=name)
+        assert torch.equal(x, z), name
+    assert got[3][r - 1] == 0 and torch.all(got[2][r - 1] == 0)
+
+
+def test_triton_backward_is_reproducible():
     """Triton's backward has no atomics: rows grouped by rule, summed in a fixed order, give
     the same bits on every run (3000 rows over 16 rules: many rows per rule), interpreted on
-    the CPU or compiled on a GPU."""
+    a CPU-only machine, compiled where there is a GPU."""
+    device = device_for("triton")
     case = make_case(8, 3000, 40, 16, torch.float32, relevance="shared", device=device)
     g = torch.Generator().manual_seed(0)
     weights = torch.randn(3, 3000, generator=g).to(device)
