@@ -33,13 +33,20 @@ from ._dtypes import TRITON_TYPES, accumulation_dtype
 
 
 @triton.jit
+def _columns(D, BLOCK_D: tl.constexpr):
+    """(column block, its columns, which of them exist): grid axis 1 of every kernel here."""
+    col_block = tl.program_id(1)
+    cols = col_block * BLOCK_D + tl.arange(0, BLOCK_D)
+    return col_block, cols, cols < D
+
+
+@triton.jit
 def _grad_hidden_kernel(ga_ptr, gb_ptr, idx_ptr, w_ptr, gha_ptr, ghb_ptr, N, D, K,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
     rows64 = rows.to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_mask = cols < D
+    _, cols, col_mask = _columns(D, BLOCK_D)
     inb = row_mask[:, None] & col_mask[None, :]
     ga = tl.load(ga_ptr + rows64, mask=row_mask, other=0.0)
     gb = tl.load(gb_ptr + rows64, mask=row_mask, other=0.0)
@@ -63,9 +70,7 @@ def _piece_kernel(ga_ptr, gb_ptr, rows_ptr, starts_ptr, ends_ptr, ha_ptr, hb_ptr
     """The sum of one piece of a rule's rows over one block of columns (and of their bias
     terms, by the first column block)."""
     piece = tl.program_id(0)
-    col_block = tl.program_id(1)
-    cols = col_block * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_mask = cols < D
+    col_block, cols, col_mask = _columns(D, BLOCK_D)
     start = tl.load(starts_ptr + piece)
     end = tl.load(ends_ptr + piece)
     acc_dtype = part_ptr.dtype.element_ty
@@ -96,9 +101,7 @@ def _rule_sum_kernel(part_ptr, part_bias_ptr, first_ptr, count_ptr, gw_ptr, gbia
                      BLOCK_D: tl.constexpr):
     """grad_weight[rule, cols] (and grad_bias[rule]): the rule's pieces added in order."""
     rule = tl.program_id(0)
-    col_block = tl.program_id(1)
-    cols = col_block * BLOCK_D + tl.arange(0, BLOCK_D)
-    col_mask = cols < D
+    col_block, cols, col_mask = _columns(D, BLOCK_D)
     first = tl.load(first_ptr + rule)
     count = tl.load(count_ptr + rule)
     acc_dtype = gw_ptr.dtype.element_ty
