@@ -1,19 +1,17 @@
 // C++ unit tests of judge_scores' torch-free code against brute force in long double:
 //   * the CPU kernel (csrc/cpu/judge_scores_kernel.h): its vectorisable exp, the chunked
 //     online log-sum-exp with masked (-inf) tokens, and the per-row outputs;
-//   * the CUDA kernels' per-lane steps (kernels/cuda/judge_scores_steps.h), run on the host
-//     for the 32 lanes of each warp and combined in the kernels' shuffle butterfly, over the
-//     glue's vocabulary chunks. This checks the segments, masking and merges of the CUDA code
-//     without a GPU.
+//   * the CUDA kernels (kernels/cuda/judge_scores.cu) through their launchers, run on the
+//     host by csrc/tests/simt, over the glue's vocabulary chunks. This checks the segments,
+//     masking, shuffles and merges of the CUDA code without a GPU.
 // Exit code 0 when all pass.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
 
-#include "../../kernels/cuda/judge_scores_steps.h"
+#include "../../kernels/cuda/judge_scores.cuh"
 #include "../cpu/judge_scores_kernel.h"
 #include "check.h"
 
@@ -187,71 +185,13 @@ void test_cpu_rows(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t c
   check_outputs(what, t, out[0], out[1], out[2], out[3], out[4], tol);
 }
 
-// --- CUDA steps, emulated ----------------------------------------------------------------
-
-// The shuffle butterfly of judge_scores.cu over a warp's 32 lane values: after the step of
-// offset o, lane l holds op(its value, lane l ^ o's). Checks that every lane ends equal (the
-// kernels let lane 0 write) and returns that value.
-template <typename T, typename Op, typename Same>
-T butterfly(std::array<T, fold::kLanes> v, Op op, Same same) {
-  for (int offset = fold::kLanes / 2; offset > 0; offset >>= 1) {
-    std::array<T, fold::kLanes> next = v;
-    for (int lane = 0; lane < fold::kLanes; ++lane) next[lane] = op(v[lane], v[lane ^ offset]);
-    v = next;
-  }
-  for (int lane = 1; lane < fold::kLanes; ++lane) {
-    CHECK(same(v[lane], v[0]), "butterfly: lane %d ends different from lane 0", lane);
-  }
-  return v[0];
-}
-
-template <typename acc_t>
-acc_t butterfly_max(const std::array<acc_t, fold::kLanes>& v) {
-  return butterfly(v, [](acc_t a, acc_t b) { return b > a ? b : a; },
-                   [](acc_t a, acc_t b) { return a == b; });
-}
-
-template <typename acc_t>
-acc_t butterfly_sum(const std::array<acc_t, fold::kLanes>& v) {
-  return butterfly(v, [](acc_t a, acc_t b) { return a + b; },
-                   [](acc_t a, acc_t b) { return a == b; });
-}
-
-// One launch of fold_kernel: every (segment, row) warp, its lanes through each step in turn.
-template <typename acc_t>
-void emulate_fold(const fold::FoldParams<acc_t>& f) {
-  for (int64_t seg = 0; seg < fold::segments_of(f.c); ++seg) {
-    for (int64_t row = 0; row < f.b; ++row) {
-      std::array<acc_t, fold::kLanes> lanes;
-      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_max(f, row, seg, lane);
-      const acc_t m = butterfly_max(lanes);
-      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_sum(f, row, seg, lane, m);
-      fold::write_partial(f, row, seg, m, butterfly_sum(lanes));
-    }
-  }
-}
-
-// One launch of finish_kernel.
-template <typename acc_t>
-void emulate_finish(const fold::FinishParams<acc_t>& p) {
-  for (int64_t row = 0; row < p.b; ++row) {
-    LseState<acc_t> vocab = ramo::judge::lse_empty<acc_t>();
-    if (!p.choices) {
-      std::array<LseState<acc_t>, fold::kLanes> lanes;
-      for (int lane = 0; lane < fold::kLanes; ++lane) lanes[lane] = fold::lane_vocab_state(p, row, lane);
-      vocab = butterfly(lanes, ramo::judge::lse_merge<acc_t>,
-                        [](LseState<acc_t> a, LseState<acc_t> b) {
-                          return a.max == b.max && a.sum == b.sum;
-                        });
-    }
-    fold::finish_row(p, row, vocab);
-  }
-}
+// --- CUDA kernels on the host ------------------------------------------------------------
 
 // The CUDA path on given logits: the glue's chunk loop (chunks of `chunk` columns, each
-// folded by one emulated fold_kernel launch), then finish_kernel on the listed logits.
+// folded by one fold launch), then the finish launch on the listed logits; the kernels run on
+// the host (csrc/tests/simt).
 template <typename acc_t>
-void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t chunk,
+void test_cuda(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t chunk,
                      bool with_bias, bool choices, double scale, double tol) {
   const Problem<acc_t> prob = make_problem<acc_t>(rng, b, v, d, with_bias, scale);
   const int64_t n = static_cast<int64_t>(prob.ids.size());
@@ -268,7 +208,7 @@ void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t
       }
       fold::FoldParams<acc_t> f{block.data(), with_bias ? prob.bias.data() + v0 : nullptr, b, c,
                                 v0 / fold::kSegmentCols, part_max.data(), part_sum.data()};
-      emulate_fold(f);
+      CHECK(ramo::cuda::launch_judge_scores_fold(f, nullptr) == cudaSuccess, "fold launch failed");
     }
     for (acc_t x : part_sum) CHECK(x != sentinel, "a segment's partial sum was never written");
   }
@@ -282,11 +222,11 @@ void test_cuda_steps(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t
                               choices ? 0 : segments, part_max.data(), part_sum.data(),
                               out[0].data(), out[1].data(), out[2].data(), out[3].data(),
                               out[4].data()};
-  emulate_finish(p);
+  CHECK(ramo::cuda::launch_judge_scores_finish(p, nullptr) == cudaSuccess, "finish launch failed");
   const Truth t = brute_force(prob.logits, b, v, prob.ids, prob.n_yes, prob.n_no, choices);
   char what[176];
   std::snprintf(what, sizeof what,
-                "cuda steps %s b=%lld v=%lld d=%lld chunk=%lld bias=%d choices=%d scale=%g",
+                "cuda %s b=%lld v=%lld d=%lld chunk=%lld bias=%d choices=%d scale=%g",
                 sizeof(acc_t) == 4 ? "float" : "double", static_cast<long long>(b),
                 static_cast<long long>(v), static_cast<long long>(d),
                 static_cast<long long>(chunk), with_bias, choices, scale);
@@ -339,12 +279,12 @@ int main() {
       // One chunk of part of a segment; chunks of one and two segments with a partial last
       // one (more segments than a warp has lanes in the second); huge logits.
       const int64_t seg = ramo::cuda::judge_scores_steps::kSegmentCols;
-      test_cuda_steps<float>(rng, 37, 333, 45, 333, with_bias, choices, 1.0, 2e-6);
-      test_cuda_steps<float>(rng, 3, 3000, 9, 2 * seg, with_bias, choices, 1.0, 2e-6);
-      test_cuda_steps<float>(rng, 2, 33 * seg + 5, 3, seg, with_bias, choices, 1.0, 2e-6);
-      test_cuda_steps<double>(rng, 5, 2500, 13, seg, with_bias, choices, 1.0, 1e-13);
-      test_cuda_steps<float>(rng, 3, 1500, 8, seg, with_bias, choices, 60.0, 2e-5);
-      test_cuda_steps<double>(rng, 3, 1500, 8, seg, with_bias, choices, 200.0, 1e-12);
+      test_cuda<float>(rng, 37, 333, 45, 333, with_bias, choices, 1.0, 2e-6);
+      test_cuda<float>(rng, 3, 3000, 9, 2 * seg, with_bias, choices, 1.0, 2e-6);
+      test_cuda<float>(rng, 2, 33 * seg + 5, 3, seg, with_bias, choices, 1.0, 2e-6);
+      test_cuda<double>(rng, 5, 2500, 13, seg, with_bias, choices, 1.0, 1e-13);
+      test_cuda<float>(rng, 3, 1500, 8, seg, with_bias, choices, 60.0, 2e-5);
+      test_cuda<double>(rng, 3, 1500, 8, seg, with_bias, choices, 200.0, 1e-12);
     }
   }
   if (failures == 0) std::printf("judge_scores kernel tests: all passed\n");

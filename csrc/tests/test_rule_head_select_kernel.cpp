@@ -1,6 +1,6 @@
 // C++ unit tests of the CPU rule_head_select backward kernels
-// (csrc/cpu/rule_head_select_kernel.h) and of the CUDA kernels' per-thread steps
-// (kernels/cuda/rule_head_select_steps.h, run on the host for every thread of every block)
+// (csrc/cpu/rule_head_select_kernel.h) and of the CUDA launcher and kernels
+// (kernels/cuda/rule_head_select.cu, run on the host by csrc/tests/simt; fp16 / bf16 heads too)
 // against a brute-force fp64 evaluation of the formulas
 // (docs/architecture.md, "rule_head_select"): grad_hidden through the selected weight rows,
 // grad_weight and grad_bias summed over the rows that selected each rule, padding (-1) skipped.
@@ -8,12 +8,14 @@
 // rows (the kernel's determinism), that one block sums in plain row order, and edge shapes.
 // Exit code 0 when all pass.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
-#include "../../kernels/cuda/rule_head_select_steps.h"
+#include "../../kernels/cuda/rule_head_select.cuh"
 #include "../cpu/rule_head_select_kernel.h"
 #include "check.h"
 
@@ -158,79 +160,133 @@ void test_against_brute_force(const char* type, double tol) {
   }
 }
 
-// --- CUDA steps, emulated ----------------------------------------------------------------
+// --- CUDA kernels on the host ------------------------------------------------------------
 
 namespace rh = ramo::cuda::rule_head_select_steps;
+using ramo::cuda::ScoreType;
 
-// The CUDA kernels' launches on the host: the tiled kernel's blocks (rows_per_block rows by
-// kTileCols columns; each thread through its rows, the flush after all threads, where the
-// kernel has its barrier), or the direct kernel's threads.
-template <typename T>
-Grads<T> run_cuda_steps(const Case<T>& c, bool tiled, int64_t rows_per_block) {
-  Grads<T> out{std::vector<T>(c.n * c.d, T(-7)), std::vector<T>(c.n * c.d, T(-7)),
-               std::vector<T>(c.r * c.d, T(0)), std::vector<T>(c.r, T(0))};
-  const ramo::cuda::RuleHeadBackwardParams<T> p{
-      c.ga.data(), c.gb.data(), c.idx.data(), c.ha.data(), c.hb.data(), c.w.data(),
-      out.gha.data(), out.ghb.data(), out.gw.data(), out.gbias.data(), c.n, c.d, c.r,
-      static_cast<int>(c.k)};
-  if (!tiled) {
-    const int64_t cols = std::max<int64_t>(1, (c.d + 255) / 256) * 256;  // whole blocks
-    for (int64_t row = 0; row < c.n; ++row) {
-      for (int64_t col = 0; col < cols; ++col) {
-        rh::direct_row<T>(p, row, col, rh::load_row<T>(p, row, col));
-      }
-    }
-    return out;
-  }
-  // Shared memory, aligned for T, filled with garbage the kernel must not read.
-  std::vector<T> shared(rh::tile_shared_bytes<T>(c.r) / sizeof(T) + 1, T(-3));
-  const rh::TileShared<T> sh = rh::TileShared<T>::at(shared.data(), c.r);
-  const int64_t col_tiles = c.d > 0 ? (c.d + rh::kTileCols - 1) / rh::kTileCols : 1;
-  for (int64_t first = 0; first < c.n; first += rows_per_block) {
-    const int64_t last = std::min(c.n, first + rows_per_block);
-    for (int64_t tile = 0; tile < col_tiles; ++tile) {
-      const int64_t col0 = tile * rh::kTileCols;
-      for (int tid = 0; tid < rh::kTileCols; ++tid) rh::tile_start(p, sh, tid);
-      for (int tid = 0; tid < rh::kTileCols; ++tid) {
-        for (int64_t row = first; row < last; ++row) {
-          rh::tile_row<T>(p, sh, tid, col0, row, rh::load_row<T>(p, row, col0 + tid));
-        }
-      }
-      for (int tid = 0; tid < rh::kTileCols; ++tid) rh::tile_flush(p, sh, tid, col0);
-    }
-  }
+// How the host runs a launch: as a GPU of `sms` multiprocessors (which sets the tiled
+// kernel's row ranges), each block's threads in `order`, its shared memory filled with
+// `fill` bytes.
+struct Schedule {
+  int sms;
+  simt::Order order;
+  unsigned char fill;
+};
+
+// The CUDA launcher, run on the host (csrc/tests/simt). Its hidden states and weight are in
+// `type` (acc_t for fp32 / fp64), passed as `ha` etc.
+template <typename acc_t>
+Grads<acc_t> run_cuda(const Case<acc_t>& c, ScoreType type, const void* ha, const void* hb,
+                      const void* w, void* gha, void* ghb, const Schedule& s) {
+  Grads<acc_t> out{{}, {}, std::vector<acc_t>(c.r * c.d, acc_t(0)), std::vector<acc_t>(c.r, acc_t(0))};
+  const ramo::cuda::RuleHeadBackwardParams<acc_t> p{
+      c.ga.data(), c.gb.data(), c.idx.data(), ha, hb, w, gha, ghb, out.gw.data(),
+      out.gbias.data(), c.n, c.d, c.r, static_cast<int>(c.k)};
+  simt::set_multiprocessors(s.sms);
+  simt::set_order(s.order);
+  simt::set_shared_fill(s.fill);
+  const cudaError_t err = ramo::cuda::launch_rule_head_select_backward(type, p, nullptr);
+  simt::set_order(simt::Order::kForward);
+  simt::set_shared_fill(0xff);
+  CHECK(err == cudaSuccess, "cuda n=%lld d=%lld r=%lld: launch failed", (long long)c.n,
+        (long long)c.d, (long long)c.r);
   return out;
 }
 
 template <typename T>
-void test_cuda_steps(const char* type, double tol) {
+Grads<T> run_cuda(const Case<T>& c, const Schedule& s) {
+  std::vector<T> gha(c.n * c.d, T(-7)), ghb(c.n * c.d, T(-7));
+  Grads<T> out = run_cuda(c, sizeof(T) == 4 ? ScoreType::kFloat32 : ScoreType::kFloat64,
+                          c.ha.data(), c.hb.data(), c.w.data(), gha.data(), ghb.data(), s);
+  out.gha = std::move(gha);
+  out.ghb = std::move(ghb);
+  return out;
+}
+
+template <typename T>
+void test_cuda(const char* type, double tol) {
   std::mt19937 g(11);
   // Odd sizes: a partial column tile, D below one tile, D = 0 (the bias gradient is still
-  // owed), more rows than one range, k = R, R = 1.
+  // owed), more rows than one range, k = R, R = 1; pools too large for the tiled kernel's
+  // shared sums (R 200 in fp32, 100 in fp64) take the direct kernel.
   const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},    {17, 130, 31, 5},
                                {70, 64, 100, 5}, {9, 0, 6, 3},    {40, 257, 20, 20},
-                               {33, 65, 1, 1}};
+                               {33, 65, 1, 1},   {20, 70, 200, 5}, {6, 0, 300, 2}};
   for (const auto& s : shapes) {
     const Case<T> c = random_case<T>(g, s[0], s[1], s[2], s[3]);
     const Grads<double> want = brute_force(c);
     // grad_hidden is summed in selection order and rounded as on the CPU: the same bits.
     const Grads<T> cpu = run_kernels(
         c, ramo::cpu::backward_block_rows(c.n, c.d, c.r, static_cast<int64_t>(sizeof(T))));
-    for (int path = 0; path < 4; ++path) {
-      const bool tiled = path > 0;
-      const int64_t rows = path == 1 ? 1 : (path == 2 ? 32 : c.n);
-      const Grads<T> got = run_cuda_steps(c, tiled, rows);
-      CHECK(same_bits(got.gha, cpu.gha) && same_bits(got.ghb, cpu.ghb),
-            "cuda steps %s %s n=%lld d=%lld: grad_hidden differs from the CPU kernel's bits", type,
-            tiled ? "tiled" : "direct", (long long)c.n, (long long)c.d);
-      const double e[4] = {max_rel_error(got.gha, want.gha), max_rel_error(got.ghb, want.ghb),
-                           max_rel_error(got.gw, want.gw), max_rel_error(got.gbias, want.gbias)};
-      for (int i = 0; i < 4; ++i) {
-        CHECK(e[i] <= tol, "cuda steps %s %s rows=%lld n=%lld d=%lld r=%lld k=%lld: output %d "
-              "error %.3g", type, tiled ? "tiled" : "direct", (long long)rows, (long long)c.n,
-              (long long)c.d, (long long)c.r, (long long)c.k, i, e[i]);
+    const bool tiled = rh::tile_shared_bytes<T>(c.r) <= 48 * 1024;
+    // One row range or ranges of 32 rows; threads in either order, with either fill of the
+    // shared memory (thread 0's flags are read by all after the barrier).
+    for (int sms : {1, 132}) {
+      for (simt::Order order : {simt::Order::kForward, simt::Order::kReverse}) {
+        for (unsigned char fill : {0x00, 0xff}) {
+          const Grads<T> got = run_cuda(c, Schedule{sms, order, fill});
+          CHECK(same_bits(got.gha, cpu.gha) && same_bits(got.ghb, cpu.ghb),
+                "cuda %s %s n=%lld d=%lld: grad_hidden differs from the CPU kernel's bits", type,
+                tiled ? "tiled" : "direct", (long long)c.n, (long long)c.d);
+          const double e[4] = {max_rel_error(got.gha, want.gha), max_rel_error(got.ghb, want.ghb),
+                               max_rel_error(got.gw, want.gw), max_rel_error(got.gbias, want.gbias)};
+          for (int i = 0; i < 4; ++i) {
+            CHECK(e[i] <= tol, "cuda %s %s sms=%d order=%d fill=%d n=%lld d=%lld r=%lld k=%lld: "
+                  "output %d error %.3g", type, tiled ? "tiled" : "direct", sms,
+                  static_cast<int>(order), fill, (long long)c.n, (long long)c.d, (long long)c.r,
+                  (long long)c.k, i, e[i]);
+          }
+        }
       }
     }
+  }
+}
+
+// fp16 / bf16 heads: hidden states and weights of a few bits, whose gradients every dtype
+// holds exactly, give the exact gradients (grad_hidden stored in the heads' dtype, the
+// weight's and bias's summed in fp32).
+template <typename half_t>
+void test_cuda_half(const char* type) {
+  std::mt19937 g(5);
+  std::uniform_int_distribution<int> q(-2, 2);
+  for (const auto& s : {std::array<int64_t, 4>{37, 70, 20, 5}, std::array<int64_t, 4>{9, 300, 250, 3}}) {
+    Case<float> c = random_case<float>(g, s[0], s[1], s[2], s[3]);
+    for (auto* v : {&c.ga, &c.gb}) for (float& x : *v) x = 0.25f * q(g);
+    for (auto* v : {&c.ha, &c.hb, &c.w}) for (float& x : *v) x = 0.5f * q(g);
+    auto to_half = [](const std::vector<float>& x) {
+      std::vector<half_t> out(x.size());
+      for (size_t i = 0; i < x.size(); ++i) {
+        if constexpr (std::is_same<half_t, __half>::value) {
+          out[i] = __float2half_rn(x[i]);
+        } else {
+          out[i] = __float2bfloat16_rn(x[i]);
+        }
+      }
+      return out;
+    };
+    const std::vector<half_t> ha = to_half(c.ha), hb = to_half(c.hb), w = to_half(c.w);
+    std::vector<half_t> gha(c.n * c.d), ghb(c.n * c.d);
+    const ScoreType st = std::is_same<half_t, __half>::value ? ScoreType::kFloat16 : ScoreType::kBFloat16;
+    const Grads<float> got = run_cuda(c, st, ha.data(), hb.data(), w.data(), gha.data(),
+                                      ghb.data(), Schedule{4, simt::Order::kForward, 0xff});
+    const Grads<double> want = brute_force(c);
+    bool exact = true;
+    for (int64_t i = 0; i < c.n * c.d; ++i) {
+      float a, b;
+      if constexpr (std::is_same<half_t, __half>::value) {
+        a = __half2float(gha[i]);
+        b = __half2float(ghb[i]);
+      } else {
+        a = __bfloat162float(gha[i]);
+        b = __bfloat162float(ghb[i]);
+      }
+      exact = exact && a == want.gha[i] && b == want.ghb[i];
+    }
+    for (int64_t i = 0; i < c.r * c.d; ++i) exact = exact && got.gw[i] == want.gw[i];
+    for (int64_t i = 0; i < c.r; ++i) exact = exact && got.gbias[i] == want.gbias[i];
+    CHECK(exact, "cuda %s n=%lld d=%lld r=%lld: gradients differ from the exact ones", type,
+          (long long)c.n, (long long)c.d, (long long)c.r);
   }
 }
 
@@ -289,8 +345,10 @@ int main() {
   test_against_brute_force<double>("double", 1e-14);
   test_row_order_sum();
   test_all_padding();
-  test_cuda_steps<float>("float", 2e-6);
-  test_cuda_steps<double>("double", 1e-14);
+  test_cuda<float>("float", 2e-6);
+  test_cuda<double>("double", 1e-14);
+  test_cuda_half<__half>("fp16");
+  test_cuda_half<__nv_bfloat16>("bf16");
   test_tile_rows();
   std::printf("%s (%d failures)\n", failures == 0 ? "PASS" : "FAIL", failures);
   return failures == 0 ? 0 : 1;

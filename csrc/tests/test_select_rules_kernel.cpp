@@ -2,9 +2,9 @@
 // brute-force selection: a full sort of the valid rules by (criterion desc, index asc).
 // Exercises every path: the fp32 AVX2 path for k <= 8 and for 8 < k <= 16, the filtered SIMD
 // lists (k up to 2 vector widths), the scalar list, ties, masks, NaN criteria and the
-// non-finite check. The CUDA kernel's thread-per-row step (select_row in
-// kernels/cuda/select_rules_steps.h), run on the host for every row, must give the CPU kernel's
-// bits on every case. Exit code 0 when all pass.
+// non-finite check. The CUDA launcher and its three kernels (a thread, a warp or a block per
+// row), run on the host by csrc/tests/simt, must give the CPU kernel's bits on every case.
+// Exit code 0 when all pass.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,9 +12,10 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <type_traits>
 #include <vector>
 
-#include "../../kernels/cuda/select_rules_steps.h"
+#include "../../kernels/cuda/select_rules.cuh"
 #include "../cpu/select_rules_kernel.h"
 #include "check.h"
 #include "select_rules_outputs.h"
@@ -62,30 +63,87 @@ Case<acc_t> random_case(std::mt19937& g, int64_t n, int64_t r, int k, bool ties,
   return c;
 }
 
-// The CUDA thread-per-row kernel's work on the host: select_row for every row, with the
-// list size the launcher would pick. Returns the first row it refused (n if none).
+namespace cuda = ramo::cuda;
+
 template <typename acc_t>
-int64_t run_cuda_rows(ramo::cuda::SelectRulesParams<acc_t>& p,
-                      ramo_test::SelectRulesOutputs<acc_t>& out) {
-  namespace steps = ramo::cuda::select_rules_steps;
+cuda::ScoreType score_type() {
+  return sizeof(acc_t) == 4 ? cuda::ScoreType::kFloat32 : cuda::ScoreType::kFloat64;
+}
+
+// The CUDA launcher, run on the host (csrc/tests/simt): p's scores in the given type, its
+// outputs into out. Returns the row the kernel reports as non-finite (n if none), -1 if the
+// launch failed.
+template <typename acc_t>
+int64_t run_cuda(cuda::ScoreType type, cuda::SelectRulesParams<acc_t> p,
+                 ramo_test::SelectRulesOutputs<acc_t>& out) {
   p.indices = out.idx.data();
   p.criterion = out.crit.data();
   p.reward_a = out.ra.data();
   p.reward_b = out.rb.data();
   p.margin = out.m.data();
   p.preference = out.pref.data();
-  for (int64_t row = 0; row < p.n; ++row) {
-    const bool ok = p.k <= 8    ? steps::select_row<acc_t, acc_t, 8>(p, row)
-                    : p.k <= 16 ? steps::select_row<acc_t, acc_t, 16>(p, row)
-                    : p.k <= 32 ? steps::select_row<acc_t, acc_t, 32>(p, row)
-                                : steps::select_row<acc_t, acc_t, 64>(p, row);
-    if (!ok) return row;
+  unsigned long long bad = static_cast<unsigned long long>(p.n);
+  p.bad_row = &bad;
+  if (cuda::launch_select_rules(type, p, nullptr) != cudaSuccess) return -1;
+  return static_cast<int64_t>(bad);
+}
+
+// Row `row` of got equals row `row % want_rows` of want, bit for bit.
+template <typename acc_t>
+bool same_rows(const ramo_test::SelectRulesOutputs<acc_t>& got,
+               const ramo_test::SelectRulesOutputs<acc_t>& want, int64_t rows, int k) {
+  const int64_t want_rows = static_cast<int64_t>(want.ra.size());
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t w = row % want_rows;
+    for (int j = 0; j < k; ++j) {
+      if (got.idx[row * k + j] != want.idx[w * k + j] ||
+          !same_bits(got.crit[row * k + j], want.crit[w * k + j])) {
+        return false;
+      }
+    }
+    if (!same_bits(got.ra[row], want.ra[w]) || !same_bits(got.rb[row], want.rb[w]) ||
+        !same_bits(got.m[row], want.m[w]) || got.pref[row] != want.pref[w]) {
+      return false;
+    }
   }
-  return p.n;
+  return true;
+}
+
+// x in 16 bits (fp16 or bf16), when it holds x exactly.
+template <typename half_t>
+bool to_half(float x, half_t* out) {
+  if constexpr (std::is_same<half_t, __half>::value) {
+    *out = __float2half_rn(x);
+    return same_bits(__half2float(*out), x);
+  } else {
+    *out = __float2bfloat16_rn(x);
+    return same_bits(__bfloat162float(*out), x);
+  }
+}
+
+// Scores that fp16 / bf16 hold exactly select as in fp32: the same bits from the launcher's
+// 16-bit kernels.
+template <typename half_t>
+void check_half(const Case<float>& c, const cuda::SelectRulesParams<float>& q,
+                const ramo_test::SelectRulesOutputs<float>& want, cuda::ScoreType type,
+                const char* label) {
+  std::vector<half_t> a(c.a.size()), b(c.b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!to_half(c.a[i], &a[i]) || !to_half(c.b[i], &b[i])) return;
+  }
+  cuda::SelectRulesParams<float> p = q;
+  p.scores_a = a.data();
+  p.scores_b = b.data();
+  ramo_test::SelectRulesOutputs<float> got(c.n, c.k);
+  CHECK(run_cuda(type, p, got) == c.n && same_rows(got, want, c.n, c.k),
+        "%s: cuda in %s differs from fp32", label,
+        type == cuda::ScoreType::kFloat16 ? "fp16" : "bf16");
 }
 
 template <typename acc_t>
-void check_case(const Case<acc_t>& c, const char* label) {
+// thread_path: also the rows repeated past kThreadPathMinRows (thousands of rows: the long
+// rows of the random sweep take it in one variant only).
+void check_case(const Case<acc_t>& c, const char* label, bool thread_path = true) {
   const int64_t n = c.n, r = c.r;
   const int k = c.k;
   ramo_test::SelectRulesOutputs<acc_t> out(n, k);
@@ -155,21 +213,52 @@ void check_case(const Case<acc_t>& c, const char* label) {
   q.discrepancy_weight = c.wd;
   q.relevance_weight = c.wr;
   q.tie_tolerance = c.tol;
+  // Every path of the CUDA launcher gives the CPU kernel's bits: a warp per row (up to
+  // kWarpPathMaxR rules) or a block per row at n rows, a thread per row when the rows are
+  // repeated past kThreadPathMinRows, and fp16 / bf16 scores where they hold the values.
   ramo_test::SelectRulesOutputs<acc_t> cuda_out(n, k);
-  CHECK(run_cuda_rows(q, cuda_out) == n, "%s: cuda rows: unexpected non-finite report", label);
-  bool same = cuda_out.idx == idx && cuda_out.pref == pref;
-  for (int64_t i = 0; i < n * k; ++i) same = same && same_bits(cuda_out.crit[i], crit[i]);
-  for (int64_t row = 0; row < n; ++row) {
-    same = same && same_bits(cuda_out.ra[row], ra[row]) && same_bits(cuda_out.rb[row], rb[row]) &&
-           same_bits(cuda_out.m[row], out.m[row]);
+  CHECK(run_cuda(score_type<acc_t>(), q, cuda_out) == n, "%s: cuda: launch failed or a "
+        "non-finite report", label);
+  CHECK(same_rows(cuda_out, out, n, k), "%s: cuda (%s per row) differs from the CPU kernel",
+        label, r <= cuda::kWarpPathMaxR ? "a warp" : "a block");
+  if (r > cuda::kWarpPathMaxR) {  // the block's warps in the other order between barriers
+    simt::set_order(simt::Order::kReverse);
+    CHECK(run_cuda(score_type<acc_t>(), q, cuda_out) == n && same_rows(cuda_out, out, n, k),
+          "%s: cuda (a block per row), threads in reverse order, differs", label);
+    simt::set_order(simt::Order::kForward);
   }
-  CHECK(same, "%s: the cuda thread-per-row step differs from the CPU kernel", label);
+  if (thread_path && r <= cuda::kWarpPathMaxR) {
+    const int64_t copies = (cuda::kThreadPathMinRows + n - 1) / n;
+    std::vector<acc_t> a, b, rel;
+    std::vector<char> many_valid;
+    for (int64_t i = 0; i < copies; ++i) {
+      a.insert(a.end(), c.a.begin(), c.a.end());
+      b.insert(b.end(), c.b.begin(), c.b.end());
+      if (rel_stride) rel.insert(rel.end(), c.rel.begin(), c.rel.end());
+      if (valid_stride) many_valid.insert(many_valid.end(), c.valid.begin(), c.valid.end());
+    }
+    cuda::SelectRulesParams<acc_t> many = q;
+    many.n = copies * n;
+    many.scores_a = a.data();
+    many.scores_b = b.data();
+    if (rel_stride) many.relevance = rel.data();
+    if (valid_stride) many.valid = reinterpret_cast<const bool*>(many_valid.data());
+    ramo_test::SelectRulesOutputs<acc_t> many_out(many.n, k);
+    CHECK(run_cuda(score_type<acc_t>(), many, many_out) == many.n &&
+              same_rows(many_out, out, many.n, k),
+          "%s: cuda, a thread per row (%lld rows), differs from the CPU kernel", label,
+          (long long)many.n);
+  }
+  if constexpr (std::is_same<acc_t, float>::value) {
+    check_half<__half>(c, q, out, cuda::ScoreType::kFloat16, label);
+    check_half<__nv_bfloat16>(c, q, out, cuda::ScoreType::kBFloat16, label);
+  }
 }
 
 template <typename acc_t>
 void random_sweep(const char* type_name) {
   std::mt19937 g(1234);
-  const int64_t rs[] = {1, 2, 5, 8, 15, 16, 17, 40, 64, 100, 129, 300, 1024};
+  const int64_t rs[] = {1, 2, 5, 8, 15, 16, 17, 40, 64, 100, 129, 300, 1024, 1500};
   int cases = 0;
   for (int64_t r : rs) {
     for (int k : {1, 2, 4, 5, 8, 9, 16, 17, 33, 64}) {
@@ -179,7 +268,7 @@ void random_sweep(const char* type_name) {
         char label[96];
         std::snprintf(label, sizeof(label), "%s r=%lld k=%d variant=%d", type_name, (long long)r,
                       k, variant);
-        check_case(c, label);
+        check_case(c, label, r <= 300 || variant == 0);
         ++cases;
       }
     }
@@ -234,24 +323,29 @@ void lane_patterns() {
 
 // The first row holding a non-finite valid value is reported: a score (inf with both weights
 // non-zero, inf times a zero weight, NaN) or a row's own relevance; r = 20 and 300 cover the
-// fp32 path with and without its software pipeline.
+// fp32 path with and without its software pipeline. The CUDA launcher reports the first such
+// row on each path: a warp per row at 4 rows, a thread per row at kThreadPathMinRows + 1 rows
+// (the last one bad too), a block per row at r = 1100.
 void non_finite_is_reported() {
   const float inf = std::numeric_limits<float>::infinity();
-  for (int64_t r : {20, 300}) {
+  const int64_t many = ramo::cuda::kThreadPathMinRows + 1;
+  for (int64_t r : {20, 300, 1100}) {
     for (int kind = 0; kind < 4; ++kind) {
-      std::vector<float> a(4 * r, 0.25f), b(4 * r, 0.0f), rel(4 * r, 0.5f);
+      std::vector<float> a(many * r, 0.25f), b(many * r, 0.0f), rel(many * r, 0.5f);
       ramo_test::SelectRulesOutputs<float> out(4, 3);
       ramo::cpu::SelectRulesArgs<float> p{};
       p.r = r;
       p.k = 3;
       p.discrepancy_weight = kind == 1 ? 0.0f : 0.5f;
       p.relevance_weight = 1.0f;
-      if (kind == 3) {
-        p.relevance = rel.data();
-        p.relevance_row_stride = r;
-        rel[2 * r + 7] = -inf;
-      } else {
-        b[2 * r + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
+      for (int64_t row : {int64_t{2}, many - 1}) {
+        if (kind == 3) {
+          p.relevance = rel.data();
+          p.relevance_row_stride = r;
+          rel[row * r + 7] = -inf;
+        } else {
+          b[row * r + 7] = kind == 2 ? std::numeric_limits<float>::quiet_NaN() : inf;
+        }
       }
       out.bind(p);
       const int64_t bad =
@@ -261,19 +355,23 @@ void non_finite_is_reported() {
       // Rows before it are written.
       CHECK(out.idx[0] == 0 && out.idx[3] == 0 && out.ra[1] == 0.75f,
             "r %lld kind %d: rows before the bad one must be written", (long long)r, kind);
-      ramo::cuda::SelectRulesParams<float> q{};
+      cuda::SelectRulesParams<float> q{};
       q.scores_a = a.data();
       q.scores_b = b.data();
       q.relevance = p.relevance;
       q.relevance_row_stride = p.relevance_row_stride;
-      q.n = 4;
       q.r = r;
       q.k = 3;
       q.discrepancy_weight = p.discrepancy_weight;
       q.relevance_weight = p.relevance_weight;
-      ramo_test::SelectRulesOutputs<float> cuda_out(4, 3);
-      CHECK(run_cuda_rows(q, cuda_out) == 2, "r %lld kind %d: cuda rows must refuse row 2",
-            (long long)r, kind);
+      for (int64_t n : {int64_t{4}, many}) {
+        if (n == many && r > cuda::kWarpPathMaxR) continue;  // a block per row either way
+        q.n = n;
+        ramo_test::SelectRulesOutputs<float> cuda_out(n, 3);
+        const int64_t got = run_cuda(cuda::ScoreType::kFloat32, q, cuda_out);
+        CHECK(got == 2, "r %lld kind %d n %lld: cuda must report row 2, got %lld", (long long)r,
+              kind, (long long)n, (long long)got);
+      }
     }
   }
 }

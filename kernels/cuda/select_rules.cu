@@ -36,14 +36,6 @@ constexpr int kWarpSize = 32;
 constexpr int kThreads = 256;  // per block of the warp and block paths
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 constexpr int kRowThreads = 128;  // per block of the thread-per-row path
-// A thread per row from here on (up to kWarpPathMaxR rules): at 4096 rows that is only 32
-// blocks of 128 threads, a quarter of an H200's SMs, but each thread scans at most 1024
-// rules at about 15 instructions each, against the warp path's shuffle merges. The
-// crossover is a guess from those instruction counts, not yet measured.
-constexpr int64_t kThreadPathMinRows = 4096;
-// Up to here a lane sees at most 32 rules of a row, so a warp per row keeps the lists short
-// and the block free of barriers; beyond it a row needs more threads to be read quickly.
-constexpr int64_t kWarpPathMaxR = 1024;
 // Rows beyond what the grid covers are taken by a grid-stride loop.
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
 // Index of "no entry": ranks after every real entry, even one whose key is -inf.
