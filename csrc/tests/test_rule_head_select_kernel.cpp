@@ -165,11 +165,9 @@ void test_against_brute_force(const char* type, double tol) {
 namespace rh = ramo::cuda::rule_head_select_steps;
 using ramo::cuda::ScoreType;
 
-// How the host runs a launch: as a GPU of `sms` multiprocessors (which sets the tiled
-// kernel's row ranges), each block's threads in `order`, its shared memory filled with
+// How the host runs a launch: each block's threads in `order`, its shared memory filled with
 // `fill` bytes.
 struct Schedule {
-  int sms;
   simt::Order order;
   unsigned char fill;
 };
@@ -183,7 +181,6 @@ Grads<acc_t> run_cuda(const Case<acc_t>& c, ScoreType type, const void* ha, cons
   const ramo::cuda::RuleHeadBackwardParams<acc_t> p{
       c.ga.data(), c.gb.data(), c.idx.data(), ha, hb, w, gha, ghb, out.gw.data(),
       out.gbias.data(), c.n, c.d, c.r, static_cast<int>(c.k)};
-  simt::set_multiprocessors(s.sms);
   simt::set_order(s.order);
   simt::set_shared_fill(s.fill);
   const cudaError_t err = ramo::cuda::launch_rule_head_select_backward(type, p, nullptr);
@@ -208,11 +205,12 @@ template <typename T>
 void test_cuda(const char* type, double tol) {
   std::mt19937 g(11);
   // Odd sizes: a partial column tile, D below one tile, D = 0 (the bias gradient is still
-  // owed), more rows than one range, k = R, R = 1; pools too large for the tiled kernel's
-  // shared sums (R 200 in fp32, 100 in fp64) take the direct kernel.
-  const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},    {17, 130, 31, 5},
-                               {70, 64, 100, 5}, {9, 0, 6, 3},    {40, 257, 20, 20},
-                               {33, 65, 1, 1},   {20, 70, 200, 5}, {6, 0, 300, 2}};
+  // owed), one row range (n <= 32) or several, k = R, R = 1; pools too large for the tiled
+  // kernel's shared sums (R 200 in fp32, 100 in fp64) take the direct kernel, whose grid of
+  // at most 3 row blocks on the host (kernels/cuda/grid.h) strides over the rows.
+  const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},     {17, 130, 31, 5},
+                               {70, 64, 100, 5}, {9, 0, 6, 3},     {40, 257, 20, 20},
+                               {33, 65, 1, 1},   {20, 300, 200, 5}, {6, 0, 300, 2}};
   for (const auto& s : shapes) {
     const Case<T> c = random_case<T>(g, s[0], s[1], s[2], s[3]);
     const Grads<double> want = brute_force(c);
@@ -220,23 +218,20 @@ void test_cuda(const char* type, double tol) {
     const Grads<T> cpu = run_kernels(
         c, ramo::cpu::backward_block_rows(c.n, c.d, c.r, static_cast<int64_t>(sizeof(T))));
     const bool tiled = rh::tile_shared_bytes<T>(c.r) <= 48 * 1024;
-    // One row range or ranges of 32 rows; threads in either order, with either fill of the
-    // shared memory (thread 0's flags are read by all after the barrier).
-    for (int sms : {1, 132}) {
-      for (simt::Order order : {simt::Order::kForward, simt::Order::kReverse}) {
-        for (unsigned char fill : {0x00, 0xff}) {
-          const Grads<T> got = run_cuda(c, Schedule{sms, order, fill});
-          CHECK(same_bits(got.gha, cpu.gha) && same_bits(got.ghb, cpu.ghb),
-                "cuda %s %s n=%lld d=%lld: grad_hidden differs from the CPU kernel's bits", type,
-                tiled ? "tiled" : "direct", (long long)c.n, (long long)c.d);
-          const double e[4] = {max_rel_error(got.gha, want.gha), max_rel_error(got.ghb, want.ghb),
-                               max_rel_error(got.gw, want.gw), max_rel_error(got.gbias, want.gbias)};
-          for (int i = 0; i < 4; ++i) {
-            CHECK(e[i] <= tol, "cuda %s %s sms=%d order=%d fill=%d n=%lld d=%lld r=%lld k=%lld: "
-                  "output %d error %.3g", type, tiled ? "tiled" : "direct", sms,
-                  static_cast<int>(order), fill, (long long)c.n, (long long)c.d, (long long)c.r,
-                  (long long)c.k, i, e[i]);
-          }
+    // Threads in either order, with either fill of the shared memory (thread 0's flags are
+    // read by all after the barrier).
+    for (simt::Order order : {simt::Order::kForward, simt::Order::kReverse}) {
+      for (unsigned char fill : {0x00, 0xff}) {
+        const Grads<T> got = run_cuda(c, Schedule{order, fill});
+        CHECK(same_bits(got.gha, cpu.gha) && same_bits(got.ghb, cpu.ghb),
+              "cuda %s %s n=%lld d=%lld: grad_hidden differs from the CPU kernel's bits", type,
+              tiled ? "tiled" : "direct", (long long)c.n, (long long)c.d);
+        const double e[4] = {max_rel_error(got.gha, want.gha), max_rel_error(got.ghb, want.ghb),
+                             max_rel_error(got.gw, want.gw), max_rel_error(got.gbias, want.gbias)};
+        for (int i = 0; i < 4; ++i) {
+          CHECK(e[i] <= tol, "cuda %s %s order=%d fill=%d n=%lld d=%lld r=%lld k=%lld: output %d "
+                "error %.3g", type, tiled ? "tiled" : "direct", static_cast<int>(order), fill,
+                (long long)c.n, (long long)c.d, (long long)c.r, (long long)c.k, i, e[i]);
         }
       }
     }
@@ -266,10 +261,11 @@ void test_cuda_half(const char* type) {
       return out;
     };
     const std::vector<half_t> ha = to_half(c.ha), hb = to_half(c.hb), w = to_half(c.w);
-    std::vector<half_t> gha(c.n * c.d), ghb(c.n * c.d);
+    const std::vector<half_t> nan = to_half(std::vector<float>(c.n * c.d, NAN));
+    std::vector<half_t> gha = nan, ghb = nan;  // every element must be written
     const ScoreType st = std::is_same<half_t, __half>::value ? ScoreType::kFloat16 : ScoreType::kBFloat16;
     const Grads<float> got = run_cuda(c, st, ha.data(), hb.data(), w.data(), gha.data(),
-                                      ghb.data(), Schedule{4, simt::Order::kForward, 0xff});
+                                      ghb.data(), Schedule{simt::Order::kForward, 0xff});
     const Grads<double> want = brute_force(c);
     bool exact = true;
     for (int64_t i = 0; i < c.n * c.d; ++i) {

@@ -122,7 +122,9 @@ bool to_half(float x, half_t* out) {
 }
 
 // Scores that fp16 / bf16 hold exactly select as in fp32: the same bits from the launcher's
-// 16-bit kernels.
+// 16-bit kernels (the tie cases hold them; half_cases counts the checks).
+int half_cases = 0;
+
 template <typename half_t>
 void check_half(const Case<float>& c, const cuda::SelectRulesParams<float>& q,
                 const ramo_test::SelectRulesOutputs<float>& want, cuda::ScoreType type,
@@ -135,6 +137,7 @@ void check_half(const Case<float>& c, const cuda::SelectRulesParams<float>& q,
   p.scores_a = a.data();
   p.scores_b = b.data();
   ramo_test::SelectRulesOutputs<float> got(c.n, c.k);
+  ++half_cases;
   CHECK(run_cuda(type, p, got) == c.n && same_rows(got, want, c.n, c.k),
         "%s: cuda in %s differs from fp32", label,
         type == cuda::ScoreType::kFloat16 ? "fp16" : "bf16");
@@ -274,6 +277,9 @@ void random_sweep(const char* type_name) {
     }
   }
   std::printf("%s: %d random cases\n", type_name, cases);
+  if (std::is_same<acc_t, float>::value) {
+    CHECK(half_cases > 0, "no case held its scores in fp16 / bf16");
+  }
 }
 
 void extreme_values() {

@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "grid.h"
+
 namespace ramo {
 namespace cuda {
 namespace {
@@ -25,8 +27,8 @@ using namespace judge_scores_steps;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / kLanes;
-constexpr int64_t kMaxRowBlocksY = 65535;        // grid y limit of fold_kernel
-constexpr int64_t kMaxRowBlocks = int64_t{1} << 20;  // finish_kernel's grid
+constexpr int64_t kMaxRowBlocksY = RAMO_GRID_CAP(65535);  // grid y limit of fold_kernel
+constexpr int64_t kMaxRowBlocks = RAMO_GRID_CAP(int64_t{1} << 20);  // finish_kernel's grid
 // Rows beyond what a grid covers are taken by a grid-stride loop.
 
 // The butterfly leaves the same value in every lane: max and + are commutative, and

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "grid.h"
+
 namespace ramo {
 namespace cuda {
 
@@ -29,7 +31,7 @@ constexpr int kDirectThreads = 256;
 // Without opting in to more, a block gets 48 KB of dynamic shared memory on every GPU.
 constexpr int64_t kMaxTileShared = 48 * 1024;
 // Row blocks of the direct kernel beyond this are taken by a grid-stride loop.
-constexpr int64_t kMaxRowBlocks = int64_t{1} << 20;
+constexpr int64_t kMaxRowBlocks = RAMO_GRID_CAP(int64_t{1} << 20);
 // Blocks of the tiled kernel per SM that the row ranges aim for (about two waves).
 constexpr int kTiledBlocksPerSm = 16;
 

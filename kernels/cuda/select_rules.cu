@@ -25,6 +25,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "grid.h"
+
 namespace ramo {
 namespace cuda {
 namespace {
@@ -37,7 +39,7 @@ constexpr int kThreads = 256;  // per block of the warp and block paths
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 constexpr int kRowThreads = 128;  // per block of the thread-per-row path
 // Rows beyond what the grid covers are taken by a grid-stride loop.
-constexpr int64_t kMaxBlocks = int64_t{1} << 20;
+constexpr int64_t kMaxBlocks = RAMO_GRID_CAP(int64_t{1} << 20);
 // Index of "no entry": ranks after every real entry, even one whose key is -inf.
 constexpr int64_t kNoIndex = INT64_MAX;
 

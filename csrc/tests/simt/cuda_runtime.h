@@ -1,16 +1,17 @@
 // The CUDA runtime as the kernels in kernels/cuda see it, emulated on the host, so that the
 // C++ unit tests run those kernels and their launchers on a CPU (docs/architecture.md,
-// "The CUDA kernels on the host"). The build rewrites each .cu's launches and its dynamic
-// shared array (host_cu.cmake); this header gives the rest: the keywords, dim3, the built-in
+// "The CUDA kernels on the host"). The build rewrites each .cu's launches and its shared
+// arrays (host_cu.cmake); this header gives the rest: the keywords, dim3, the built-in
 // indices, the barriers, warp shuffles and votes, atomics and the few runtime calls the
 // launchers make. simt.cpp runs a launch's blocks one after another, each block's threads
 // as fibers on the calling thread that switch only at a barrier or a warp operation.
 //
 // Checked on every launch, as a GPU would refuse them: the grid and block limits and 48 KB
-// of dynamic shared memory. Reported as a failed launch (cudaGetLastError, with a message on
-// stderr): a barrier or warp operation that not every thread reaches (a deadlock on a GPU),
-// lanes of one warp in different warp operations, and a warp operation whose mask names a
-// lane that has exited.
+// of shared memory (static and dynamic). Reported as a failed launch (cudaGetLastError, with
+// a message on stderr): a barrier or warp operation that not every thread reaches (a
+// deadlock on a GPU), lanes of one warp in different warp operations, a warp operation whose
+// mask is not the warp's live lanes (one that has exited included), a shuffle narrower than a
+// warp. Not checked: __launch_bounds__ (dropped).
 #pragma once
 
 #include <cstddef>
@@ -24,9 +25,10 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// Blocks run one at a time, so a function's statics are its block's shared memory.
-#define __shared__ static
 #define __align__(n) alignas(n)
+// Grids of at most 3 blocks, so that the kernels' grid-stride loops run on small inputs
+// (kernels/cuda/grid.h).
+#define RAMO_GRID_CAP(limit) ((limit) < 3 ? (limit) : 3)
 
 struct dim3 {
   unsigned x, y, z;
@@ -66,18 +68,24 @@ void launch(const Config& config, const std::function<void()>& kernel);
 // read what others write without a barrier between gives different results in the two.
 enum class Order { kForward, kReverse };
 void set_order(Order order);
-// The byte that fills dynamic shared memory before each block (0xff unless set: NaN in
-// every float type); a kernel that reads what it has not written depends on it. Flags
-// read before a barrier makes them final show up with one fill or the other.
+// The byte that fills shared memory before each block (0xff unless set: NaN in every float
+// type); a kernel that reads what it has not written depends on it. Flags read before a
+// barrier makes them final show up with one fill or the other.
 void set_shared_fill(unsigned char fill);
-// The multiprocessor count that cudaDeviceGetAttribute reports (launchers size grids by it).
-void set_multiprocessors(int count);
 
 const dim3& thread_index();
 const dim3& block_index();
 const dim3& block_dim();
 const dim3& grid_dim();
 unsigned char* dynamic_shared();
+// The block's array of type T (T[n] or T[n][m]) declared `__shared__` at the rewritten
+// declaration `site`: the same object for every thread of a block, fresh for each block.
+void* static_shared(int site, size_t bytes);
+template <typename T>
+T& static_shared(int site) {
+  static_assert(alignof(T) <= 16, "shared arrays are 16-byte aligned");
+  return *static_cast<T*>(static_shared(site, sizeof(T)));
+}
 
 void syncthreads();
 bool syncthreads_or(bool predicate);
