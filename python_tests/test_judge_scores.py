@@ -300,6 +300,27 @@ def test_choices_reads_only_the_listed_rows():
         assert max_error(out, want) <= 1e-5, backend
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("bad", ["inf", "nan"])
+def test_non_finite_weight_reaches_vocab_outputs_as_in_softmax(backend, bad):
+    """weight is not checked (that would read the whole vocabulary once more): an inf or NaN
+    in an unlisted row gives the "vocab" outputs torch.softmax would, NaN where a logit is
+    NaN or +inf and a masked token where it is -inf, whichever chunk or segment holds it; the
+    relevance reads the listed rows only."""
+    device = device_for(backend)
+    hidden, weight, _ = make_case(12, 4, 8, 3000)
+    hidden[:, 3] = torch.tensor([1.0, -1.0, 2.0, -0.5])
+    weight[2500, 3] = float(bad)  # inf: +inf logits in rows 0 and 2, -inf in rows 1 and 3
+    out = run(backend, hidden.to(device), weight.to(device), None)
+    softmax = truth(hidden, weight, None, YES, NO, OTHER)
+    assert softmax.p_yes.isnan().any() and (bad == "nan" or not softmax.p_yes.isnan().all())
+    for f in FIELDS[:4]:
+        torch.testing.assert_close(getattr(out, f).cpu().double(), getattr(softmax, f),
+                                   atol=1e-5, rtol=0, equal_nan=True, msg=f)
+    listed = truth(hidden, weight, None, YES, NO, OTHER, "choices")
+    torch.testing.assert_close(out.relevance.cpu().double(), listed.relevance, atol=1e-5, rtol=0)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 def _bad_inputs():

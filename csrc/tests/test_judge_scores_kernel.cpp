@@ -233,6 +233,42 @@ void test_cuda(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t chunk
   check_outputs(what, t, out[0], out[1], out[2], out[3], out[4], tol);
 }
 
+// A NaN or +inf logit (a non-finite weight; hidden and bias are checked before) makes the
+// row's vocabulary probabilities NaN, as the reference's softmax does, whichever lanes and
+// segments see it; the relevance, from the listed logits only, stays finite. -inf masks.
+void test_cuda_non_finite_logits() {
+  const int64_t b = 4, v = 3000, segments = fold::segments_of(v);
+  std::vector<float> logits(b * v);
+  for (int64_t i = 0; i < b * v; ++i) logits[i] = std::sin(0.37f * static_cast<float>(i));
+  logits[0 * v + 2500] = NAN;
+  logits[1 * v + 10] = INFINITY;
+  logits[2 * v + 1030] = NAN;
+  logits[2 * v + 1031] = INFINITY;
+  logits[3 * v + 7] = -INFINITY;  // row 3: finite outputs
+  std::vector<float> part_max(segments * b), part_sum(segments * b);
+  const fold::FoldParams<float> f{logits.data(), nullptr, b, v, 0, part_max.data(), part_sum.data()};
+  CHECK(ramo::cuda::launch_judge_scores_fold(f, nullptr) == cudaSuccess, "fold launch failed");
+  const std::vector<int64_t> ids = {1, 2, 3, 4};
+  std::vector<float> listed(b * 4);
+  for (int64_t r = 0; r < b; ++r) {
+    for (int64_t j = 0; j < 4; ++j) listed[r * 4 + j] = logits[r * v + ids[j]];
+  }
+  std::vector<float> out[5];
+  for (auto& o : out) o.assign(b, 12345.0f);
+  const fold::FinishParams<float> p{listed.data(), b, 4, 2, 1, false, segments,
+                                    part_max.data(), part_sum.data(), out[0].data(),
+                                    out[1].data(), out[2].data(), out[3].data(), out[4].data()};
+  CHECK(ramo::cuda::launch_judge_scores_finish(p, nullptr) == cudaSuccess, "finish launch failed");
+  for (int64_t r = 0; r < b; ++r) {
+    for (int i = 0; i < 4; ++i) {
+      CHECK(std::isnan(out[i][r]) == (r < 3), "non-finite logits: row %lld output %d is %g",
+            static_cast<long long>(r), i, out[i][r]);
+    }
+    CHECK(std::isfinite(out[4][r]) && out[4][r] > 0, "non-finite logits: row %lld relevance %g",
+          static_cast<long long>(r), out[4][r]);
+  }
+}
+
 // fold::chunk_columns: within the vocabulary, whole segments unless it is all of V (so the
 // chunks' segments tile the vocabulary's), and the buffers within their bounds.
 void test_cuda_chunk_columns() {
@@ -267,6 +303,7 @@ int main() {
   std::mt19937 rng(1234);
   test_exp_nonpositive();
   test_cuda_chunk_columns();
+  test_cuda_non_finite_logits();
   for (bool with_bias : {false, true}) {
     for (bool choices : {false, true}) {
       // Odd sizes; a chunk larger than the vocabulary; chunks that do not divide it.
