@@ -66,7 +66,10 @@ void run(const JudgeScoresInputs& in, JudgeScoresResult& out, cudaStream_t strea
 JudgeScoresResult judge_scores_cuda(const at::Tensor& hidden, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, const at::Tensor& ids,
                                     int64_t n_yes, int64_t n_no, c10::string_view normalize) {
-  const c10::cuda::CUDAGuard guard(hidden.device());
+  // Only a CUDA device: a direct torch.ops call with hidden on the CPU and another tensor
+  // on CUDA comes here, and must reach the device check's error, not the guard's.
+  const c10::cuda::OptionalCUDAGuard guard(
+      hidden.is_cuda() ? std::make_optional(hidden.device()) : std::nullopt);
   // The checks read hidden's finiteness and the ids on the host: the op's one synchronisation.
   const JudgeScoresInputs in =
       prepare_judge_scores(hidden, weight, bias, ids, n_yes, n_no, std::string(normalize));

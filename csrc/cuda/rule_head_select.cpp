@@ -40,7 +40,10 @@ RuleHeadBackwardResult rule_head_select_backward_cuda(const at::Tensor& grad_rew
                                                       const at::Tensor& hidden_a,
                                                       const at::Tensor& hidden_b,
                                                       const at::Tensor& weight) {
-  const c10::cuda::CUDAGuard guard(hidden_a.device());
+  // Only a CUDA device: a direct torch.ops call with hidden_a on the CPU and another tensor
+  // on CUDA comes here, and must reach the device check's error, not the guard's.
+  const c10::cuda::OptionalCUDAGuard guard(
+      hidden_a.is_cuda() ? std::make_optional(hidden_a.device()) : std::nullopt);
   const RuleHeadBackwardInputs in = prepare_rule_head_select_backward(
       grad_reward_a, grad_reward_b, indices, hidden_a, hidden_b, weight);
   const auto acc_opts = in.weight.options().dtype(in.acc_type);

@@ -44,7 +44,10 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
                                     const std::optional<at::Tensor>& valid, int64_t k,
                                     double discrepancy_weight, double relevance_weight,
                                     double tie_tolerance) {
-  const c10::cuda::CUDAGuard guard(scores_a.device());
+  // Only a CUDA device: a direct torch.ops call with scores_a on the CPU and another tensor
+  // on CUDA comes here, and must reach the device check's error, not the guard's.
+  const c10::cuda::OptionalCUDAGuard guard(
+      scores_a.is_cuda() ? std::make_optional(scores_a.device()) : std::nullopt);
   // No check_shared_relevance: the kernel checks relevance with the scores, so the flag read
   // below is the op's one synchronisation.
   const SelectRulesInputs in =
