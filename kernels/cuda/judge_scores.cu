@@ -11,7 +11,7 @@
 //   2. finish_kernel: a warp per row merges the row's partial states (lane l takes segments
 //      l, l + 32, ..., then the butterfly) and one lane computes the outputs from the
 //      listed ids' logits (kernels/common/judge_scores.h).
-// The per-lane steps live in judge_scores_steps.h, where the C++ unit tests run them.
+// The per-lane steps live in judge_scores_steps.h.
 #include "judge_scores.cuh"
 
 #include <cstdint>

@@ -1,9 +1,8 @@
 // The per-lane steps of the CUDA judge_scores kernels (kernels/cuda/judge_scores.cu). The
 // kernels give a warp one (row, segment) or one row; each lane runs these functions over its
 // share (elements lane, lane + 32, ...) and the warp combines the 32 results with a butterfly
-// of shuffles. csrc/tests/test_judge_scores_kernel.cpp runs the same functions on the host
-// for all 32 lanes and combines them in the same butterfly, so the indexing, masking and
-// merges of the CUDA code are tested without a GPU. Plain C++, no CUDA headers.
+// of shuffles. Plain C++, no CUDA headers; the C++ unit tests run the kernels themselves on
+// the host (docs/architecture.md, "The CUDA kernels on the host").
 #pragma once
 
 #include <cstdint>

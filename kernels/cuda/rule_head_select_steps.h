@@ -3,12 +3,10 @@
 //   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]               (selection order)
 //   grad_weight[r]  += g_a[n] * hidden_a[n] + g_b[n] * hidden_b[n]    for each idx[n, j] = r
 //   grad_bias[r]    += g_a[n] + g_b[n]                                for each idx[n, j] = r
-// Every thread owns one column of its block's tile. csrc/tests/test_rule_head_select_kernel.cpp
-// runs these functions on the host for every thread of every block, the flush after all rows
-// (where the kernel has its barrier), so the indexing, padding and sums of the CUDA code are
-// tested without a GPU. Every product and sum is a separately rounded _rn step (never
-// contracted into an FMA), as in the CPU kernel. Plain C++ apart from the fp16 / bf16
-// conversions (acc_types.h), which only nvcc sees.
+// Every thread owns one column of its block's tile. Every product and sum is a separately
+// rounded _rn step (never contracted into an FMA), as in the CPU kernel. Plain C++ apart from
+// the fp16 / bf16 conversions (acc_types.h); the C++ unit tests run the kernels on the host
+// (docs/architecture.md, "The CUDA kernels on the host").
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,7 @@
 // What one CUDA thread does with (part of) one row in the select_rules kernels
 // (kernels/cuda/select_rules.cu; docs/architecture.md, "select_rules"): scanning rules into a
-// private TopK list, and, in the thread-per-row kernel, writing the row's outputs.
-// csrc/tests/test_select_rules_kernel.cpp runs select_row on the host for every row and
-// compares it with the CPU kernel bit for bit. Plain C++ apart from the fp16 / bf16
-// conversions (acc_types.h) and the read-only loads, which only nvcc sees.
+// private TopK list, and, in the thread-per-row kernel, writing the row's outputs. Plain C++
+// apart from the fp16 / bf16 conversions (acc_types.h) and the read-only loads.
 #pragma once
 
 #include <cstdint>
