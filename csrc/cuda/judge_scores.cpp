@@ -70,7 +70,8 @@ JudgeScoresResult judge_scores_cuda(const at::Tensor& hidden, const at::Tensor& 
   // on CUDA comes here, and must reach the device check's error, not the guard's.
   const c10::cuda::OptionalCUDAGuard guard(
       hidden.is_cuda() ? std::make_optional(hidden.device()) : std::nullopt);
-  // The checks read hidden's finiteness and the ids on the host: the op's one synchronisation.
+  // The checks read the ids, hidden's finiteness and (with a bias) the bias's on the host: two
+  // synchronisations, four with a bias, small beside the judge's forward pass before each call.
   const JudgeScoresInputs in =
       prepare_judge_scores(hidden, weight, bias, ids, n_yes, n_no, std::string(normalize));
   JudgeScoresResult out = empty_judge_scores_outputs(in);
