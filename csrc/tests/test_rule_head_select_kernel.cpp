@@ -207,10 +207,14 @@ void test_cuda(const char* type, double tol) {
   // Odd sizes: a partial column tile, D below one tile, D = 0 (the bias gradient is still
   // owed), one row range (n <= 32) or several, k = R, R = 1; pools too large for the tiled
   // kernel's shared sums (R 200 in fp32, 100 in fp64) take the direct kernel, whose grid of
-  // at most 3 row blocks on the host (kernels/cuda/grid.h) strides over the rows.
-  const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},     {17, 130, 31, 5},
-                               {70, 64, 100, 5}, {9, 0, 6, 3},     {40, 257, 20, 20},
-                               {33, 65, 1, 1},   {20, 300, 200, 5}, {6, 0, 300, 2}};
+  // at most 3 row blocks on the host (kernels/cuda/grid.h) strides over the rows; the largest
+  // pools that still fit (R 188 in fp32, 94 in fp64: 48974-49068 of 49152 bytes, which the
+  // host's launch checks) take the tiled one, one rule more the direct one.
+  const int64_t shapes[][4] = {{1, 1, 1, 1},     {5, 3, 4, 2},      {17, 130, 31, 5},
+                               {70, 64, 100, 5}, {9, 0, 6, 3},      {40, 257, 20, 20},
+                               {33, 65, 1, 1},   {20, 300, 200, 5}, {6, 0, 300, 2},
+                               {12, 70, 188, 4}, {12, 70, 189, 4},  {12, 70, 94, 4},
+                               {12, 70, 95, 4}};
   for (const auto& s : shapes) {
     const Case<T> c = random_case<T>(g, s[0], s[1], s[2], s[3]);
     const Grads<double> want = brute_force(c);
