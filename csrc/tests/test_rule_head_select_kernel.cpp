@@ -255,13 +255,7 @@ void test_cuda_half(const char* type) {
     for (auto* v : {&c.ha, &c.hb, &c.w}) for (float& x : *v) x = 0.5f * q(g);
     auto to_half = [](const std::vector<float>& x) {
       std::vector<half_t> out(x.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        if constexpr (std::is_same<half_t, __half>::value) {
-          out[i] = __float2half_rn(x[i]);
-        } else {
-          out[i] = __float2bfloat16_rn(x[i]);
-        }
-      }
+      for (size_t i = 0; i < x.size(); ++i) ramo::cuda::store_rn(&out[i], x[i]);
       return out;
     };
     const std::vector<half_t> ha = to_half(c.ha), hb = to_half(c.hb), w = to_half(c.w);
@@ -273,15 +267,8 @@ void test_cuda_half(const char* type) {
     const Grads<double> want = brute_force(c);
     bool exact = true;
     for (int64_t i = 0; i < c.n * c.d; ++i) {
-      float a, b;
-      if constexpr (std::is_same<half_t, __half>::value) {
-        a = __half2float(gha[i]);
-        b = __half2float(ghb[i]);
-      } else {
-        a = __bfloat162float(gha[i]);
-        b = __bfloat162float(ghb[i]);
-      }
-      exact = exact && a == want.gha[i] && b == want.ghb[i];
+      exact = exact && ramo::cuda::to_acc(gha[i]) == want.gha[i] &&
+              ramo::cuda::to_acc(ghb[i]) == want.ghb[i];
     }
     for (int64_t i = 0; i < c.r * c.d; ++i) exact = exact && got.gw[i] == want.gw[i];
     for (int64_t i = 0; i < c.r; ++i) exact = exact && got.gbias[i] == want.gbias[i];

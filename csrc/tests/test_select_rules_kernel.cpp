@@ -109,16 +109,11 @@ bool same_rows(const ramo_test::SelectRulesOutputs<acc_t>& got,
   return true;
 }
 
-// x in 16 bits (fp16 or bf16), when it holds x exactly.
+// x in 16 bits (fp16 or bf16, rounded as the kernels round), when it holds x exactly.
 template <typename half_t>
 bool to_half(float x, half_t* out) {
-  if constexpr (std::is_same<half_t, __half>::value) {
-    *out = __float2half_rn(x);
-    return same_bits(__half2float(*out), x);
-  } else {
-    *out = __float2bfloat16_rn(x);
-    return same_bits(__bfloat162float(*out), x);
-  }
+  cuda::store_rn(out, x);
+  return same_bits(cuda::to_acc(*out), x);
 }
 
 // Scores that fp16 / bf16 hold exactly select as in fp32: the same bits from the launcher's
