@@ -22,6 +22,7 @@ class Problems:
         self.limit = limit
         self.listed: list[str] = []
         self.count = 0
+        self._first_seen: dict[str, str] = {}
 
     def add(self, where: str, messages: str | list[str]) -> None:
         if isinstance(messages, str):
@@ -29,6 +30,18 @@ class Problems:
         self.count += 1
         if len(self.listed) < self.limit:
             self.listed.append(f"{where}: {'; '.join(messages)}")
+
+    def admit(self, where: str, item_id: str | None, issues: list[str]) -> bool:
+        """True for a clean row whose id is new; otherwise files the row's issues (a repeated
+        id among them, naming where it was first seen) and returns False."""
+        if item_id is not None and item_id in self._first_seen:
+            issues = [*issues, f"duplicate id {item_id!r} (first at {self._first_seen[item_id]})"]
+        if issues:
+            self.add(where, issues)
+            return False
+        if item_id is not None:
+            self._first_seen[item_id] = where
+        return True
 
     def raise_if_any(self) -> None:
         if not self.count:

@@ -111,17 +111,11 @@ def _checked(rows: Iterable[tuple[str, Any]], problems: Problems,
     """The pairs of (where, row or Pair) items, each remembering where it came from; every
     bad row and repeated id goes to `problems`, which raises at the end if it has any."""
     pairs: list[Pair] = []
-    first_seen: dict[str, str] = {}
     for index, (where, row) in enumerate(rows):
         pair, issues = (row, []) if isinstance(row, Pair) else _pair_from_row(row, index,
                                                                                allow_empty)
-        if pair is not None and pair.id in first_seen:
-            issues.append(f"duplicate id {pair.id!r} (first at {first_seen[pair.id]})")
-        if issues:
-            problems.add(where, issues)
-            continue
-        first_seen[pair.id] = where
-        pairs.append(pair if pair.where is not None else replace(pair, where=where))
+        if problems.admit(where, pair and pair.id, issues):
+            pairs.append(pair if pair.where is not None else replace(pair, where=where))
     problems.raise_if_any()
     return pairs
 

@@ -40,16 +40,11 @@ def load_prompts(path: str | os.PathLike) -> list[Prompt]:
     """Every row's prompt, in file order. A missing, empty or malformed `prompt`, a bad or
     repeated `id`, or an empty file is a ValueError naming the file (and the rows)."""
     problems = Problems(path)
-    prompts, seen = [], {}
+    prompts = []
     for index, (where, row) in enumerate(read_rows(path, problems)):
         prompt, issues = _prompt(row, index)
-        if prompt is not None and prompt.id in seen:
-            issues.append(f"duplicate id {prompt.id!r} (first at {seen[prompt.id]})")
-        if issues:
-            problems.add(where, issues)
-            continue
-        seen[prompt.id] = where
-        prompts.append(prompt)
+        if problems.admit(where, prompt and prompt.id, issues):
+            prompts.append(prompt)
     problems.raise_if_any()
     if not prompts:
         raise ValueError(f"{os.fspath(path)}: no prompts in the file")

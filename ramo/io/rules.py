@@ -149,16 +149,10 @@ def _rule_list(document: Any, path: str | os.PathLike) -> list[Any]:
 
 def _rules_from_records(records: list[tuple[str, Any]], problems: Problems) -> list[Rule]:
     rules: list[Rule] = []
-    first_seen: dict[str, str] = {}
     for where, entry in records:
         rule, issues = _rule_from_entry(entry)
-        if rule is not None and rule.id in first_seen:
-            issues.append(f"duplicate id {rule.id!r} (first at {first_seen[rule.id]})")
-        if issues:
-            problems.add(where, issues)
-            continue
-        first_seen[rule.id] = where
-        rules.append(rule)
+        if problems.admit(where, rule and rule.id, issues):
+            rules.append(rule)
     return rules
 
 

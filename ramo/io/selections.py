@@ -71,16 +71,11 @@ def load_selections(path: str | os.PathLike) -> list[Selection]:
     """A selections file, validated; ValueError lists bad lines by number, or says that
     there is no selection."""
     problems = Problems(path)
-    rows, seen = [], {}
+    rows = []
     for where, row in read_jsonl(path, problems):
         issues = _problems_of(row)
-        if not issues and row["id"] in seen:
-            issues.append(f"duplicate id {row['id']!r} (first at {seen[row['id']]})")
-        if issues:
-            problems.add(where, issues)
-            continue
-        seen[row["id"]] = where
-        rows.append(Selection(id=row["id"], rule_ids=list(row["rule_ids"]),
+        if problems.admit(where, None if issues else row["id"], issues):
+            rows.append(Selection(id=row["id"], rule_ids=list(row["rule_ids"]),
                               **{name: row[name] for name in _NUMBERS},
                               preference=row["preference"], criterion=row.get("criterion")))
     problems.raise_if_any()
