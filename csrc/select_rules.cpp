@@ -63,19 +63,17 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
   return in;
 }
 
-void check_shared_relevance(const SelectRulesInputs& in) {
-  if (!in.relevance.has_value() || in.relevance_row_stride != 0) return;
-  if (in.scores_a.size(0) == 0) return;  // no row uses it, as for the reference
-  auto bad = in.relevance->isfinite().logical_not();
-  if (in.valid.has_value()) bad = bad.logical_and(in.valid.value());  // [R] & [R] or [N, R]
-  if (bad.any().item<bool>()) {
-    // The reference's message: the first (row, rule), row 0 unless a per-row mask hides it.
-    const auto pos = bad.nonzero()[0];
-    const int64_t row = pos.numel() == 2 ? pos[0].item<int64_t>() : 0;
-    TORCH_CHECK_VALUE(false, "select_rules: relevance has a non-finite value in a valid ",
-                      "position (row ", row, ", rule ", pos[pos.numel() - 1].item<int64_t>(),
-                      ")");
-  }
+int64_t check_shared_relevance(const SelectRulesInputs& in) {
+  const int64_t n = in.scores_a.size(0);
+  if (!in.relevance.has_value() || in.relevance_row_stride != 0 || n == 0) return n;
+  const auto bad = in.relevance->isfinite().logical_not();  // [R]
+  if (!bad.any().item<bool>()) return n;  // the normal path: one pass over R values
+  // The error path: the first row whose mask lets a bad rule in.
+  if (!in.valid.has_value()) return 0;
+  const auto hit = bad.logical_and(in.valid.value());  // [R] & [R] or [N, R]
+  if (in.valid_row_stride == 0) return hit.any().item<bool>() ? 0 : n;
+  const auto rows = hit.any(1).nonzero();
+  return rows.size(0) > 0 ? rows[0][0].item<int64_t>() : n;
 }
 
 SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_t k) {

@@ -25,18 +25,20 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
                                        const std::optional<at::Tensor>& valid, int64_t k,
                                        double tie_tolerance);
 
-// Raises the ValueError for a shared [R] relevance with a non-finite value where valid, so
-// that a kernel can skip that check in every row (the CPU kernel does). It reads the result
-// on the host: the CUDA kernel checks relevance with the scores instead, which saves a
-// synchronisation.
-void check_shared_relevance(const SelectRulesInputs& in);
+// The first row (n if none) in which a shared [R] relevance has a non-finite value in a
+// position that row's valid mask lets in; n when the relevance is absent or per row. It lets
+// a kernel skip that check in every row (the CPU kernel does): the caller raises at the
+// smaller of this row and the kernel's first bad row. It reads the result on the host: the
+// CUDA kernel checks relevance with the scores instead, which saves a synchronisation.
+[[nodiscard]] int64_t check_shared_relevance(const SelectRulesInputs& in);
 
 // Outputs in the schema's order [criterion, reward_a, reward_b, margin, indices, preference],
 // uninitialised.
 SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_t k);
 
 // Raises the ValueError for a row that holds a non-finite value in a valid position,
-// naming the tensor, the row and the rule.
+// naming the first tensor of scores_a, scores_b, relevance bad in that row and its first
+// bad rule. Callers pass the first such row, which gives every backend's message.
 [[noreturn]] void raise_non_finite(const SelectRulesInputs& in, int64_t row);
 
 }  // namespace ramo

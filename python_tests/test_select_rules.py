@@ -393,6 +393,71 @@ def test_shared_relevance_error_names_row_and_rule(backend):
     assert out.indices.shape == (0, 3)
 
 
+def _several_bad_cases():
+    """(id, n, r, edits, relevance, valid, message): non-finite values in several inputs. Every
+    backend names the first row bad in any input (a shared relevance counts in every row,
+    masked by that row's valid); in it the first of scores_a, scores_b, relevance; its first
+    rule."""
+    def msg(name, row, rule):
+        return (f"select_rules: {name} has a non-finite value in a valid position "
+                f"(row {row}, rule {rule})")
+
+    nan, inf = float("nan"), float("inf")
+    cases = []
+    # A later-row scores_a and an earlier-row scores_b: the row decides.
+    cases.append(("a_later_b_earlier", 8, 6, [("a", 5, 2, nan), ("b", 1, 3, inf)],
+                  None, None, msg("scores_b", 1, 3)))
+    # The same row in a and b: scores_a first, even at a later rule.
+    cases.append(("same_row_a_first", 8, 6, [("a", 2, 4, nan), ("b", 2, 1, -inf)],
+                  None, None, msg("scores_a", 2, 4)))
+    # A shared relevance bad at rule 3 (so in every row) and scores_a bad at rows 0 and 4.
+    rel = torch.rand(6, dtype=torch.float64)
+    rel[3] = inf
+    cases.append(("shared_rel_and_a_row0", 8, 6, [("a", 0, 5, nan), ("a", 4, 0, nan)],
+                  rel, None, msg("scores_a", 0, 5)))
+    # The same, with row 0's bad score masked: row 0's relevance comes first.
+    valid = torch.ones(8, 6, dtype=torch.bool)
+    valid[0, 5] = False
+    cases.append(("shared_rel_a_masked", 8, 6, [("a", 0, 5, nan), ("a", 4, 0, nan)],
+                  rel, valid, msg("relevance", 0, 3)))
+    # The relevance masked out of rows 0 to 2: scores_a's row 1 comes first.
+    valid = torch.ones(8, 6, dtype=torch.bool)
+    valid[:3, 3] = False
+    cases.append(("shared_rel_masked_early", 8, 6, [("a", 1, 2, inf), ("a", 6, 0, nan)],
+                  rel, valid, msg("scores_a", 1, 2)))
+    # A per-row mask hiding the earliest bad value (b at row 1).
+    valid = torch.ones(8, 6, dtype=torch.bool)
+    valid[1, 3] = False
+    cases.append(("per_row_mask_hides_first", 8, 6, [("b", 1, 3, inf), ("a", 5, 2, nan)],
+                  None, valid, msg("scores_a", 5, 2)))
+    # A per-row relevance in an earlier row than the scores.
+    rel_rows = torch.rand(8, 6, dtype=torch.float64)
+    rel_rows[3, 0] = nan
+    cases.append(("per_row_rel_earlier", 8, 6, [("a", 4, 1, nan), ("b", 3, 5, inf)],
+                  rel_rows, None, msg("scores_b", 3, 5)))
+    # Many rows (CPU chunks, CUDA's thread per row): a later a, an earlier row with b and a.
+    cases.append(("many_rows", 5000, 40, [("a", 4500, 7, nan), ("b", 4000, 30, inf),
+                                          ("a", 4000, 31, nan)],
+                  None, None, msg("scores_a", 4000, 31)))
+    return [pytest.param(*c[1:], id=c[0]) for c in cases]
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS + [pytest.param("reference", id="reference")])
+@pytest.mark.parametrize("n,r,edits,relevance,valid,message", _several_bad_cases())
+def test_several_non_finite_inputs_name_the_same_position(backend, n, r, edits, relevance,
+                                                          valid, message):
+    device = device_for(backend)
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(n, r, generator=g), torch.rand(n, r, generator=g)
+    for which, row, rule, value in edits:
+        (a if which == "a" else b)[row, rule] = value
+    rel = None if relevance is None else relevance.to(device)
+    mask = None if valid is None else valid.to(device)
+    with pytest.raises(ValueError) as caught:
+        ramo.select_rules(a.to(device), b.to(device), rel, valid=mask, k=3, backend=backend)
+    assert str(caught.value).splitlines()[0] == message
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 @pytest.mark.parametrize("match,args,kwargs", _bad_inputs())
 def test_bad_input_raises_value_error(backend, match, args, kwargs):

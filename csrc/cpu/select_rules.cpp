@@ -21,7 +21,8 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
                                    double tie_tolerance) {
   const SelectRulesInputs in =
       prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
-  check_shared_relevance(in);  // the kernel skips it in every row
+  // The kernel skips a shared relevance in every row; its first bad row joins the kernel's.
+  const int64_t shared_bad = check_shared_relevance(in);
   SelectRulesResult out = empty_select_rules_outputs(in, k);
   const int64_t n = in.scores_a.size(0), r = in.scores_a.size(1);
   if (n == 0) return out;
@@ -66,7 +67,8 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
       }
     });
   });
-  if (first_bad.load() < n) raise_non_finite(in, first_bad.load());
+  const int64_t bad = std::min(first_bad.load(), shared_bad);
+  if (bad < n) raise_non_finite(in, bad);
   return out;
 }
 

@@ -48,8 +48,9 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
   // on CUDA comes here, and must reach the device check's error, not the guard's.
   const c10::cuda::OptionalCUDAGuard guard(
       scores_a.is_cuda() ? std::make_optional(scores_a.device()) : std::nullopt);
-  // No check_shared_relevance: the kernel checks relevance with the scores, so the flag read
-  // below is the op's one synchronisation.
+  // No check_shared_relevance: the kernel checks relevance (a shared [R] one too, masked by
+  // each row's valid) with the scores, so bad_row is already the first row bad in any input,
+  // and the flag read below is the op's one synchronisation.
   const SelectRulesInputs in =
       prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
   SelectRulesResult out = empty_select_rules_outputs(in, k);

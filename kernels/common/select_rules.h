@@ -139,7 +139,9 @@ struct TopK {
   }
 };
 
-// Rewards are summed in selection order starting from +0, exactly as the reference does.
+// The pair's label from margin = reward_a - reward_b: +1, -1, or 0 within the tolerance.
+// (The rewards themselves are summed by the kernels, in selection order from +0, exactly as
+// the reference does.)
 template <typename acc_t>
 RAMO_HD int8_t preference_of(acc_t margin, acc_t tie_tolerance) {
   return margin > tie_tolerance ? int8_t(1) : (margin < -tie_tolerance ? int8_t(-1) : int8_t(0));

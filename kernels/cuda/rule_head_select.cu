@@ -1,8 +1,8 @@
 // CUDA kernels of rule_head_select's sparse backward (docs/architecture.md, "rule_head_select");
 // the per-thread steps, and the formulas, are in rule_head_select_steps.h.
 //
-//   * tiled_kernel (the rule pool's sums fit in 48 KB of shared memory: r up to ~190 for
-//     fp32 heads, ~95 for fp64): a block per (tile of kTileCols columns, range of rows). Its
+//   * tiled_kernel (the rule pool's sums fit in 48 KB of shared memory: r up to 188 for
+//     fp32 heads, 94 for fp64): a block per (tile of kTileCols columns, range of rows). Its
 //     threads keep their column's grad_weight sums in shared memory over all the block's
 //     rows and add them to grad_weight once at the end, so the global atomics number one per
 //     (block, selected rule, column) instead of one per (row, selected rule, column): at

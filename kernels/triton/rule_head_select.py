@@ -212,7 +212,7 @@ def rule_head_select_backward(grad_a, grad_b, indices, hidden_a, hidden_b, weigh
 # --------------------------------------------------------------------------------------------
 
 def compile_check(arch: int = 90) -> dict:
-    """Compiles both backward kernels for CUDA sm_<arch> in every dtype (no GPU needed).
+    """Compiles the three backward kernels for CUDA sm_<arch> in every dtype (no GPU needed).
 
     Returns {kernel_dtype: bytes of PTX}."""
     from triton.backends.compiler import GPUTarget

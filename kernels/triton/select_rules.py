@@ -242,16 +242,15 @@ def _block_sizes(n: int, r: int, interpreted: bool) -> tuple[int, int, int]:
 
 
 def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -> None:
-    """Builds the reference's message: first tensor in order, its first (row, rule)."""
+    """Builds the reference's message from the per-row bit masks: the first bad row; in it
+    the first tensor in the order scores_a, scores_b, relevance; in that its first rule."""
+    row = int(torch.nonzero(bad).flatten()[0])
+    bits = int(bad[row])
     for bit, name, t in ((_BAD_A.value, "scores_a", scores_a),
                          (_BAD_B.value, "scores_b", scores_b),
                          (_BAD_REL.value, "relevance", relevance)):
-        if t is None:
+        if t is None or not bits & bit:
             continue
-        rows = torch.nonzero((bad & bit) != 0).flatten()
-        if rows.numel() == 0:
-            continue
-        row = int(rows[0])
         t_row = t[row] if t.dim() == 2 else t
         mask = ~torch.isfinite(t_row)
         if valid is not None:
@@ -334,11 +333,12 @@ def _launch(kernel, grid, scores_a, scores_b, rel_arg, valid_arg, params, indice
 # Compile check (no GPU needed)
 # --------------------------------------------------------------------------------------------
 
-def _signature(score: str, acc: str, has_rel: bool, has_valid: bool) -> dict:
+def _signature(score: str, acc: str) -> dict:
+    """The kernels' argument types, with a relevance and a (bool, read as u8) valid mask."""
     return {
         "a_ptr": f"*{score}", "b_ptr": f"*{score}",
         "rel_ptr": f"*{acc}",  # without relevance the params tensor stands in
-        "valid_ptr": "*u8" if has_valid else "*i32",
+        "valid_ptr": "*u8",
         "params_ptr": f"*{acc}", "idx_ptr": "*i64", "crit_ptr": f"*{acc}",
         "ra_ptr": f"*{acc}", "rb_ptr": f"*{acc}", "margin_ptr": f"*{acc}",
         "pref_ptr": "*i8", "bad_ptr": "*i32",
@@ -366,7 +366,7 @@ def compile_check(arch: int = 90) -> dict:
             block_n, block_r, num_warps = _block_sizes(1024, r, interpreted=False)
             src = ASTSource(
                 fn=kernel,
-                signature=_signature(score, acc, True, True),
+                signature=_signature(score, acc),
                 constexprs={"HAS_REL": True, "HAS_VALID": True, "BLOCK_N": block_n,
                             "BLOCK_R": block_r},
             )

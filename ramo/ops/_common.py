@@ -1,6 +1,6 @@
 """What every op of ramo.ops shares: the dtypes they take, the fast paths' limit on k, the
 check for a ramo._C older than an op, and the registry of ops that `ramo info` describes
-(ramo.backends.describe)."""
+(describe_dispatch, below)."""
 
 from __future__ import annotations
 

@@ -28,8 +28,9 @@ differentiable, and the rewards do not depend on relevance otherwise).
 Determinism: the CPU backward streams fixed blocks of rows (chosen from the shapes alone,
 never from the thread count), each into its own partial grad_weight / grad_bias summed in row
 order, and adds the partials in block order: bitwise reproducible on any number of threads.
-The CUDA and Triton backwards accumulate grad_weight and grad_bias with fp32 (fp64 for fp64)
-atomic adds: not bitwise reproducible from run to run.
+The Triton backward uses no atomics (per-rule pieces added in order): reproducible too. The
+CUDA backward accumulates grad_weight and grad_bias with fp32 (fp64 for fp64) atomic adds: not
+bitwise reproducible from run to run.
 """
 
 from __future__ import annotations

@@ -46,16 +46,27 @@ def check_finite(
     relevance: torch.Tensor | None,
     valid: torch.Tensor | None,
 ) -> None:
-    """ValueError naming the first row with NaN or inf in a valid position."""
+    """ValueError for NaN or inf in a valid position, naming one position by this rule: the
+    first row holding such a value in any of scores_a, scores_b, relevance (a shared [R]
+    relevance counts as present in every row, masked by that row's valid); within that row
+    the first of those tensors, in that order, that holds one; within it the first rule."""
     n = scores_a.shape[0]
+    mask = None if valid is None else _row_broadcast(valid, n)
+    named = []
     for name, t in (("scores_a", scores_a), ("scores_b", scores_b), ("relevance", relevance)):
         if t is None:
             continue
         bad = ~torch.isfinite(_row_broadcast(t, n))
-        if valid is not None:
-            bad = bad & _row_broadcast(valid, n)
-        if bool(bad.any()):
-            row, rule = (int(i) for i in bad.nonzero()[0])
+        if mask is not None:
+            bad = bad & mask
+        named.append((name, bad))
+    bad_rows = torch.stack([bad.any(dim=1) for _, bad in named]).any(dim=0)
+    if not bool(bad_rows.any()):
+        return
+    row = int(bad_rows.nonzero()[0])
+    for name, bad in named:
+        if bool(bad[row].any()):
+            rule = int(bad[row].nonzero()[0])
             raise ValueError(
                 f"select_rules: {name} has a non-finite value in a valid position "
                 f"(row {row}, rule {rule})"
