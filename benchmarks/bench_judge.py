@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import PeakHWM, machine, markdown_table, save_results  # noqa: E402
+from benchmarks.common import (PeakHWM, gemm_gflops, machine, markdown_table,  # noqa: E402
+                               run_memory_child, save_results)
 from python_tests.baselines import naive_judge_scores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
@@ -125,15 +125,10 @@ def flops_per_unit(model) -> dict:
 
 
 def gemm_probe() -> float:
-    """GFLOP/s of the ceiling's 2048^3 fp32 matmul now: the median of three."""
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / sorted(times)[1] / 1e9
+    """GFLOP/s of the ceiling's 2048^3 fp32 matmul now: the median of three calls, with no
+    warm-up (a probe taken around every timed call must be short)."""
+    return gemm_gflops(torch.device("cpu"), n=2048, min_time_s=0.0, min_reps=3, max_reps=3,
+                       warm_up=False)
 
 
 def peak_memory(methods, longest) -> dict:
@@ -152,10 +147,7 @@ def memory_in_child() -> dict:
     """Memory is measured in a second process started with MALLOC_MMAP_THRESHOLD_, so that
     memory one method freed cannot hide another's use of it (PeakHWM counts from the level at
     entry). Timing stays in this process: mapping every large block afresh costs time."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "16384"}
-    out = subprocess.run([sys.executable, *sys.argv, "--memory-child"], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_memory_child([*sys.argv, "--memory-child"])
 
 
 def random_llama(spec: str) -> Path:

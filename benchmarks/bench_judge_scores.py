@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -105,36 +103,18 @@ def max_error(out, want: torch.Tensor) -> float:
 def cpu_peak_extra_mb(method: str, b: int, d: int, v: int, threads: int | None,
                       with_bias: bool, dtype: str) -> float:
     """Peak extra resident memory of one call, measured in a fresh process (module doc)."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(16 * 1024)}
-    cmd = [sys.executable, __file__, "--memory-child", method, str(b), str(d), str(v),
-           "--dtype", dtype]
+    cmd = [__file__, "--memory-child", method, str(b), str(d), str(v), "--dtype", dtype]
     if threads:
         cmd += ["--threads", str(threads)]
     if with_bias:
         cmd.append("--bias")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["extra_mb"]
+    return common.run_memory_child(cmd)["extra_mb"]
 
 
 def memory_child(method: str, b: int, d: int, v: int, with_bias: bool, dtype: str) -> None:
     hidden, weight, bias = make_inputs(b, d, v, torch.device("cpu"), with_bias, DTYPES[dtype])
     fn = methods(torch.device("cpu"))[method]
-    fn(hidden, weight, bias)  # warm-up: one-time allocations are not the method's
-    with common.PeakHWM() as peak:
-        result = fn(hidden, weight, bias)
-    del result
-    print(json.dumps({"extra_mb": peak.extra_mb}))
-
-
-def cuda_peak_extra_mb(fn, args, device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    result = fn(*args)
-    torch.cuda.synchronize(device)
-    del result
-    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    print(json.dumps({"extra_mb": common.hwm_extra_mb(fn, hidden, weight, bias)}))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -165,7 +145,8 @@ def run_shape(device, b, d, v, min_time_s, threads, with_bias, dtype="float32") 
         row[f"{name} % GEMM"] = 100 * row[f"{name} GFLOP/s"] / gemm_gflops
         row[f"{name} max err"] = max_error(fn(hidden, weight, bias), want)
         if device.type == "cuda":
-            row[f"{name} peak MB"] = cuda_peak_extra_mb(fn, (hidden, weight, bias), device)
+            row[f"{name} peak MB"] = common.cuda_peak_extra_mb(device, fn, hidden, weight,
+                                                                bias)
     del hidden, weight, bias
     if device.type == "cpu":  # after freeing this process's copy of the inputs
         for name in fns:
@@ -209,11 +190,10 @@ def to_markdown(result: dict) -> str:
                     (f"{m} % GEMM", "% GEMM", ".0f"), (f"{m} peak MB", "peak MiB", ".1f"),
                     (f"{m} peak / logits", "peak / logits", ".3f"),
                     (f"{m} max err", "max err", ".1e")]
-    m = result["machine"]
     dtype = result.get("dtype", "float32")
     header = (f"judge_scores (normalize=\"vocab\", {dtype}, "
-              f"{'with' if result['bias'] else 'no'} bias), {result['device']}, "
-              f"{m.get('gpu', m['processor'])}, torch {m['torch']}, {m['threads']} threads. "
+              f"{'with' if result['bias'] else 'no'} bias), {common.describe_run(result)}, "
+              f"{result['machine']['threads']} threads. "
               f"Medians of alternating calls, among them a {GEMM_N}^3 {dtype} GEMM (% GEMM: "
               f"achieved 2BDV flop/s as a share of it) and the bare [B, D] x [D, V] matmul "
               f"into a preallocated output; x eager > 1 is faster than the baseline; peak = extra memory "
@@ -245,9 +225,7 @@ def main(argv=None) -> int:
         method, b, d, v = args.memory_child
         memory_child(method, int(b), int(d), int(v), args.bias, args.dtype)
         return 0
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA device")
+    device = common.parse_device(parser, args.device)
     torch.set_grad_enabled(False)
     result = run(device, QUICK_SHAPES if args.quick else FULL_SHAPES, args.min_time, args.threads,
                  args.bias, args.dtype)

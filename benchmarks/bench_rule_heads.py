@@ -42,8 +42,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -97,33 +95,16 @@ def forward_only(forward, inputs):
 # --- memory ---------------------------------------------------------------------------------
 
 def cpu_peak_extra_mb(method: str, n: int, d: int, r: int, threads: int | None) -> float:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(16 * 1024)}
-    cmd = [sys.executable, __file__, "--memory-child", method, str(n), str(d), str(r)]
+    cmd = [__file__, "--memory-child", method, str(n), str(d), str(r)]
     if threads:
         cmd += ["--threads", str(threads)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["extra_mb"]
+    return common.run_memory_child(cmd)["extra_mb"]
 
 
 def memory_child(method: str, n: int, d: int, r: int) -> None:
     inputs = make_inputs(n, d, r, torch.device("cpu"))
     forward = methods(torch.device("cpu"))[method]
-    train_step(forward, inputs)  # warm-up: one-time allocations are not the method's
-    with common.PeakHWM() as peak:
-        grads = train_step(forward, inputs)
-    del grads
-    print(json.dumps({"extra_mb": peak.extra_mb}))
-
-
-def cuda_peak_extra_mb(forward, inputs, device: torch.device) -> float:
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    grads = train_step(forward, inputs)
-    torch.cuda.synchronize(device)
-    del grads
-    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    print(json.dumps({"extra_mb": common.hwm_extra_mb(train_step, forward, inputs)}))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -176,7 +157,8 @@ def run_shape(device, n, d, r, min_time_s, threads) -> dict:
         row[f"{name} % GEMM"] = 100 * useful / (times[f"{name} step"] * 1e-3) / 1e9 / gemm_gflops
         row[f"{name} % floor"] = 100 * times["floor"] / times[f"{name} step"]
         if device.type == "cuda":
-            row[f"{name} peak MB"] = cuda_peak_extra_mb(fns[name], inputs, device)
+            row[f"{name} peak MB"] = common.cuda_peak_extra_mb(device, train_step, fns[name],
+                                                                inputs)
     # The selection agrees with the baseline's (no ties in random data).
     with torch.no_grad():
         base = rule_head_select_eager(*inputs, K)
@@ -240,8 +222,8 @@ def to_markdown(result: dict) -> str:
         columns += [(f"{m} % GEMM", "% GEMM", ".0f"), (f"{m} % floor", "% floor", ".0f"),
                     (f"{m} peak MB", "peak MiB", ".0f")]
     m = result["machine"]
-    header = (f"rule_head_select, {result['device']}, {m.get('gpu', m['processor'])}, torch "
-              f"{m['torch']}, {m['threads']} threads; k = {result['k']}, fp32, relevance [R]. "
+    header = (f"rule_head_select, {common.describe_run(result)}, {m['threads']} threads; "
+              f"k = {result['k']}, fp32, relevance [R]. "
               f"A step is forward + {result['loss']}. Medians of interleaved runs; GEMM: a "
               f"square fp32 {GEMM_N} matmul in the same alternation; % GEMM: (4 N D R + 8 N k D) "
               f"flops per step as a share of it; floor: the two addmm plus hidden read once "
@@ -284,9 +266,7 @@ def main(argv=None) -> int:
         method, n, d, r = args.memory_child
         memory_child(method, int(n), int(d), int(r))
         return 0
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA device")
+    device = common.parse_device(parser, args.device)
     shape = tuple(int(x) for x in args.shape.split(",")) if args.shape else None
     shapes = [shape] if shape else QUICK_SHAPES if args.quick else FULL_SHAPES
     result = run(device, shapes, args.min_time,

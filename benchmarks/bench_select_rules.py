@@ -102,9 +102,8 @@ def to_markdown(result: dict) -> str:
         columns += [(f"{m} ms", f"{m} ms", ".2f"), (f"{m} x eager", "x eager", ".1f"),
                     (f"{m} x compile", "x compile", ".1f"), (f"{m} GB/s", "GB/s", ".1f"),
                     (f"{m} % copy bw", "% copy bw", ".0f")]
-    m = result["machine"]
-    header = (f"select_rules, {result['device']}, {m.get('gpu', m['processor'])}, "
-              f"torch {m['torch']}, {m['threads']} threads. Each method timed in its own block "
+    header = (f"select_rules, {common.describe_run(result)}, {result['machine']['threads']} "
+              f"threads. Each method timed in its own block "
               f"in alternation with a 256 MiB copy; % copy bw is against the copy of its own "
               f"block (bytes read + written), copy GB/s the median over the blocks. Medians; "
               f"fp32; relevance [R].\n\n")
@@ -149,9 +148,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                         help="folder for the JSON, markdown and PNG results")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA device")
+    device = common.parse_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(device, QUICK_N if args.quick else FULL_N, args.min_time)

@@ -3,15 +3,19 @@ measured in the same run, and JSON + markdown (+ PNG when matplotlib is there) o
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+from ramo.io.atomic import write_text
 
 
 def sync(device: torch.device) -> None:
@@ -20,10 +24,11 @@ def sync(device: torch.device) -> None:
 
 
 def median_ms(fn, device: torch.device, min_time_s: float = 0.5, min_reps: int = 5,
-              max_reps: int = 200) -> float:
-    """Median wall time of fn() in ms, after one warm-up call."""
-    fn()
-    sync(device)
+              max_reps: int = 200, warm_up: bool = True) -> float:
+    """Median wall time of fn() in ms, after one warm-up call (unless warm_up is False)."""
+    if warm_up:
+        fn()
+        sync(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_reps and (len(times) < min_reps
@@ -68,14 +73,18 @@ def machine() -> dict:
     return info
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temporary file in the same folder, so no half-written file
-    is ever left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """torch.device(name); the parser's error if that is CUDA and there is no CUDA device."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
+    return device
+
+
+def describe_run(result: dict) -> str:
+    """'<device>, <GPU or processor>, torch <version>': the run a results header names."""
+    m = result["machine"]
+    return f"{result['device']}, {m.get('gpu', m['processor'])}, torch {m['torch']}"
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -90,16 +99,18 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
 
 def save_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> list[Path]:
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    write_atomic(json_path, json.dumps(payload, indent=2) + "\n")
-    write_atomic(md_path, markdown + "\n")
+    write_text(json_path, json.dumps(payload, indent=2) + "\n")
+    write_text(md_path, markdown + "\n")
     return [json_path, md_path]
 
 
-def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
-    """FLOP/s of a large square matmul: the compute ceiling here, in GFLOP/s."""
+def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                **timing) -> float:
+    """FLOP/s of a large square matmul: the compute ceiling here, in GFLOP/s. `timing`:
+    median_ms's options (how many calls, and whether to warm up)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    ms = median_ms(lambda: a @ b, device)
+    ms = median_ms(lambda: a @ b, device, **timing)
     return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
@@ -130,7 +141,8 @@ class PeakHWM:
     high-water mark (VmHWM, reset on entry through /proc/self/clear_refs): exact, no
     sampling. `.extra_mb` (MiB) after exit. Linux only; freed memory must go back to the
     system for the level at entry to be the true baseline, so run it in a process started
-    with MALLOC_MMAP_THRESHOLD_ set (glibc then maps every large block afresh)."""
+    with MALLOC_MMAP_THRESHOLD_ set (glibc then maps every large block afresh), as
+    run_memory_child starts one."""
 
     @staticmethod
     def _status_kb(key: str) -> int:
@@ -149,3 +161,39 @@ class PeakHWM:
     def __exit__(self, *exc):
         self.extra_mb = (self._status_kb("VmHWM") - self.base_kb) / 1024
         return False
+
+
+def hwm_extra_mb(fn, *args) -> float:
+    """Peak extra resident memory of fn(*args) in MiB (PeakHWM), after one warm-up call:
+    one-time allocations such as BLAS buffers and thread pools are not the call's. For a
+    process started by run_memory_child."""
+    fn(*args)  # warm-up: one-time allocations are not the method's
+    with PeakHWM() as peak:
+        result = fn(*args)
+    del result
+    return peak.extra_mb
+
+
+def run_memory_child(argv: list) -> dict:
+    """Runs `python *argv` in a fresh process with MALLOC_MMAP_THRESHOLD_ fixed at 16 KiB (so
+    that glibc maps every block of that size or more afresh and unmaps it when freed: memory
+    freed before a PeakHWM cannot be reused unseen) and returns the JSON object its last line
+    of output prints. Timing stays out of such a process: mapping every large block afresh
+    costs time."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(16 * 1024)}
+    out = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cuda_peak_extra_mb(device: torch.device, fn, *args) -> float:
+    """Peak extra CUDA memory of fn(*args) in MiB: torch.cuda.max_memory_allocated above the
+    allocated level before it."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    result = fn(*args)
+    torch.cuda.synchronize(device)
+    del result
+    return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20

@@ -101,9 +101,8 @@ def run(device: torch.device, min_time_s: float, reps: int) -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    m = result["machine"]
-    header = (f"Where the ops' time goes, {result['device']}, {m.get('gpu', m['processor'])}, "
-              f"torch {m['torch']}: median wall time of a synchronised call, and the device "
+    header = (f"Where the ops' time goes, {common.describe_run(result)}: median wall time "
+              f"of a synchronised call, and the device "
               f"time of its kernels per call under torch.profiler (copy "
               f"{result['copy GB/s']:.0f} GB/s). Top kernels per call in the last column.\n\n")
     columns = [("op", "op", "s"), ("shape", "shape", "s"), ("method", "method", "s"),
@@ -125,9 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                         help="folder for profile_<device>.json and .md")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda needs a CUDA device")
+    device = common.parse_device(parser, args.device)
     result = run(device, args.min_time, args.reps)
     written = common.save_results(args.out, f"profile_{device.type}", result,
                                   to_markdown(result))

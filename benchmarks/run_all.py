@@ -34,7 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.common import markdown_table, write_atomic  # noqa: E402
+from benchmarks.common import markdown_table  # noqa: E402
+from ramo.io.atomic import write_text  # noqa: E402
 
 # name -> (script, quick arguments, JSON stem without the device, CPU only)
 BENCHMARKS = {
@@ -142,9 +143,9 @@ def main() -> int:
         header += f"\nFailed: {', '.join(failed)}.\n"
     text = f"{header}\n{table}\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / f"summary_{args.device}.md", text)
-    write_atomic(args.out / f"summary_{args.device}.json",
-                 json.dumps({"rows": rows, "failed": failed, "seconds": seconds}, indent=1))
+    write_text(args.out / f"summary_{args.device}.md", text)
+    write_text(args.out / f"summary_{args.device}.json",
+               json.dumps({"rows": rows, "failed": failed, "seconds": seconds}, indent=1))
     print(f"\n{text}\nwrote {args.out / f'summary_{args.device}.md'}")
     return 1 if failed else 0
 
