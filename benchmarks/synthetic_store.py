@@ -49,6 +49,13 @@ def pair_row(i: int) -> dict:
             "label": i % 2}
 
 
+def synthetic_pairs(indices) -> list:
+    """The pairs of `indices` as ramo's readers take them (a store checks their texts)."""
+    from ramo.io import Pair
+
+    return [Pair(**row) for row in map(pair_row, indices)]
+
+
 def pair_values(seed: int, i: int, n_rules: int) -> np.ndarray:
     """float64 [2, R, 5] in the store's FIELDS order: p_yes, p_no, p_other (a softmax),
     score = p_yes - p_no, relevance = p_yes + p_no, as a judge gives them."""
@@ -131,7 +138,7 @@ def check(folder: Path, record: dict, sample: int = 64) -> None:
             raise RuntimeError(f"store holds {store.count_rated()}, expected "
                                f"({2 * n}, {2 * n * r})")
         picked = sorted({int(i) for i in np.linspace(0, n - 1, min(n, sample))})
-        got = store.scores([pair_id(i) for i in picked], rule_ids(r)).require_complete("check")
+        got = store.scores(synthetic_pairs(picked), rule_ids(r)).require_complete("check")
     want = torch.tensor(np.stack([pair_values(record["seed"], i, r) for i in picked]))
     for f, name in enumerate(FIELDS):
         if not torch.equal(getattr(got, name), want[..., f].float()):

@@ -371,6 +371,63 @@ def test_mismatched_pool(trained, judge):
         apply_adapter(adapter, judge, PAIRS, RULES + [Rule("r7", "be kind")], progress=False)
 
 
+def test_adapter_train_checks_the_store_before_training(tmp_path, monkeypatch, capsys):
+    """The held-out pairs' ratings are read before training: a missing store, a missing
+    rating or a held-out pair whose text changed since it was rated is refused with nothing
+    trained, written or replaced."""
+    from dataclasses import replace
+
+    import functools
+
+    from ramo.adapter.train import adapter_step, split_holdout
+
+    @functools.wraps(train_adapter)  # its signature: the command reads its defaults
+    def never(*args, **kwargs):
+        raise AssertionError("trained before the store was checked")
+
+    monkeypatch.setattr("ramo.adapter.train.train_adapter", never)
+    _, held = split_holdout(PAIRS, 0.3, 0)  # what adapter_step holds out with this seed
+    lacking, changed_id = held[0].id, held[1].id
+    scores = torch.arange(len(PAIRS) * 2 * R, dtype=torch.float32).view(len(PAIRS), 2, R) % 7
+    store_path = tmp_path / "ratings.sqlite"
+    with RatingStore(store_path, judge_fingerprint="judge", template_fingerprint="tpl") as store:
+        bind(store, PAIRS, range(len(PAIRS)))
+        store.add([(p.id, side, rule.id, 0.0, 0.0, 0.0, float(scores[i, side, j]), 1.0)
+                   for i, p in enumerate(PAIRS) for side in (0, 1) for j, rule in enumerate(RULES)
+                   if (p.id, side, rule.id) != (lacking, 1, "r1")])
+    selections = selections_from([p.id for p in PAIRS], [r.id for r in RULES],
+                                 select_rules(scores[:, 0], scores[:, 1], k=2))
+    changed = [replace(p, response_b="CHANGED") if p.id == changed_id else p for p in PAIRS]
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "kept.txt").write_text("an earlier adapter")
+    for pairs, store, error, what in (
+            (PAIRS, tmp_path / "absent.sqlite", FileNotFoundError, "no ratings store"),
+            (PAIRS, store_path, ValueError, rf"ratings are missing .*\('{lacking}', 1, 'r1'\)"),
+            (changed, store_path, ValueError, f"pair '{changed_id}' side 1 is bound")):
+        with pytest.raises(error, match=what):
+            adapter_step(pairs, selections, RULES, out, ratings=store, holdout=0.3, seed=0,
+                         progress=False)
+        assert [f.name for f in out.iterdir()] == ["kept.txt"]
+        assert (out / "kept.txt").read_text() == "an earlier adapter"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["adapter", "ratings.sqlite"]
+    # Through the command: refused before training, and nothing written.
+    rules, pairs_file = _write_rules(tmp_path / "rules.jsonl"), tmp_path / "pairs.jsonl"
+    write_jsonl(pairs_file, [{"id": p.id, "prompt": p.prompt, "response_a": p.response_a,
+                              "response_b": p.response_b, "label": p.label} for p in changed])
+    selections_file = tmp_path / "selections.jsonl"
+    write_selections(selections_file, selections)
+    fresh = tmp_path / "fresh"
+    argv = ["adapter", "train", "--pairs", str(pairs_file), "--rules", str(rules),
+            "--selections", str(selections_file), "--out", str(fresh), "--holdout", "0.3",
+            "--seed", "0", "--no-progress"]
+    assert main(argv + ["--ratings", str(tmp_path / "absent.sqlite")]) == 2
+    assert "no ratings store" in capsys.readouterr().err and not fresh.exists()
+    assert main(argv + ["--ratings", str(store_path)]) == 2
+    assert f"pair '{changed_id}' side 1 is bound" in capsys.readouterr().err
+    assert not fresh.exists()
+
+
 def test_command_errors_write_nothing(tmp_path, trained, capsys):
     rules, pairs = _write_rules(tmp_path / "rules.jsonl"), _write_pairs(tmp_path / "pairs.jsonl")
     selections = tmp_path / "selections.jsonl"

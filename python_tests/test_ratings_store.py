@@ -4,6 +4,7 @@ concurrent writer processes and SIGKILL safety."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import multiprocessing
@@ -30,7 +31,10 @@ from ramo.ratings import (
     StoreError,
     StoreMismatchError,
     export_rows,
+    read_ratings,
+    response_key,
 )
+from ramo.io import Pair, as_pairs
 from ramo.ratings.export import _BATCH_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,20 +60,39 @@ def unit_rows(pair_id: str, side: int, rule_ids=RULES) -> list[tuple]:
     return [(pair_id, side, r, *_values(pair_id, side, r)) for r in rule_ids]
 
 
+def pair(pair_id: str) -> Pair:
+    """The made-up pair of an id in these tests: a prompt and two texts of its own."""
+    return Pair(pair_id, f"prompt of {pair_id}", f"response A of {pair_id}",
+                f"response B of {pair_id}")
+
+
+def pairs_of(pair_ids) -> list[Pair]:
+    """The made-up pairs (`pair`) of these ids: what the reads of values are given."""
+    return [pair(pair_id) for pair_id in pair_ids]
+
+
+def unit_key(p: Pair, side: int) -> str:
+    """The response key of a pair's side, as `ramo rate` binds it."""
+    return response_key(p.prompt, (p.response_a, p.response_b)[side])
+
+
 def key(pair_id: str, side: int) -> str:
-    """The made-up response key of a unit in these tests: every unit its own response."""
-    return f"{pair_id}#{side}"
+    """The response key of a unit of the made-up pair `pair(pair_id)`: every unit its own."""
+    return unit_key(pair(pair_id), side)
 
 
-def add(store: RatingStore, rows, **kwargs) -> int:
-    """store.add, after binding each unit of the rows to its own response (`key`); rows
-    that are not well formed are left to `add` to refuse."""
+def add(store: RatingStore, rows, *, pairs=(), **kwargs) -> int:
+    """store.add, after binding each unit of the rows to its response: that of its pair in
+    `pairs` (`Pair`s, or dicts with a pair file's columns) when it is there, else that of
+    the made-up `pair`. Rows that are not well formed are left to `add` to refuse."""
     rows = list(rows)
     units = {(r[0], r[1]) for r in rows if isinstance(r, tuple) and len(r) > 1
              and isinstance(r[0], str) and r[0] and r[1] in (0, 1) and not isinstance(r[1], bool)}
     units |= {(r["pair_id"], r["side"]) for r in rows if isinstance(r, dict)
               and isinstance(r.get("pair_id"), str) and r.get("side") in (0, 1)}
-    store.bind([(pair_id, side, key(pair_id, side)) for pair_id, side in sorted(units)])
+    given = {p.id: p for p in as_pairs(list(pairs))}
+    store.bind([(pair_id, side, unit_key(given.get(pair_id) or pair(pair_id), side))
+                for pair_id, side in sorted(units)])
     return store.add(rows, **kwargs)
 
 
@@ -237,9 +260,10 @@ def test_duplicates_are_refused_never_stored(tmp_path):
 
 
 def _read_export(path: Path) -> list[tuple]:
-    if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [tuple(json.loads(line)[c] for c in COLUMNS) for line in lines]
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        opened = gzip.open if path.suffix == ".gz" else open
+        with opened(path, "rt", encoding="utf-8") as f:
+            return [tuple(json.loads(line)[c] for c in COLUMNS) for line in f]
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
@@ -247,7 +271,7 @@ def _read_export(path: Path) -> list[tuple]:
     return list(zip(*(table.column(c).to_pylist() for c in COLUMNS)))
 
 
-@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".jsonl.gz"])
 def test_export_round_trip(tmp_path, suffix):
     db = tmp_path / "r.db"
     with _open(db) as store:
@@ -283,8 +307,8 @@ def test_export_is_atomic(tmp_path, suffix):
 
 def test_export_refuses_other_suffixes(tmp_path):
     with _open(tmp_path / "r.db") as store:
-        for name in ("out.csv", "out.json", "out"):
-            with pytest.raises(ValueError, match=".parquet or .jsonl"):
+        for name in ("out.csv", "out.json", "out", "out.parquet.gz"):
+            with pytest.raises(ValueError, match=".parquet, .jsonl or .jsonl.gz"):
                 store.export(tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
 
@@ -305,7 +329,7 @@ def test_scores_and_require_complete(tmp_path):
     with _open(db) as store:
         for pair_id in pairs + ["unasked"]:
             add(store, unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
-        ratings = store.scores(pairs, rules)
+        ratings = store.scores(pairs_of(pairs), rules)
         assert ratings.require_complete(str(store.path)) is ratings
         assert ratings.pair_ids == tuple(pairs) and ratings.rule_ids == tuple(rules)
         assert len(ratings) == 3 and ratings.valid.all()
@@ -317,12 +341,17 @@ def test_scores_and_require_complete(tmp_path):
             assert value.shape == (3, 2, 4) and value.dtype == torch.float32
             assert torch.equal(value, expected[..., k]), name
         empty = store.scores([], rules).require_complete(str(store.path))
+        assert _same(read_ratings(db, pairs_of(pairs), rules), ratings)
         assert empty.score.shape == empty.relevance.shape == (0, 2, 4) and len(empty) == 0
         missing = r"10 of 16 ratings are missing from .*r\.db: \('p0', 0, 'r099'\).* and 5 more"
         with pytest.raises(ValueError, match=missing):
-            store.scores(["p0", "p9"], rules[:3] + ["r099"]).require_complete(str(store.path))
-        for bad_pairs, bad_rules, what in ((["p0", "p0"], rules, "twice"), (pairs, [], "empty"),
-                                           ("p0", rules, "not the string"), ([7], rules, "string")):
+            store.scores(pairs_of(["p0", "p9"]), rules[:3] + ["r099"]).require_complete(
+                str(store.path))
+        for bad_pairs, bad_rules, what in (
+                (pairs_of(["p0", "p0"]), rules, "twice"), (pairs_of(pairs), [], "empty"),
+                ("p0", rules, "not the string"), ([7], rules, "pairs themselves"),
+                (pairs, rules, "pairs themselves .* got str 'p2'"),  # ids are not enough
+                ([Pair(7, "q", "a", "b")], rules, "must be a non-empty string")):
             with pytest.raises(ValueError, match=what):
                 store.scores(bad_pairs, bad_rules)
 
@@ -334,7 +363,7 @@ def test_scores_of_a_partly_rated_store(tmp_path):
         add(store, unit_rows("p2", 1, rules))
         add(store, unit_rows("p3", 0, [rules[0], rules[2]]) + unit_rows("p3", 1, ["other"]))
         pairs = ["p3", "p4", "p1", "p2"]  # p4: nothing stored
-        ratings = store.scores(pairs, rules)
+        ratings = store.scores(pairs_of(pairs), rules)
         stored = {row[:3]: row[3:] for row in store.read()}
         for i, pair_id in enumerate(pairs):
             for side in (0, 1):
@@ -378,7 +407,7 @@ def test_open_existing_reads_and_never_writes(tmp_path):
         assert reader.read() == written and reader.count() == len(written)
         assert reader.missing_units(["p2", "p1"], RULES) == [("p2", 1)]
         assert reader.completed_pairs(RULES) == {"p1"}
-        assert _same(reader.scores(["p1", "p2"], RULES),
+        assert _same(reader.scores(pairs_of(["p1", "p2"]), RULES),
                      Ratings.from_rows(written, ["p1", "p2"], RULES))
         assert reader.export(tmp_path / "out.jsonl") == tmp_path / "out.jsonl"
         with pytest.raises(StoreError, match=r"r\.db was opened read-only"):
@@ -412,13 +441,13 @@ def test_open_existing_beside_a_writer(tmp_path):
         with RatingStore.open_existing(db, timeout=30) as reader:
             assert reader.read() == sorted(unit_rows("p1", 0))  # the last commit only
             assert reader.missing_units(["p1"], RULES) == [("p1", 1)]
-            ratings = reader.scores(["p1"], RULES)
+            ratings = reader.scores(pairs_of(["p1"]), RULES)
             assert ratings.valid[0, 0].all() and not ratings.valid[0, 1].any()
             assert reader.completed_pairs(RULES) == set()
             writer._con.execute("COMMIT")
             assert reader.missing_units(["p1"], RULES) == []  # each read sees the latest commit
             assert add(writer, unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
-            assert reader.scores(["p2"], RULES).valid[0, 0].all()
+            assert reader.scores(pairs_of(["p2"]), RULES).valid[0, 0].all()
         assert time.monotonic() - start < 10  # nobody waited for the busy timeout
         # The reader's tidying left the writer's WAL alone: it still reads and writes.
         assert add(writer, unit_rows("p2", 1)) == len(RULES)
@@ -582,10 +611,12 @@ def test_sigkill_inside_a_transaction_leaves_nothing_of_it(tmp_path):
 
 
 def test_a_shared_response_is_rated_once(tmp_path):
+    # p1's A and p2's B are one response (same prompt and text); p2's A another.
+    p1, p2 = Pair("p1", "q", "x", "y"), Pair("p2", "q", "z", "x")
+    x = unit_key(p1, 0)
     with _open(tmp_path / "r.db") as store:
-        # p1's A and p2's B are one response (same prompt and text); p2's A another.
-        assert store.bind([("p1", 0, "resp-x"), ("p2", 1, "resp-x"), ("p2", 0, "resp-y")]) == 3
-        assert store.bind([("p1", 0, "resp-x")]) == 0  # bound the same way: nothing new
+        assert store.bind([("p1", 0, x), ("p2", 1, x), ("p2", 0, unit_key(p2, 0))]) == 3
+        assert store.bind([("p1", 0, x)]) == 0  # bound the same way: nothing new
         assert store.missing_units(["p1", "p2"], RULES[:4]) == [("p1", 0), ("p1", 1),
                                                                  ("p2", 0), ("p2", 1)]
         assert store.add(unit_rows("p1", 0, RULES[:4])) == 4
@@ -593,7 +624,7 @@ def test_a_shared_response_is_rated_once(tmp_path):
         assert store.count() == 8 and store.count_rated() == (1, 4)
         shared = [r for r in store.read() if (r.pair_id, r.side) == ("p2", 1)]
         assert [r[2:] for r in shared] == [r[2:] for r in unit_rows("p1", 0, RULES[:4])]
-        ratings = store.scores(["p2", "p1"], RULES[:4])
+        ratings = store.scores([p2, p1], RULES[:4])
         assert torch.equal(ratings.score[0, 1], ratings.score[1, 0])
         assert ratings.valid[0, 1].all() and not ratings.valid[0, 0].any()
         # Rating the other side of the shared response again is a duplicate of the same key.
@@ -619,6 +650,66 @@ def test_a_pair_is_never_rebound_to_another_response(tmp_path):
             store.add(unit_rows("p5", 1, RULES[:2]))
         assert store.read() == before
         assert store.missing_units(["p2"], RULES[:2]) == [("p2", 0), ("p2", 1)]  # not bound
+
+
+def test_reads_refuse_a_pair_whose_text_changed(tmp_path):
+    """Ratings are bound to the texts rated: a pair read with another prompt or response
+    under the same id is refused by every read of values, naming the pair and side."""
+    from dataclasses import replace
+
+    db, rules = tmp_path / "r.db", RULES[:3]
+    ids = ["p0", "p1", "p2", "p3"]
+    with _open(db) as store:
+        add(store, [row for p in ids for side in (0, 1) for row in unit_rows(p, side, rules)])
+        unchanged = store.scores(pairs_of(ids), rules)
+    assert unchanged.valid.all()
+    changed_b = [*pairs_of(ids[:2]), replace(pair("p2"), response_b="CHANGED"), pair("p3")]
+    changed_prompt = [replace(pair("p1"), prompt="another prompt"), *pairs_of(["p0", "p2"])]
+    with RatingStore.open_existing(db) as store:
+        with pytest.raises(ValueError, match=r"pair 'p2' side 1 is bound in \S+r\.db to another "
+                           r"response .*response B changed .*rate the new text under a new "
+                           r"pair id, or into a new store$"):
+            store.scores(changed_b, rules)
+        with pytest.raises(ValueError, match=r"pair 'p1' side 0 .*\(1 more of the 6 responses "
+                           r"given differ too\).*prompt or response A changed"):
+            store.scores(changed_prompt, rules)
+        # Streaming: the blocks before the changed pair's are read, then its block raises, and
+        # the read transaction ends.
+        blocks = store.score_blocks(changed_b, rules, 2)
+        assert _same(next(blocks), store.scores(pairs_of(ids[:2]), rules))
+        with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+            next(blocks)
+        assert not store._db.in_transaction
+        with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+            list(store.score_blocks(changed_b, rules))
+        # Unchanged texts read as before, in blocks too; a pair the store has no unit for,
+        # whatever its text, is read as unrated.
+        assert _same(store.scores(pairs_of(ids), rules), unchanged)
+        blocks = list(store.score_blocks(pairs_of(ids), rules, 3))
+        assert [len(b) for b in blocks] == [3, 1]
+        assert _same(blocks[1], store.scores([pair("p3")], rules))
+        stranger = store.scores([Pair("p9", "q", "a", "b"), pair("p0")], rules)
+        assert not stranger.valid[0].any() and stranger.valid[1].all()
+    with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+        read_ratings(db, changed_b, rules)
+    with pytest.raises(ValueError, match="pairs themselves"):
+        read_ratings(db, ids, rules)  # ids alone cannot be checked
+    with _open(db) as store:  # rating the changed pair is refused as well
+        with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+            store.bind([("p2", 1, unit_key(changed_b[2], 1))])
+        assert _same(store.scores(pairs_of(ids), rules), unchanged)  # a writer's read too
+    # A rating run that skips what another store (an earlier run's merged store) holds checks
+    # the texts there first: a changed pair is refused, not skipped as done.
+    from ramo.io import Rule
+    from ramo.rate import rate
+
+    with RatingStore.open_existing(db) as elsewhere, _open(tmp_path / "new.db") as fresh:
+        elsewhere.check_texts(pairs_of(ids))
+        with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+            elsewhere.check_texts(changed_b)
+        with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
+            rate(None, changed_b, [Rule(r, r) for r in rules], fresh, rated_elsewhere=elsewhere,
+                 progress=False)
 
 
 def test_a_single_writer_store_needs_no_shared_memory(tmp_path):

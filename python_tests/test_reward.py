@@ -319,6 +319,79 @@ def test_cli_trains_and_bad_input_writes_nothing(model_dir, tmp_path, capsys):
     assert not (tmp_path / "rm2").exists()
 
 
+def _rated_store(tmp_path: Path):
+    """(pairs, rules, store): three pairs rated on two rules, side A's score +0.5 and side
+    B's -0.5 on every rule, plus the pair's index / 8 (so each pair's scores are its own)."""
+    from python_tests.test_ratings_store import add
+
+    from ramo.io import Pair, Rule
+    from ramo.ratings import RatingStore
+
+    pairs = [Pair(f"p{i}", row["prompt"], row["chosen"], row["rejected"])
+             for i, row in enumerate(ROWS)]
+    rules = [Rule("r0", "be safe"), Rule("r1", "be helpful")]
+    store = tmp_path / "ratings.sqlite"
+    with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
+        add(s, [(p.id, side, r.id, 0.5, 0.25, 0.25, (0.5 - side) + i / 8, 1.0)
+                for i, p in enumerate(pairs) for side in (0, 1) for r in rules], pairs=pairs)
+    return pairs, rules, store
+
+
+def _preference(pair, chosen_side: str, **changes):
+    from dataclasses import replace
+
+    from ramo.io import Preference
+
+    a, b = pair.response_a, pair.response_b
+    chosen, rejected = (a, b) if chosen_side == "a" else (b, a)
+    return replace(Preference(pair.id, pair.prompt, chosen, rejected, chosen_side=chosen_side),
+                   **changes)
+
+
+def test_regression_targets_map_chosen_and_rejected_to_their_sides(tmp_path):
+    """The judge's scores a rule head is regressed onto: the chosen response's are those of
+    the side chosen_side names; a text that changed since it was rated (or a wrong
+    chosen_side, which puts each text on the other side) is refused, naming the side."""
+    from ramo.reward.train import _rated_scores
+
+    pairs, rules, store = _rated_store(tmp_path)
+    rule_ids = [r.id for r in rules]
+    preferences = [_preference(pairs[0], "a"), _preference(pairs[1], "b")]
+    got = _rated_scores(store, preferences, rule_ids)
+    assert got["p0"][0].tolist() == [0.5, 0.5] and got["p0"][1].tolist() == [-0.5, -0.5]
+    assert got["p1"][0].tolist() == [-0.5 + 1 / 8] * 2  # chosen: side B
+    assert got["p1"][1].tolist() == [0.5 + 1 / 8] * 2
+    for preference, side in ((_preference(pairs[1], "b", chosen="CHANGED"), 1),
+                             (_preference(pairs[1], "b", rejected="CHANGED"), 0),
+                             (_preference(pairs[2], "a", prompt="another prompt"), 0)):
+        with pytest.raises(ValueError, match=f"pair '{preference.id}' side {side} is bound"):
+            _rated_scores(store, [preferences[0], preference], rule_ids)
+    from dataclasses import replace
+
+    wrong_side = replace(_preference(pairs[1], "b"), chosen_side="a")
+    with pytest.raises(ValueError, match=r"pair 'p1' side 0 is bound .*\(1 more"):
+        _rated_scores(store, [wrong_side], rule_ids)
+
+
+def test_rule_heads_refuse_ratings_of_a_changed_text(model_dir, tmp_path, capsys):
+    """`ramo rm train --heads rules --ratings` on a labeled pair whose text changed since it
+    was rated: refused before any training, nothing written."""
+    pairs, rules, store = _rated_store(tmp_path)
+    rules_file = write_jsonl(tmp_path / "rules.jsonl", [{"id": r.id, "text": r.text}
+                                                        for r in rules])
+    rows = [_preference(pairs[0], "a").to_row(), _preference(pairs[1], "b").to_row(),
+            _preference(pairs[2], "a", chosen="CHANGED").to_row()]
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "rm"
+    argv = ["rm", "train", "--data", str(data), "--out", str(out), "--model", str(model_dir),
+            "--heads", "rules", "--rules", str(rules_file), "-k", "1", "--ratings", str(store),
+            "--max-steps", "1", "--no-progress"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "pair 'p2' side 0 is bound" in err and "new pair id" in err
+    assert not out.exists()
+
+
 def test_bf16_and_gradient_checkpointing_reach_the_trainer(model_dir, tmp_path, monkeypatch):
     from ramo.reward import trainer as trainer_module
     from ramo.reward import train_reward_model

@@ -152,7 +152,8 @@ def test_regression_onto_judge_ratings(tmp_path, backbone, capsys):
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
         add(s, [(f"p{i}", side, rid, 0.5, 0.25, 0.25, 0.9 if side == 0 else -0.9, 1.0)
-               for i in range(0, 8, 2) for side in (0, 1) for rid in RULE_IDS[:3]])
+               for i in range(0, 8, 2) for side in (0, 1) for rid in RULE_IDS[:3]],
+            pairs=_pairs(8))  # bound to their texts: the even rows' chosen is side A
     common = ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
               "--rules", str(rules), "-k", "2", "--batch-size", "4", "--max-steps", "2",
               "--no-progress"]

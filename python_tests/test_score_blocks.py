@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 from python_tests.encoder_models import tiny_encoder_dir
-from python_tests.test_ratings_store import RULES, _open, _same, add, unit_rows
+from python_tests.test_ratings_store import RULES, _open, _same, add, pairs_of, unit_rows
 
 from ramo.cli import main
 from ramo.io import Pair, Rule
@@ -56,8 +56,8 @@ ORDER = ["r003", "r000", "r004", "r001", "r002"]
 @pytest.mark.parametrize("block_pairs", [1, 2, 3, 7, 8, 10, None])
 def test_score_blocks_equal_scores(partly_rated, block_pairs):
     with RatingStore.open_existing(partly_rated) as store:
-        whole = store.scores(PAIRS, ORDER)
-        blocks = list(store.score_blocks(PAIRS, ORDER, block_pairs))
+        whole = store.scores(pairs_of(PAIRS), ORDER)
+        blocks = list(store.score_blocks(pairs_of(PAIRS), ORDER, block_pairs))
         assert not store._db.in_transaction  # the read transaction ended with the last block
         expected = Ratings.from_rows(store.read(), PAIRS, ORDER)
     size = block_pairs or len(PAIRS)
@@ -70,22 +70,24 @@ def test_score_blocks_equal_scores(partly_rated, block_pairs):
 
 def test_score_blocks_checks_its_arguments_at_the_call(partly_rated):
     with RatingStore.open_existing(partly_rated) as store:
+        given = pairs_of(PAIRS)
         for pairs, rules, block_pairs, what in (
-                (["p0", "p1", "p0"], ORDER, 1, "lists 'p0' twice"),  # across blocks
-                (PAIRS, [], None, "rule_ids is empty"), ("p0", ORDER, None, "not the string"),
-                (PAIRS, ORDER, 0, "block_pairs"), (PAIRS, ORDER, True, "block_pairs"),
-                (PAIRS, ORDER, 2.0, "block_pairs")):
+                (pairs_of(["p0", "p1", "p0"]), ORDER, 1, "lists 'p0' twice"),  # across blocks
+                (given, [], None, "rule_ids is empty"), ("p0", ORDER, None, "not the string"),
+                (PAIRS, ORDER, None, "pairs themselves"),  # ids alone cannot be checked
+                (given, ORDER, 0, "block_pairs"), (given, ORDER, True, "block_pairs"),
+                (given, ORDER, 2.0, "block_pairs")):
             with pytest.raises(ValueError, match=what):
                 store.score_blocks(pairs, rules, block_pairs)
-        assert list(store.score_blocks([], ORDER)) == []
+        assert list(store.score_blocks(pairs_of([]), ORDER)) == []
         # A block is read when it is taken, and a `scores` call in between changes nothing.
-        blocks = store.score_blocks(PAIRS, ORDER, 3)
+        blocks = store.score_blocks(pairs_of(PAIRS), ORDER, 3)
         first = next(blocks)
-        store.scores(["p4"], ["r001"])
+        store.scores(pairs_of(["p4"]), ["r001"])
         rest = list(blocks)
-        assert _same(_concat([first, *rest]), store.scores(PAIRS, ORDER))
+        assert _same(_concat([first, *rest]), store.scores(pairs_of(PAIRS), ORDER))
         # One left unfinished ends its read transaction when closed.
-        blocks = store.score_blocks(PAIRS, ORDER, 3)
+        blocks = store.score_blocks(pairs_of(PAIRS), ORDER, 3)
         next(blocks)
         assert store._db.in_transaction
         blocks.close()
@@ -95,13 +97,13 @@ def test_score_blocks_checks_its_arguments_at_the_call(partly_rated):
 def test_score_blocks_read_one_snapshot_while_a_writer_adds(partly_rated):
     rules = RULES[:5]
     with _open(partly_rated) as writer, RatingStore.open_existing(partly_rated) as reader:
-        blocks = reader.score_blocks(["p0", "p1"], rules, 1)
+        blocks = reader.score_blocks(pairs_of(["p0", "p1"]), rules, 1)
         assert bool(next(blocks).valid.all())
         add(writer, unit_rows("p1", 1, rules))  # committed between the two blocks
         late = next(blocks)
         assert not late.valid[0, 1].any() and late.valid[0, 0].all()  # as when it began
         assert list(blocks) == []  # the end of the read
-        assert bool(reader.scores(["p1"], rules).valid.all())  # a new read sees it
+        assert bool(reader.scores(pairs_of(["p1"]), rules).valid.all())  # a new read sees it
 
 
 def _message(call) -> str:
@@ -113,20 +115,21 @@ def _message(call) -> str:
 @pytest.mark.parametrize("block_pairs", [1, 2, 3, 8])
 def test_require_complete_blocks_raises_as_on_the_whole(partly_rated, block_pairs):
     with RatingStore.open_existing(partly_rated) as store:
-        dense = _message(lambda: store.scores(PAIRS, ORDER).require_complete(store.path))
+        dense = _message(lambda: store.scores(pairs_of(PAIRS), ORDER)
+                         .require_complete(store.path))
         blocked = _message(lambda: list(require_complete_blocks(
-            store.score_blocks(PAIRS, ORDER, block_pairs), store.path)))
+            store.score_blocks(pairs_of(PAIRS), ORDER, block_pairs), store.path)))
         assert blocked == dense and dense.startswith("17 of 80 ratings are missing")
         # Only the last pair's last rule: the error comes at the last block, counted right.
         late = _message(lambda: list(require_complete_blocks(
-            store.score_blocks(["p0", "p2", "p6"], ORDER, block_pairs), store.path)))
-        assert late == _message(lambda: store.scores(["p0", "p2", "p6"], ORDER)
+            store.score_blocks(pairs_of(["p0", "p2", "p6"]), ORDER, block_pairs), store.path)))
+        assert late == _message(lambda: store.scores(pairs_of(["p0", "p2", "p6"]), ORDER)
                                 .require_complete(store.path))
         assert late.startswith("1 of 30 ratings are missing") and "('p6', 1, 'r004')" in late
         complete = ["p0", "p2", "p4", "p5"]
-        got = list(require_complete_blocks(store.score_blocks(complete, ORDER, block_pairs),
-                                           store.path))
-        assert _same(_concat(got), store.scores(complete, ORDER))
+        got = list(require_complete_blocks(
+            store.score_blocks(pairs_of(complete), ORDER, block_pairs), store.path))
+        assert _same(_concat(got), store.scores(pairs_of(complete), ORDER))
 
 
 def _rated(n: int, r: int, seed: int) -> tuple[list[Pair], list[Rule], Ratings]:
@@ -195,7 +198,7 @@ def _files(tmp_path, pairs: list[Pair], rules: list[Rule], ratings: Ratings, lea
         json.dumps({"id": r.id, "text": r.text}) + "\n" for r in rules))
     db = tmp_path / "ratings.sqlite"
     with _open(db) as store:
-        add(store, [row for row in ratings.rows() if row[:3] not in leave_out])
+        add(store, [row for row in ratings.rows() if row[:3] not in leave_out], pairs=pairs)
     return tmp_path / "pairs.jsonl", tmp_path / "rules.jsonl", db
 
 

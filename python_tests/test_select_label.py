@@ -45,7 +45,8 @@ def rated(tmp_path):
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
         add(s, [(f"p{n}", side, RULES[j]["id"], 0.5, 0.25, 0.25, float(scores[n, side, j]),
-                float(relevance[n, side, j])) for n in range(N) for side in (0, 1) for j in range(R)])
+                float(relevance[n, side, j])) for n in range(N) for side in (0, 1) for j in range(R)],
+            pairs=pairs)
     return (_jsonl(tmp_path / "pairs.jsonl", pairs), _jsonl(tmp_path / "rules.jsonl", RULES),
             store, scores.float(), relevance.float())
 
@@ -102,6 +103,55 @@ def test_select_bad_input_is_one_line_and_writes_nothing(tmp_path, rated, capsys
     code = main(["select", "--pairs", str(pairs), "--rules", str(extra), "--ratings",
                  str(tmp_path / "absent.sqlite"), "--out", str(out)])
     assert code == 2 and "no ratings store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block_pairs", [None, 2])
+def test_select_refuses_a_pair_whose_text_changed(tmp_path, rated, capsys, monkeypatch,
+                                                  block_pairs):
+    """The store's ratings of a pair are of the text rated: the same id with another
+    response is refused, naming it, and no selections are written (also when it is found
+    in a late block)."""
+    pairs, rules, store, _, _ = rated
+    if block_pairs:
+        monkeypatch.setattr("ramo.ratings.store._BLOCK_RATINGS", block_pairs * 2 * R)
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    for n, side in ((1, "response_a"), (N - 1, "response_b")):
+        changed = _jsonl(tmp_path / "changed.jsonl", [{**row, side: "CHANGED"} if i == n
+                                                      else row for i, row in enumerate(rows)])
+        out = tmp_path / "s2.jsonl"
+        assert main(["select", "--pairs", str(changed), "--rules", str(rules), "--ratings",
+                     str(store), "--out", str(out), "-k", "2", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"pair 'p{n}' side {int(side == 'response_b')} is bound in" in err
+        assert "rate the new text under a new pair id, or into a new store" in err
+        assert not out.exists() and not list(tmp_path.glob(".s2.jsonl*"))
+    # The texts rated read as before.
+    code, out = _select(tmp_path, rated, "-k", "2", "--no-progress")
+    assert code == 0 and len(out.read_text().splitlines()) == N
+
+
+def test_select_progress_bar(tmp_path, rated, capsys, monkeypatch):
+    """A bar over the pairs that moves a block at a time; none with --no-progress."""
+    import ramo.progress
+
+    monkeypatch.setattr("ramo.ratings.store._BLOCK_RATINGS", 4 * 2 * R)  # blocks of 4 pairs
+    made, plain = [], ramo.progress.bar
+
+    def bar(total, enabled, **kwargs):
+        shown = plain(total, enabled, **kwargs)
+        moves = []
+        made.append((total, enabled, moves))
+        update = shown.update
+        shown.update = lambda n=1: (moves.append(n), update(n))[1]
+        return shown
+
+    monkeypatch.setattr(ramo.progress, "bar", bar)
+    code, _ = _select(tmp_path, rated, "-k", "2")
+    err = capsys.readouterr().err
+    assert code == 0 and "selecting" in err and f"{N}/{N}" in err
+    assert made == [(N, True, [4, 4, 1])]
+    code, _ = _select(tmp_path, rated, "-k", "2", "--no-progress")
+    assert code == 0 and capsys.readouterr().err == "" and made[1][:2] == (N, False)
 
 
 def test_label_drops_ties_orders_sides_and_checks_ids(tmp_path, rated, capsys):

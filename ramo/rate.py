@@ -56,6 +56,12 @@ def bind(store, pairs: Sequence[Pair], indices: Sequence[int]) -> dict[tuple[int
     return keys
 
 
+def check_commit_every(commit_every) -> None:
+    """ValueError unless commit_every (units per transaction) is a positive integer."""
+    if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
+        raise ValueError(f"commit_every must be a positive integer, got {commit_every!r}")
+
+
 def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Sequence[Rule]]], *,
                store=None, commit_every: int = 4, progress: bool = True,
                done: int = 0) -> Iterator[tuple[int, int, object]]:
@@ -69,8 +75,7 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
     from ramo.progress import rating_bar
     from ramo.ratings import response_rows
 
-    if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
-        raise ValueError(f"commit_every must be a positive integer, got {commit_every!r}")
+    check_commit_every(commit_every)
     if store is not None:
         bind(store, pairs, sorted({i for i, _, _ in units}))
     per_unit = max((len(rules) for _, _, rules in units), default=0)
@@ -107,6 +112,7 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     split by key, so ranks never rate the same response). rated_elsewhere: another store (read
     only, say the merged store of an earlier run) whose complete responses are skipped too.
     """
+    check_commit_every(commit_every)  # before the store is bound to anything
     rank, world = share
     if not 0 <= rank < world:
         raise ValueError(f"share must be (rank, world size) with 0 <= rank < world, got {share}")
@@ -117,6 +123,9 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     mine = {key for key in keys.values() if int(key, 16) % world == rank}
     todo = store.missing_units(list(index), rule_ids)
     if rated_elsewhere is not None:
+        # By id there: a pair whose text changed since that store rated it must not be
+        # skipped as done.
+        rated_elsewhere.check_texts([pairs[i] for i in index.values()])
         todo = set(todo) & set(rated_elsewhere.missing_units(list(index), rule_ids))
     units, picked = [], set()
     for i, side in sorted((index[pair_id], side) for pair_id, side in todo):

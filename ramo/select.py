@@ -53,13 +53,16 @@ def select_blocks(pairs: Sequence[Pair], rules: Sequence[Rule], blocks, *, k: in
                      options)
 
 
-def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out,
-                 **settings) -> dict:
+def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
+                 progress: bool = True, **settings) -> dict:
     """The select step from a ratings store (path) to a selections file `out`, a block of
     pairs at a time (`select_blocks` over `RatingStore.score_blocks`): memory stays one
-    block's whatever the store's size. The file is written atomically, so a missing rating
-    found in a late block leaves none behind. settings: `select_blocks`'. Returns `counts`."""
+    block's whatever the store's size. The file is written atomically, so a missing rating,
+    or a pair whose text changed since it was rated, found in a late block leaves none
+    behind. progress: a bar over the pairs, moved a block at a time. settings:
+    `select_blocks`'. Returns `counts`."""
     from ramo.io import write_selections
+    from ramo.progress import bar
     from ramo.ratings import RatingStore, require_complete_blocks
 
     preference: list[int] = []  # for the counts: the selections are written as they come
@@ -69,12 +72,21 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out,
             preference.append(selection.preference)
             yield selection
 
-    with RatingStore.open_existing(ratings) as store:
-        blocks = store.score_blocks([p.id for p in pairs], [r.id for r in rules])
+    with RatingStore.open_existing(ratings) as store, \
+            bar(len(pairs), progress, unit="pair", desc="selecting") as shown:
+        blocks = _counted(store.score_blocks(pairs, [r.id for r in rules]), shown)
         selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
                                    **settings)
         write_selections(out, noted(selections))
     return preference_counts(pairs, preference)
+
+
+def _counted(blocks: Iterable, shown) -> Iterator:
+    """The blocks, moving the bar `shown` by a block's pairs once the next is asked for (by
+    then the block's selections are written)."""
+    for block in blocks:
+        yield block
+        shown.update(len(block))
 
 
 def _selected(pair_ids: list[str], rule_ids: list[str], blocks: Iterable, relevance: str,

@@ -186,9 +186,12 @@ def adapter_step(pairs: Sequence[Pair], selections: Sequence[Selection], rules: 
     holdout: the share held out; default DEFAULT_HOLDOUT with ratings, else none.
 
     A selection of a pair that is not in `pairs`, or of a rule not in the pool, is a
-    ValueError before anything is trained. k: rules per pair to predict (default: as many
-    as the longest selection holds). Returns {"train_pairs", "heldout_pairs", "k",
-    "training": train_adapter's summary, "metrics": evaluate_adapter's result or None}.
+    ValueError before anything is trained; so is a store that lacks a held-out pair's rating
+    or rated another text under its id (FileNotFoundError: no store at all): the held-out
+    ratings are read first, so out_dir is neither written nor replaced. k: rules per pair to
+    predict (default: as many as the longest selection holds). Returns {"train_pairs",
+    "heldout_pairs", "k", "training": train_adapter's summary, "metrics": evaluate_adapter's
+    result or None}.
     """
     by_id = {s.id: s for s in selections}
     known = {p.id for p in pairs}
@@ -211,18 +214,23 @@ def adapter_step(pairs: Sequence[Pair], selections: Sequence[Selection], rules: 
         raise ValueError("holdout needs the ratings store: held-out pairs are evaluated on "
                          "their ratings of all rules")
     train, held = split_holdout(pairs, holdout, seed)
+    held_ratings = None
+    if held:
+        from ramo.ratings import read_ratings
+
+        # Before training: a missing store, a missing rating or a held-out pair whose text
+        # changed since it was rated is refused with nothing written and nothing replaced.
+        held_ratings = read_ratings(ratings, held, [r.id for r in rules])
     summary = train_adapter(train, [by_id[p.id].rule_ids for p in train], rules, out_dir, k=k,
                             seed=seed, progress=progress, **training)
     metrics = None
     if held:
         from ramo.adapter.evaluate import evaluate_adapter, write_metrics
         from ramo.adapter.model import RuleAdapter
-        from ramo.ratings import read_ratings
 
         adapter = RuleAdapter.from_pretrained(out_dir)
         metrics = evaluate_adapter(adapter, held, [by_id[p.id] for p in held], rules,
-                                   read_ratings(ratings, [p.id for p in held],
-                                                [r.id for r in rules]), k=k, seed=seed)
+                                   held_ratings, k=k, seed=seed)
         write_metrics(out_dir, metrics)
     return {"train_pairs": len(train), "heldout_pairs": len(held), "k": k,
             "training": summary, "metrics": metrics}

@@ -13,7 +13,9 @@ Guarantees, and what gives them:
 - No duplicates: (response, rule_id) is the primary key. Adding a key that is already
   stored raises DuplicateRatingError (or is skipped with skip_existing=True); a stored
   rating is never overwritten. A (pair_id, side) bound to one response is never rebound to
-  another: a pair whose text changed under the same id is refused, not read stale.
+  another, and the reads of values take the pairs themselves, not their ids, and check
+  their texts against the binding: a pair whose text changed under the same id is refused,
+  by `ramo rate` and by every reader, not read stale.
 - All or nothing: `add` validates every row first, then writes them in one transaction.
   A killed process loses at most its uncommitted transaction and never leaves part of one.
 - Several processes on one host may write at once: WAL lets readers run beside the one
@@ -29,7 +31,10 @@ Guarantees, and what gives them:
 The rating loop works in units of one response (pair, side) with all R rules (one judge
 prefill serves them all) and commits whole units, so `missing_units` is what it resumes from.
 `scores` is the one read of values: a dense `Ratings`, NaN where nothing is stored yet;
-`score_blocks` reads the same a block of pairs at a time, for readers of a whole large store.
+`score_blocks` reads the same a block of pairs at a time, for readers of a whole large store,
+and `read_ratings` opens a store and reads it complete. Each is given the pairs (id, prompt,
+response_a, response_b) and recomputes their response keys, a block at a time: a side bound
+to another response is a ValueError naming it (`_refuse_changed`, the check `bind` makes too).
 
 A response too long for the judge's context is rated on a cut text (ramo.judge.context); the
 table `cuts` records which, with its length before and after the cut, written in the same
@@ -50,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ramo.ratings.export import export_rows
-from ramo.ratings.ratings import FIELDS, Rating, Ratings
+from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key
 from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_float, check_id,
                                check_rows, check_side, check_sides, from_json, to_json)
 
@@ -322,16 +327,42 @@ class RatingStore:
             return 0
         con = self._db
         with self._write():
-            bound = self._bound(list(given))
-            for unit, response in given.items():
-                if bound.get(unit, response) != response:
-                    raise ValueError(
-                        f"pair {unit[0]!r} side {unit[1]} is bound in {self.path} to another "
-                        "response than the one given: the pair's prompt or text changed under "
-                        "the same id; use new pair ids or another store")
+            self._refuse_changed([(*unit, response) for unit, response in given.items()])
             # rowcount, not total_changes: that also counts the temporary table's rows.
             return con.executemany("INSERT INTO units (pair_id, side, response) VALUES (?, ?, ?)"
                                    " ON CONFLICT (pair_id, side) DO NOTHING", checked).rowcount
+
+    def check_texts(self, pairs: Sequence) -> None:
+        """The check every read of values makes, alone: ValueError when a side of one of
+        `pairs` is bound here to another response than its texts give now. For a caller that
+        acts on this store's bindings without reading its values (`rate`'s rated_elsewhere)."""
+        pairs, pair_ids = _checked_pairs(pairs)
+        self._refuse_changed(_unit_keys(pairs, pair_ids))
+
+    def _refuse_changed(self, units: Sequence[tuple[str, int, str]]) -> None:
+        """ValueError when a unit of `units`, (pair_id, side, response key), each unit once,
+        is bound to another response: the one check, for `bind` and for every read of
+        values, that a pair's ratings are of the text given now. Units not bound pass."""
+        con = self._db
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS given_units (pair_id TEXT, side INTEGER,"
+                    " response TEXT, pos INTEGER, PRIMARY KEY (pair_id, side)) WITHOUT ROWID")
+        con.execute("DELETE FROM temp.given_units")
+        con.executemany("INSERT INTO temp.given_units VALUES (?, ?, ?, ?)",
+                        ((*unit, pos) for pos, unit in enumerate(units)))
+        changed = con.execute(
+            "SELECT g.pair_id, g.side FROM temp.given_units g"
+            " JOIN units u ON u.pair_id = g.pair_id AND u.side = g.side"
+            " WHERE u.response != g.response ORDER BY g.pos").fetchall()
+        if changed:
+            (pair_id, side), more = changed[0], len(changed) - 1
+            others = (f" ({more} more of the {len(units)} responses given differ too)"
+                      if more else "")
+            raise ValueError(
+                f"pair {pair_id!r} side {side} is bound in {self.path} to another response "
+                f"than the one given{others}: the pair's prompt or response "
+                f"{'AB'[side]} changed under the same id since it was rated, so the stored "
+                "ratings are of the old text; rate the new text under a new pair id, or into "
+                "a new store")
 
     def _bound(self, units: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """{(pair_id, side): response} for the given units that are bound."""
@@ -504,50 +535,74 @@ class RatingStore:
             " JOIN temp.want_rules w ON w.id = r.rule_id"
             " GROUP BY u.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
 
-    def scores(self, pair_ids: Sequence[str], rule_ids: Sequence[str]) -> Ratings:
+    def scores(self, pairs: Sequence, rule_ids: Sequence[str]) -> Ratings:
         """The stored ratings of these pairs on these rules, dense, in the order of the
         arguments: NaN (and `valid` False) wherever nothing is stored, so it never raises for
         missing ratings. `.require_complete(store.path)` is the read that needs them all.
 
-        Ids must be strings, each listed once; rule_ids must not be empty.
+        pairs: the pairs themselves (`ramo.io.Pair`, or anything with id, prompt, response_a
+        and response_b), not their ids: a pair's ratings are read only when its sides are
+        bound to the responses its texts give now (`response_key`); a side bound to another
+        response (the pair's prompt or text changed under the same id since it was rated) is
+        a ValueError naming it, never a stale read. A pair the store has no unit for is read
+        as unrated. Pair ids must be strings, each listed once; rule_ids must not be empty.
         """
-        pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
-        rule_ids = self._load_ids("want_rules", "rule_ids", rule_ids)
-        return self._loaded_scores(pair_ids, rule_ids)
+        pairs, pair_ids = _checked_pairs(pairs)
+        rule_ids = _checked_ids("rule_ids", rule_ids)
+        with self._reading():
+            return self._checked_scores(pairs, pair_ids, rule_ids)
 
-    def score_blocks(self, pair_ids: Sequence[str], rule_ids: Sequence[str],
+    def score_blocks(self, pairs: Sequence, rule_ids: Sequence[str],
                      block_pairs: int | None = None) -> Iterator[Ratings]:
-        """`scores` of pair_ids a block of consecutive pairs at a time, in order, all from one
+        """`scores` of pairs a block of consecutive pairs at a time, in order, all from one
         snapshot: the streaming read, whose memory is one block's however many pairs there
         are. block_pairs: pairs per block; None: as many as hold about 2**21 ratings (40 MiB
         of float32 fields). No pairs, no blocks.
 
-        The ids are checked here; the blocks are read as they are taken, inside one read
-        transaction, so add nothing through this store before the last one.
+        The ids are checked here; the texts (as `scores` checks them) and the ratings of a
+        block when it is taken, inside one read transaction, so add nothing through this
+        store before the last one. A changed text raises at its block: blocks before it have
+        been yielded, so a reader that must not act on part of the pairs writes atomically.
         """
-        pair_ids = _checked_ids("pair_ids", pair_ids, allow_empty=True)
+        pairs, pair_ids = _checked_pairs(pairs)
         rule_ids = _checked_ids("rule_ids", rule_ids)
         if block_pairs is None:
             block_pairs = max(1, _BLOCK_RATINGS // (2 * len(rule_ids)))
         elif isinstance(block_pairs, bool) or not isinstance(block_pairs, int) or block_pairs < 1:
             raise ValueError(f"block_pairs must be a positive integer, got {block_pairs!r}")
-        return self._blocks(pair_ids, rule_ids, block_pairs)
+        return self._blocks(pairs, pair_ids, rule_ids, block_pairs)
 
-    def _blocks(self, pair_ids: list[str], rule_ids: list[str],
+    def _blocks(self, pairs: list, pair_ids: list[str], rule_ids: list[str],
                 block_pairs: int) -> Iterator[Ratings]:
-        con = self._db
-        con.execute("BEGIN")  # one read transaction: every block from the same snapshot
-        try:
+        with self._reading():  # one read transaction: every block from the same snapshot
             for start in range(0, len(pair_ids), block_pairs):
-                block = pair_ids[start:start + block_pairs]
-                # Both tables each time: a `scores` call between two blocks refills them.
-                self._fill_ids("want_pairs", block)
-                self._fill_ids("want_rules", rule_ids)
-                yield self._loaded_scores(block, rule_ids)
+                end = start + block_pairs
+                yield self._checked_scores(pairs[start:end], pair_ids[start:end], rule_ids)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction around the statements inside (the text check and the ratings
+        then come from one snapshot), or the one already open (a `scores` between two
+        blocks); ended, when it began here, even when the store was closed first."""
+        con = self._db
+        if con.in_transaction:
+            yield
+            return
+        con.execute("BEGIN")
+        try:
+            yield
         finally:
-            # Closing the store (first) has ended the transaction with the connection.
             if self._con is con and con.in_transaction:
                 con.execute("ROLLBACK")  # it only read
+
+    def _checked_scores(self, pairs: Sequence, pair_ids: list[str],
+                        rule_ids: list[str]) -> Ratings:
+        """The ratings of these pairs (checked ids) after `_refuse_changed` on their texts."""
+        self._refuse_changed(_unit_keys(pairs, pair_ids))
+        # Both tables each time: a `scores` call between two blocks refills them.
+        self._fill_ids("want_pairs", pair_ids)
+        self._fill_ids("want_rules", rule_ids)
+        return self._loaded_scores(pair_ids, rule_ids)
 
     def _loaded_scores(self, pair_ids: list[str], rule_ids: list[str]) -> Ratings:
         """The ratings of the ids in temp.want_pairs and temp.want_rules (given here in their
@@ -584,7 +639,7 @@ class RatingStore:
         con.executemany(f"INSERT INTO temp.{table} (pos, id) VALUES (?, ?)", enumerate(ids))
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Write every row, sorted, to a .parquet or .jsonl file (by suffix), atomically.
+        """Write every row, sorted, to a .parquet, .jsonl or .jsonl.gz file (by suffix), atomically.
 
         The export is one consistent snapshot even while other processes keep writing.
         """
@@ -674,12 +729,40 @@ class RatingStore:
                 f"template_fingerprint={meta.get('template_fingerprint')!r}, {state})")
 
 
-def read_ratings(path: str | os.PathLike, pair_ids: Sequence[str],
+def read_ratings(path: str | os.PathLike, pairs: Sequence,
                  rule_ids: Sequence[str]) -> Ratings:
-    """The complete ratings of these pairs on these rules from the store at `path`, opened
-    read-only: what the steps after rating read (ValueError names what is missing)."""
+    """The complete ratings of these pairs (the pairs themselves, as `RatingStore.scores`
+    takes them) on these rules from the store at `path`, opened read-only: what the steps
+    after rating read. ValueError names what is missing, or a pair whose text changed since
+    it was rated; FileNotFoundError when there is no store."""
     with RatingStore.open_existing(path) as store:
-        return store.scores(pair_ids, rule_ids).require_complete(store.path)
+        return store.scores(pairs, rule_ids).require_complete(store.path)
+
+
+def _checked_pairs(pairs: Iterable) -> tuple[list, list[str]]:
+    """(pairs as a list, their checked ids): pairs must be the pairs, not their ids."""
+    if isinstance(pairs, (str, bytes)):
+        raise ValueError(f"pairs must be a sequence of pairs, not the string {pairs!r}")
+    pairs = list(pairs)
+    try:
+        ids = [p.id for p in pairs]
+    except AttributeError:
+        bad = next(p for p in pairs if not hasattr(p, "id"))
+        raise ValueError(
+            f"pairs must be the pairs themselves (ramo.io.Pair, or anything with id, prompt, "
+            f"response_a and response_b), got {type(bad).__name__} {bad!r}: a pair's ratings "
+            "are read only after checking that its texts are the ones rated") from None
+    return pairs, _checked_ids("pair ids", ids, allow_empty=True)
+
+
+def _unit_keys(pairs: Sequence, pair_ids: Sequence[str]) -> list[tuple[str, int, str]]:
+    """(pair_id, side, response key) of both sides of each pair, from its texts now."""
+    try:
+        return [(pair_id, side, response_key(p.prompt, text))
+                for p, pair_id in zip(pairs, pair_ids)
+                for side, text in enumerate((p.response_a, p.response_b))]
+    except AttributeError as exc:
+        raise ValueError(f"pairs must have id, prompt, response_a and response_b: {exc}") from None
 
 
 def _checked_ids(what: str, ids: Iterable[str], allow_empty: bool = False) -> list[str]:

@@ -213,15 +213,20 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
 
 def _rated_scores(path, preferences, rule_ids) -> dict:
     """id -> (chosen [R], rejected [R]) judge scores from a ratings store, NaN where the
-    store has no rating of that side and rule."""
+    store has no rating of that side and rule. The store reads a pair's ratings only when its
+    texts are the ones rated, so each row goes back to its pair: response A is the chosen
+    text when chosen_side is "a", the rejected one when it is "b"."""
+    from ramo.io import Pair
     from ramo.ratings import RatingStore
 
     missing = [p.id for p in preferences if p.chosen_side is None]
     if missing:
         raise ValueError(f"regression onto judge ratings needs each row's 'chosen_side' (a or b; "
                          f"`ramo label` writes it); {len(missing)} rows lack it, e.g. {missing[0]!r}")
+    pairs = [Pair(p.id, p.prompt, *((p.chosen, p.rejected) if p.chosen_side == "a"
+                                    else (p.rejected, p.chosen))) for p in preferences]
     with RatingStore.open_existing(path) as store:
-        rated = store.scores([p.id for p in preferences], rule_ids)
+        rated = store.scores(pairs, rule_ids)
     if not rated.valid.any():
         raise ValueError(f"{os.fspath(path)} holds no ratings of these pairs on these rules")
     return {p.id: (rated.score[n, 0], rated.score[n, 1]) if p.chosen_side == "a"
