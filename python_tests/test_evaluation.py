@@ -306,3 +306,36 @@ def test_scores_equal_rewardbench_formatting(variant):
         with torch.no_grad():
             score = model(**theirs).logits[0, 0]
         torch.testing.assert_close(ours[n], score, rtol=1e-5, atol=1e-6)
+
+
+def test_json_and_markdown_must_be_two_files(tmp_path, capsys, monkeypatch):
+    """`ramo eval --out X --markdown X` would write the tables over the JSON: refused before
+    the model loads, whichever way the two paths name the file."""
+    import functools
+
+    import ramo.evaluation
+    from ramo.cli import main
+    from ramo.evaluation import check_output_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "res").mkdir()
+    for json_path, md_path in (("r.json", "r.json"), ("r.json", "./res/../r.json"),
+                               (tmp_path / "r.json", "r.json")):
+        with pytest.raises(ValueError, match="are the same file"):
+            check_output_paths(json_path, md_path)
+    (tmp_path / "r.json").write_text("{}")
+    (tmp_path / "link.md").symlink_to(tmp_path / "r.json")
+    with pytest.raises(ValueError, match="are the same file"):
+        check_output_paths("r.json", "link.md")
+    check_output_paths("r.json", "r.md")
+    check_output_paths("r.json", None)
+
+    @functools.wraps(ramo.evaluation.evaluate)  # the flags' defaults are read from it
+    def no_model(*args, **kwargs):
+        raise AssertionError("evaluated before the paths were checked")
+
+    monkeypatch.setattr(ramo.evaluation, "evaluate", no_model)
+    assert main(["eval", "--model", "absent", "--data", "absent.jsonl", "--out", "x.json",
+                 "--markdown", "x.json", "--no-progress"]) == 2
+    assert "x.json and x.json are the same file" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

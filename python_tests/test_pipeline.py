@@ -137,6 +137,21 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
     assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "eval"]) == 0
     assert "[eval] done in" in capsys.readouterr().out
 
+    # Each record holds the settings its step used; a rerun with others is refused, naming
+    # them and the records from that step on, before anything is written.
+    assert json.loads((run / "steps" / "select.json").read_text())["config"]["select.k"] == 2
+    assert "judge.device" not in json.loads((run / "steps" / "rate.json").read_text())["config"]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    changed = _config(tmp_path, models, select={"k": 3})
+    assert main(["pipeline", "--config", str(changed), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "select: select.k 2 -> 3; adapter-train: select.k 2 -> 3; adapter-apply: select.k " \
+           "2 -> 3" in err, err
+    assert ("delete the records steps/select.json, steps/adapter-train.json, "
+            "steps/adapter-apply.json, steps/label.json, steps/rm-train.json, steps/eval.json, "
+            "steps/report.json") in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
 
 def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
     import fcntl
@@ -156,6 +171,16 @@ def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
     ({"rm": {"epoch": 2}}, "unknown rm settings ['epoch']"),
     ({"pairs": None}, "`pairs` (the preference pairs to rate) is required"),
     ({"adapter": {"holdout": 1.5}}, "adapter.holdout must be in [0, 1)"),
+    # every setting's type, before anything runs (not at the step that reads it)
+    ({"adapter": {"epochs": "five"}}, "adapter.epochs must be a number, got 'five' (str)"),
+    ({"select": {"k": 2.5}}, "select.k must be an integer, got 2.5 (float)"),
+    ({"rm": {"bf16": "yes"}}, "rm.bf16 must be true or false, got 'yes' (str)"),
+    ({"rm": {"learning_rate": "fast"}}, "rm.learning_rate must be a number, got 'fast' (str)"),
+    ({"judge": {"batch_size": "4"}}, "judge.batch_size must be an integer, got '4' (str)"),
+    ({"evaluation": {"max_length": True}},
+     "evaluation.max_length must be an integer or null, got True (bool)"),
+    ({"judge": {"engine_options": [1]}},
+     "judge.engine_options must be a mapping or null, got [1] (list)"),
 ])
 def test_config_errors_write_nothing(tmp_path, models, capsys, override, message):
     config = _config(tmp_path, models, **override)
@@ -172,3 +197,64 @@ def test_bad_pairs_file_is_named_with_its_line(tmp_path, models, capsys):
     err = capsys.readouterr().err
     assert "new.jsonl" in err and "line 5" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- settings type-checked up front; records compared with the config (CLI review) ----------
+
+def test_numbers_written_as_text_are_read_as_numbers(tmp_path, models):
+    """PyYAML reads 2e-5 as text (YAML 1.1 wants a dot): a float setting takes it as a number,
+    before any step."""
+    import yaml
+
+    from ramo.pipeline import Config, Pipeline
+
+    _jsonl(tmp_path / "pairs.jsonl", _pairs(0, 4))
+    text = "pairs: pairs.jsonl\nrm: {learning_rate: 2e-5, epochs: 2}\nselect: {k: 1}\n"
+    assert yaml.safe_load(text)["rm"]["learning_rate"] == "2e-5"
+    (tmp_path / "config.yaml").write_text(text)
+    pipeline = Pipeline(Config.from_file(tmp_path / "config.yaml"))
+    pipeline.check_inputs()
+    assert pipeline.config.rm["learning_rate"] == 2e-5
+    assert isinstance(pipeline.config.rm["learning_rate"], float)
+    assert pipeline.config.rm["epochs"] == 2 and pipeline.config.select["k"] == 1
+    pipeline.check_inputs()  # again (as the demo does): the same values
+
+
+def _fake_run(tmp_path, models, record: dict, **override):
+    config = _config(tmp_path, models, **override)
+    (tmp_path / "run" / "steps").mkdir(parents=True)
+    (tmp_path / "run" / "steps" / "select.json").write_text(json.dumps(record))
+    return config
+
+
+@pytest.mark.parametrize("record", [
+    {"config": {"select.k": 3, "select.relevance": "judge"}},
+    {"settings": {"k": 3, "relevance": "judge"}},  # a record of an older ramo
+])
+def test_a_changed_setting_of_a_done_step_is_refused(tmp_path, models, capsys, record):
+    config = _fake_run(tmp_path, models, record)
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings than this config's (select: select.k 3 -> 2)" in err, err
+    assert "Use a new run_dir, or delete the records steps/select.json to redo" in err
+    assert "ratings stores" not in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["steps"]
+
+
+def test_a_record_without_settings_is_trusted(tmp_path, models, capsys):
+    config = _fake_run(tmp_path, models, {"pairs": 10})
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 0
+    assert "[select] done before: skipped" in capsys.readouterr().out
+
+
+def test_settings_of_speed_and_place_may_change(tmp_path, models):
+    from ramo.pipeline import Config, Pipeline
+
+    config = Config.from_file(_config(tmp_path, models))
+    pipeline = Pipeline(config)
+    rate, evaluation = pipeline.step_settings("rate"), pipeline.step_settings("eval")
+    assert rate["judge.model"] == models["judge"] and "judge.template" in rate
+    assert not {"judge.device", "judge.batch_size", "judge.engine_options"} & set(rate)
+    assert "evaluation.batch_size" not in evaluation and "rm.learning_rate" in evaluation
+    assert pipeline.step_settings("adapter-train")["select.k"] == 2
+    assert pipeline.step_settings("label") == {} == pipeline.step_settings("report")

@@ -267,3 +267,36 @@ def test_unexpressible_answers_write_nothing(tmp_path, judge_dir):
     assert len(_table(out)) == 2 * 3
     code, _, err = _finish(_rate(tmp_path, path, pairs, tmp_path / "x.db", "--answer-ids", "yes=a"))
     assert code == 2 and "integers" in err, err
+
+
+# ---- arguments checked before the store is touched (CLI review) ------------------------------
+
+class _Untouchable:
+    """A store that fails the test when anything is asked of it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the store was used ({name}) before the arguments were checked")
+
+
+@pytest.mark.parametrize("commit_every", [0, -1, 1.5, True])
+def test_rate_checks_commit_every_before_the_store(commit_every):
+    from ramo.io import Pair, Rule
+    from ramo.rate import rate
+
+    pairs = [Pair("p0", "q", "a", "b")]
+    with pytest.raises(ValueError, match="commit_every must be a positive integer"):
+        rate(object(), pairs, [Rule("r1", "x")], _Untouchable(), commit_every=commit_every)
+
+
+def test_cli_commit_every_zero_creates_no_store(tmp_path, capsys):
+    from ramo.cli import main
+
+    rules = _write_jsonl(tmp_path / "rules.jsonl", RULES)
+    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(2))
+    out = tmp_path / "ratings.db"
+    with pytest.raises(SystemExit) as exit:
+        main(["rate", "--pairs", str(pairs), "--rules", str(rules), "--out", str(out),
+              "--commit-every", "0"])
+    assert exit.value.code == 2
+    assert "argument --commit-every: must be at least 1, got 0" in capsys.readouterr().err
+    assert not out.exists()

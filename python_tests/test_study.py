@@ -130,14 +130,14 @@ def test_command_on_stored_ratings(tmp_path, capsys):
     n, rules = 12, [{"id": f"r{j}", "text": f"rule {j}"} for j in range(6)]
     scores = _scores(n, 6, seed=3)
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": f"p{i}", "prompt": "q", "response_a": "a",
-                                         "response_b": "b", "label": i % 2 if i < 10 else None})
-                             + "\n" for i in range(n)))
+    rows = [{"id": f"p{i}", "prompt": f"q{i}", "response_a": "a", "response_b": "b",
+             "label": i % 2 if i < 10 else None} for i in range(n)]
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
     (tmp_path / "rules.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rules))
     store = tmp_path / "ratings.sqlite"
     with RatingStore(store, judge_fingerprint="j", template_fingerprint="t") as s:
         add(s, [(f"p{i}", side, f"r{j}", 0.3, 0.3, 0.4, float(scores[i, side, j]), 0.5)
-               for i in range(n) for side in (0, 1) for j in range(6)])
+               for i in range(n) for side in (0, 1) for j in range(6)], pairs=rows)
     args = ["study", "selection", "--pairs", str(pairs), "--rules", str(tmp_path / "rules.jsonl"),
             "--ratings", str(store), "-k", "1,3", "--samples", "50", "--out",
             str(tmp_path / "out")]
@@ -155,3 +155,71 @@ def test_command_on_stored_ratings(tmp_path, capsys):
     assert "all rules" not in {r["strategy"] for r in study["rows"]}
     assert main(["study", "selection", "--pairs", str(pairs), "--out", str(tmp_path / "x")]) == 2
     assert "--rules, --ratings needed (or --synthetic)" in capsys.readouterr().err
+
+
+def test_stored_ratings_of_a_changed_text_are_refused(tmp_path, capsys):
+    """The study reads a pair's ratings only for the text rated: a labeled pair whose response
+    changed under its id is refused, naming it; unchanged pairs read as before."""
+    from ramo.io import Pair, Rule
+    from ramo.study import labeled_ratings
+
+    scores = _scores(4, 3, seed=5)
+    pairs = [Pair(f"p{i}", f"q{i}", f"a{i}", f"b{i}", i % 2) for i in range(4)]
+    rules = [Rule(f"r{j}", f"rule {j}") for j in range(3)]
+    store = tmp_path / "ratings.sqlite"
+    with RatingStore(store, judge_fingerprint="j", template_fingerprint="t") as s:
+        add(s, [(p.id, side, r.id, 0.3, 0.3, 0.4, float(scores[i, side, j]), 0.5)
+               for i, p in enumerate(pairs) for side in (0, 1) for j, r in enumerate(rules)],
+            pairs=pairs)
+    got, _, labels, _ = labeled_ratings(pairs, rules, store)
+    assert torch.equal(got, scores) and labels.tolist() == [0, 1, 0, 1]
+    changed = [*pairs[:2], Pair("p2", "q2", "a2", "CHANGED", 0), pairs[3]]
+    with pytest.raises(ValueError, match="pair 'p2' side 1 is bound .*new pair id"):
+        labeled_ratings(changed, rules, store)
+    (tmp_path / "rules.jsonl").write_text("".join(
+        json.dumps({"id": r.id, "text": r.text}) + "\n" for r in rules))
+    (tmp_path / "changed.jsonl").write_text("".join(json.dumps(
+        {"id": p.id, "prompt": p.prompt, "response_a": p.response_a, "response_b": p.response_b,
+         "label": p.label}) + "\n" for p in changed))
+    assert main(["study", "selection", "--pairs", str(tmp_path / "changed.jsonl"), "--rules",
+                 str(tmp_path / "rules.jsonl"), "--ratings", str(store), "-k", "1",
+                 "--samples", "20", "--out", str(tmp_path / "out")]) == 2
+    assert "pair 'p2' side 1 is bound" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# ---- `ramo study selection`'s flags: checked up front (CLI review) ---------------------------
+
+def test_cli_refuses_no_synthetic_pairs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["study", "selection", "--synthetic", "--synthetic-pairs", "0",
+              "--out", str(tmp_path / "out")])
+    assert exit.value.code == 2
+    assert "argument --synthetic-pairs: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_k_above_the_pool(tmp_path, capsys):
+    assert main(["study", "selection", "--synthetic", "--synthetic-pairs", "20", "-k", "5,200",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "-k 200: k must be from 1 to the pool's 100 rules" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_k_values_for_a_pool():
+    from ramo.cli.study import _ks
+
+    assert _ks(None, 4) == [1, 3, 4]  # ramo's defaults, those above the pool cut to it, once
+    assert _ks(None, 100) == [1, 3, 5, 10, 20]
+    assert _ks([2, 6], 6) == [2, 6]
+    with pytest.raises(ValueError, match="-k 7,0: k must be from 1 to the pool's 6 rules"):
+        _ks([1, 7, 0], 6)
+
+
+def test_cli_help_names_the_plot_files(capsys):
+    with pytest.raises(SystemExit):
+        main(["study", "selection", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "selection_study_0.png" in text and "{md,json,png}" not in text
+    assert "cut to it" in text

@@ -11,13 +11,18 @@ Steps, in order (each one a library function: ramo/steps.py):
   rm-train       a Bradley-Terry reward model                    -> rm/ (save_pretrained)
   eval           RewardBench-style accuracy by subset, section   -> eval.json, eval.md
   report         report.md and plots/*.png from all of the above
-Each step writes its outputs atomically and then a record, steps/<step>.json (settings,
-counts, seconds); a step whose record exists is skipped, so a stopped run resumes where it
-stopped (and the rating inside the rate step resumes per response). Delete a step's record
-to redo it. One pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at
-its start it removes the temporaries that a killed run left there.
+Each step writes its outputs atomically and then a record, steps/<step>.json (the config
+settings it used, counts, seconds); a step whose record exists is skipped, so a stopped run
+resumes where it stopped (and the rating inside the rate step resumes per response). A
+rerun whose config changed a setting that a done step used (say select.k) is refused before
+anything runs, naming the settings: use a new run_dir, or delete the records of the steps
+from the first changed one on to redo them. Settings of speed and place (judge.device,
+judge.batch_size, judge.engine_options, evaluation.batch_size) may change between runs. One
+pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at its start it
+removes the temporaries that a killed run left there.
 
-Config (YAML or JSON); paths are relative to the config file; only `pairs` is required:
+Config (YAML or JSON); paths are relative to the config file; only `pairs` is required;
+every setting is type-checked (a number may be written as text, e.g. 2e-5):
 
     run_dir: run                # default: the config file's folder / "run"
     rules: default              # a rule pool file, or ramo's default pool
@@ -35,7 +40,9 @@ The sections' settings and defaults (`sections()`, read from the step functions)
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -50,6 +57,17 @@ RM_SETTINGS = ("model", "epochs", "learning_rate", "batch_size", "max_length",
                "lora")
 ADAPTER_SETTINGS = ("backbone", "epochs", "learning_rate", "batch_size", "max_length", "seed",
                     "lora")
+
+
+# The settings of each step, as config keys ("section" for all of a section's): a step's record
+# stores their values, and a rerun with other values is refused. Settings that change only
+# how fast or where a step runs, not what it makes, are left out (_HOW_ONLY).
+STEP_SETTINGS = {"rate": ("judge",), "select": ("select",),
+                 "adapter-train": ("adapter", "select.k"), "adapter-apply": ("judge", "select.k"),
+                 "label": (), "rm-train": ("rm",), "eval": ("evaluation", "rm"), "report": ()}
+_HOW_ONLY = {"judge.device", "judge.batch_size", "judge.engine_options", "evaluation.batch_size"}
+# Records written before they stored "config": the section their "settings" hold.
+_OLD_SETTINGS = {"select": "select", "adapter-train": "adapter", "rm-train": "rm"}
 
 
 def sections() -> dict[str, dict[str, Any]]:
@@ -71,6 +89,80 @@ def sections() -> dict[str, dict[str, Any]]:
         "evaluation": {**defaults(evaluate, ("batch_size", "max_length", "weights")),
                        "baseline": True, "human_labels": False},
     }
+
+
+def setting_types() -> dict[str, dict[str, tuple[type, ...]]]:
+    """Each config section's settings and the types they take, from the step functions'
+    annotations (ramo.steps), else from their defaults' types."""
+    from ramo.adapter.train import train_adapter
+    from ramo.evaluation import evaluate
+    from ramo.judge import RuleJudge
+    from ramo.reward.train import train_reward_model
+    from ramo.select import select
+
+    annotated = {"judge": RuleJudge.__init__, "select": select, "adapter": train_adapter,
+                 "rm": train_reward_model, "evaluation": evaluate}
+    # What a config can give for the settings not annotated as such (how the judge loads).
+    written = {"judge.model": "str", "judge.dtype": "str", "judge.device": "str | None",
+               "judge.engine": "str", "judge.engine_options": "dict | None",
+               "judge.template": "str", "adapter.holdout": "float",
+               "evaluation.baseline": "bool", "evaluation.human_labels": "bool"}
+    out = {}
+    for name, values in sections().items():
+        parameters = inspect.signature(annotated[name]).parameters
+        out[name] = {}
+        for key, default in values.items():
+            annotation = written.get(f"{name}.{key}")
+            if annotation is None and key in parameters:
+                annotation = parameters[key].annotation
+            kinds = _kinds(annotation)
+            if not kinds and default is not None:
+                kinds = (type(default),)
+            out[name][key] = kinds
+    return out
+
+
+_KIND_NAMES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None),
+               "dict": dict}
+
+
+def _kinds(annotation) -> tuple[type, ...]:
+    """(int, type(None)) from 'int | None'; () for what a config cannot write (Path, ...)."""
+    if not isinstance(annotation, str):
+        return ()
+    parts = [part.strip().split("[")[0] for part in annotation.split("|")]
+    return tuple(_KIND_NAMES[part] for part in parts if part in _KIND_NAMES)
+
+
+def _check_setting(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
+    """The value, if it is of one of `kinds` (a number written as text, e.g. '2e-5', read as a
+    float where a float goes); else ValueError naming the setting, the value and the types."""
+    if not kinds or (value is None and type(None) in kinds):
+        return value
+    if isinstance(value, bool):
+        ok = bool in kinds
+    elif isinstance(value, int):
+        ok = int in kinds or float in kinds
+    elif isinstance(value, float):
+        ok = float in kinds
+    elif isinstance(value, str):
+        ok = str in kinds
+        if not ok and float in kinds:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
+    else:
+        ok = isinstance(value, dict) and dict in kinds
+    if not ok:
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                 dict: "a mapping", type(None): "null"}
+        expected = " or ".join(words[kind] for kind in kinds
+                               if not (kind is int and float in kinds))
+        raise ValueError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return value
 
 
 @dataclass
@@ -191,8 +283,62 @@ class Pipeline:
             self._judge = load_judge(self.config.judge)
         return self._judge
 
+    def check_settings(self) -> None:
+        """Every section's settings type-checked (numbers written as text read as floats)."""
+        for name, types in setting_types().items():
+            values = getattr(self.config, name)
+            for key, value in values.items():
+                values[key] = _check_setting(f"{name}.{key}", value, types.get(key, ()))
+
+    def step_settings(self, step: str) -> dict[str, Any]:
+        """{"section.key": value} of the settings `step` uses, as its record stores them."""
+        out = {}
+        for name in STEP_SETTINGS[step]:
+            section, _, key = name.partition(".")
+            values = getattr(self.config, section)
+            for key in [key] if key else values:
+                if f"{section}.{key}" not in _HOW_ONLY:
+                    out[f"{section}.{key}"] = values[key]
+        return json.loads(json.dumps(out))  # as the record reads back
+
+    def check_records(self, steps: tuple[str, ...]) -> None:
+        """Refuses to skip a done step whose record holds other values of its settings than
+        the config's (records of ramo versions that stored none are trusted)."""
+        changed = {}
+        for step in steps:
+            record = self.record(step) if step != "report" else None
+            if record is None:
+                continue
+            if isinstance(record.get("config"), dict):
+                stored = record["config"]
+            elif step in _OLD_SETTINGS and isinstance(record.get("settings"), dict):
+                stored = {f"{_OLD_SETTINGS[step]}.{key}": value
+                          for key, value in record["settings"].items()}
+            else:
+                continue
+            now = self.step_settings(step)
+            diff = [f"{key} {stored[key]!r} -> {now[key]!r}" for key in now
+                    if key in stored and stored[key] != now[key]]
+            if diff:
+                changed[step] = diff
+        if changed:
+            first = min(STEPS.index(step) for step in changed)
+            records = [f"steps/{step}.json" for step in STEPS[first:]
+                       if self.record_path(step).is_file()]
+            what = "; ".join(f"{step}: {', '.join(diff)}" for step, diff in changed.items())
+            stores = ""
+            if any(line.startswith("judge.") for diff in changed.values() for line in diff):
+                stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite: "
+                          "they hold one judge's ratings)")
+            raise ValueError(
+                f"{self.dir} holds results made with other settings than this config's "
+                f"({what}); a run folder holds one config's results. Use a new run_dir, or "
+                f"delete the records {', '.join(records)}{stores} to redo those steps")
+
     def check_inputs(self) -> None:
-        """Loads (and so validates) every input before the first step writes anything."""
+        """Type-checks the settings and loads (and so validates) every input before the first
+        step writes anything."""
+        self.check_settings()
         self.rules, self.pairs, self.new_pairs
         from ramo.adapter.train import check_holdout
         from ramo.select import check_k
@@ -212,6 +358,7 @@ class Pipeline:
 
     def run(self, steps: tuple[str, ...] = STEPS) -> None:
         self.check_inputs()
+        self.check_records(steps)
         self.dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.dir):
             self._run(steps)
@@ -234,6 +381,7 @@ class Pipeline:
                 self.log(f"[{step}] not configured: skipped")
                 continue
             stats["seconds"] = round(time.perf_counter() - start, 2)
+            stats["config"] = self.step_settings(step)
             write_json(self.record_path(step), stats)
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
@@ -259,7 +407,8 @@ class Pipeline:
 
         settings = self.config.select
         stats = select_store(self.pairs, self.rules, self.path("ratings.sqlite"),
-                             self.path("selections.jsonl"), **settings)
+                             self.path("selections.jsonl"), progress=self.progress,
+                             **settings)
         self.log("  " + summary(stats))
         return {"settings": settings, **stats}
 

@@ -73,8 +73,44 @@ def info() -> str:
     return "\n".join(lines)
 
 
+DESCRIPTION = """\
+Label preference pairs with data-adaptive safety rules and train reward models on them.
+
+A judge model rates both responses of each pair (prompt, response A, response B) on a pool of
+safety rules; for each pair the k rules on which the two responses differ most decide its
+label. A Rule Adapter learns to pick those rules, so new pairs need only k judge calls per
+side; the labeled pairs train a Bradley-Terry reward model, evaluated RewardBench-style.
+
+Start with `ramo demo` (the whole method on embedded data), run it on your own data with
+`ramo pipeline --config FILE`, or run the steps one by one: rate, select, adapter train,
+adapter apply, label, rm train, eval. `ramo COMMAND --help` describes each command."""
+
+
+def version() -> str:
+    """The installed distribution's version; ramo.__version__ when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ramo")
+    except metadata.PackageNotFoundError:
+        import ramo
+
+        return getattr(ramo, "__version__", "unknown")
+
+
+class _Version(argparse.Action):
+    """--version, read only when asked (the fallback imports ramo, and so torch)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"ramo {version()}")
+        parser.exit()
+
+
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ramo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ramo", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print ramo's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("info", help="print the version, the built backends and the dispatch")
     words = [a for a in argv if not a.startswith("-")][:2]
@@ -83,7 +119,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         where = sub
         if len(command) == 2:
             if command[0] not in groups:
-                group = sub.add_parser(command[0], help=f"ramo {command[0]} COMMAND ...")
+                words_of = [c[1] for c in COMMANDS if c[0] == command[0]]
+                group = sub.add_parser(command[0], help=f"{' | '.join(words_of)} (ramo "
+                                       f"{command[0]} COMMAND --help)")
                 groups[command[0]] = group.add_subparsers(dest="subcommand", required=True,
                                                           metavar="COMMAND")
             where = groups[command[0]]
@@ -106,17 +144,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        # Bad input: one clear line, not a traceback; nothing has been written for it.
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Every output is atomic and the store commits whole batches: what was there
+            # before is intact, and the same command resumes once there is room.
+            print(f"ramo {args.words}: error: no space left on the disk: {exc}",
+                  file=sys.stderr)
+            return 1
+        # A path that cannot be read or written (missing, a folder, under a file, no
+        # permission): one line naming it, exit code 2 like any bad input.
+        print(f"ramo {args.words}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, ImportError) as exc:
+        # Bad input, or an optional dependency that is missing (the message says what to
+        # install): one clear line, not a traceback; nothing has been written for it.
         print(f"ramo {args.words}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        # Every output is atomic and the store commits whole batches: what was there before
-        # is intact, and the same command resumes once there is room.
-        print(f"ramo {args.words}: error: no space left on the disk: {exc}", file=sys.stderr)
-        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """'PATH: Is a directory' for the system's own errors; ramo's own messages as they are.
+    Of two paths (a rename) the second is named: ramo writes a temporary and renames it onto
+    the path that was given."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    if exc.strerror and path is not None:
+        return f"{path}: {exc.strerror}"
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_judge_arguments, add_lora_argument, add_no_progress
+from ramo.cli._common import (PAIRS_HELP, add_judge_arguments, add_lora_argument,
+                              add_no_progress, positive, positive_number)
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +15,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = defaults(train_adapter)
     parser.add_argument("--pairs", required=True, type=Path,
-                        help="preference pairs: JSONL(.gz), Parquet or JSON")
+                        help=PAIRS_HELP)
     parser.add_argument("--rules", required=True,
                         help="the rule pool the selections were made from; 'default' for ramo's")
     parser.add_argument("--selections", required=True, type=Path,
@@ -29,15 +30,19 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         f"default {DEFAULT_HOLDOUT} with --ratings)")
     parser.add_argument("--backbone", default=d["backbone"],
                         help="encoder folder or hub id; 'default' for the embedded MiniLM")
-    parser.add_argument("--k", type=int, default=None,
+    parser.add_argument("--k", type=positive, default=None,
                         help="rules per pair to predict (default: as many as the selections hold)")
-    parser.add_argument("--epochs", type=float, default=d["epochs"])
-    parser.add_argument("--lr", type=float, default=d["learning_rate"])
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"])
-    parser.add_argument("--max-length", type=int, default=d["max_length"],
-                        help="tokens per pair (prompt and both responses)")
+    parser.add_argument("--epochs", type=positive_number, default=d["epochs"],
+                        help="passes over the training pairs (default %(default)s)")
+    parser.add_argument("--lr", type=positive_number, default=d["learning_rate"],
+                        help="learning rate (default %(default)s)")
+    parser.add_argument("--batch-size", type=positive, default=d["batch_size"],
+                        help="pairs per step (default %(default)s)")
+    parser.add_argument("--max-length", type=positive, default=d["max_length"],
+                        help="tokens per pair, prompt and both responses (default %(default)s)")
     parser.add_argument("--seed", type=int, default=d["seed"],
-                        help="model initialisation, order, holdout")
+                        help="seed of the model's initialisation, the order and the holdout "
+                        "(default %(default)s)")
     add_lora_argument(parser, d["lora"])
     add_no_progress(parser)
 
@@ -90,17 +95,22 @@ def apply_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", required=True, type=Path,
                         help="adapter folder (from `ramo adapter train`)")
     parser.add_argument("--pairs", required=True, type=Path,
-                        help="preference pairs: JSONL(.gz), Parquet or JSON")
+                        help=PAIRS_HELP)
     parser.add_argument("--rules", required=True,
                         help="the adapter's rule pool; 'default' for ramo's")
     parser.add_argument("--out", required=True, type=Path, help="selections JSONL to write")
-    add_judge_arguments(parser, loading_only=True)
+    # The judge flags of `ramo rate`, so that the judge rates here as it rated there (and a
+    # store from `ramo rate` is reused); its batch size under --judge-batch-size, since
+    # --batch-size is the adapter's.
+    add_judge_arguments(parser, batch_size_flags=("--judge-batch-size",))
     parser.add_argument("--ratings", type=Path, default=None,
                         help="ratings store (sqlite) to reuse ratings from and add new ones to")
-    parser.add_argument("--k", type=int, default=None,
+    parser.add_argument("--k", type=positive, default=None,
                         help="rules per pair (default: the adapter's)")
-    parser.add_argument("--batch-size", type=int, default=defaults(apply_adapter)["batch_size"],
-                        help="pairs per adapter forward pass")
+    parser.add_argument("--batch-size", type=positive,
+                        default=defaults(apply_adapter)["batch_size"],
+                        help="pairs per adapter forward pass (default %(default)s; the judge's "
+                        "is --judge-batch-size)")
     add_no_progress(parser)
 
 
@@ -121,19 +131,20 @@ def apply(args: argparse.Namespace) -> int:
 
     from ramo.adapter.apply import apply_adapter
     from ramo.adapter.model import RuleAdapter
-    from ramo.cli._common import judge_settings
+    from ramo.cli._common import judge_options, judge_settings
     from ramo.io import load_pairs, load_rules, write_selections
     from ramo.rate import default_device, open_store
     from ramo.steps import load_judge
 
     # The cheap checks first: bad pairs, a mismatched pool or a bad k fail before the judge
     # loads.
+    options = judge_options(args)
     pairs = load_pairs(args.pairs)
     adapter = RuleAdapter.from_pretrained(args.adapter, device=default_device(args.device))
     rules = load_rules(args.rules)
     adapter.check_rules(rules)
     k = adapter.resolve_k(args.k)
-    judge = load_judge(judge_settings(args, loading_only=True))
+    judge = load_judge(judge_settings(args), **options)
     judge.check_context(pairs, rules)
     with open_store(args.ratings, judge) if args.ratings else nullcontext() as store:
         selections = apply_adapter(adapter, judge, pairs, rules, k=k, store=store,

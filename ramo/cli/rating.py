@@ -6,10 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from ramo.cli._common import (add_judge_arguments, add_no_progress, add_pairs_and_rules,
-                              judge_settings)
+from ramo.cli._common import (PAIRS_HELP, add_judge_arguments, add_no_progress,
+                              add_pairs_and_rules, judge_options, judge_settings, positive)
 
-_PAIRS = "preference pairs: JSONL(.gz), Parquet or JSON (see README)"
+_PAIRS = PAIRS_HELP
 _RULES = "rule pool: JSON, JSONL, YAML or text; 'default' for ramo's pool"
 
 
@@ -19,17 +19,13 @@ def rate_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_pairs_and_rules(parser, _PAIRS, _RULES)
     parser.add_argument("--out", required=True, type=Path, help="ratings store (sqlite file)")
-    add_judge_arguments(parser)
-    parser.add_argument("--answer-word", action="append", default=[], metavar="ANSWER=WORD",
-                        help="the word the judge is asked to answer with, e.g. irrelevant=NA "
-                        "(repeatable; answers: yes, no, irrelevant)")
-    parser.add_argument("--answer-ids", action="append", default=[], metavar="ANSWER=ID,ID",
-                        help="token ids summed for an answer whose word is not one token, "
-                        "e.g. irrelevant=6084,31302 (repeatable)")
-    parser.add_argument("--commit-every", type=int, default=defaults(rate)["commit_every"],
-                        help="responses per transaction (each holds R rows)")
+    add_judge_arguments(parser, batch_size_flags=("--batch-size", "--judge-batch-size"))
+    parser.add_argument("--commit-every", type=positive, default=defaults(rate)["commit_every"],
+                        metavar="N", help="responses per transaction, each holding R rows "
+                        "(default %(default)s)")
     parser.add_argument("--export", type=Path, default=None,
-                        help="also write the whole store to this .parquet or .jsonl")
+                        help="also write the whole store to this .parquet, .jsonl or .jsonl.gz file "
+                        "(checked before the judge loads)")
     add_no_progress(parser)
 
 
@@ -54,15 +50,15 @@ def rate(args: argparse.Namespace) -> int:
     from ramo.ratings import RatingStore
     from ramo.steps import load_judge
 
-    # Everything that can be wrong with the input is found before the store is touched.
+    # Everything that can be wrong with the input is found before the store is touched, and
+    # the flags before the judge loads.
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a folder; give the store's file name")
+    if args.export is not None:
+        check_export(args.export)
+    options = judge_options(args)
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
-    options = {}
-    if args.answer_word:
-        options["answer_words"] = _assignments(args.answer_word, "--answer-word", str)
-    if args.answer_ids:
-        options["answer_ids"] = _assignments(
-            args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
     rank, world = _dist()
     judge = load_judge(judge_settings(args), **options)
     judge.check_context(pairs, rules)
@@ -107,6 +103,23 @@ def rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_export(path: Path) -> None:
+    """What `RatingStore.export` would refuse at the end, refused before any rating: a file
+    name it cannot write (`export_format`), a folder, or .parquet without pyarrow."""
+    from ramo.ratings.export import export_format
+
+    kind = export_format(path)
+    if path.is_dir():
+        raise ValueError(f"--export {path}: is a folder; give a file name")
+    if kind == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ImportError("--export to .parquet needs pyarrow: pip install pyarrow "
+                              "(or export to .jsonl)") from None
+
+
 def shard_folder(out: Path) -> Path:
     """Where the ranks of a multi-process `ramo rate --out OUT` write their stores."""
     return out.with_name(out.name + ".shards")
@@ -149,26 +162,12 @@ def _barrier(world: int) -> None:
         dist.destroy_process_group()
 
 
-def _assignments(items: list[str], flag: str, parse) -> dict:
-    """{"irrelevant": parse("NA")} from ["irrelevant=NA"]."""
-    out = {}
-    for item in items:
-        answer, sep, value = item.partition("=")
-        if not sep or not value:
-            raise ValueError(f"{flag} {item!r}: write ANSWER=VALUE, e.g. irrelevant=...")
-        try:
-            out[answer.strip()] = parse(value)
-        except ValueError:
-            raise ValueError(f"{flag} {item!r}: the ids must be integers separated by commas")
-    return out
-
-
 def select_arguments(parser: argparse.ArgumentParser) -> None:
     from ramo.relevance import SOURCES
     from ramo.select import select
     from ramo.steps import defaults
 
-    add_pairs_and_rules(parser, "the rated preference pairs",
+    add_pairs_and_rules(parser, "the rated " + PAIRS_HELP,
                         "the rule pool they were rated on, or 'default' for ramo's pool")
     parser.add_argument("--ratings", required=True, type=Path,
                         help="ratings store written by `ramo rate` (every pair on every rule)")
@@ -187,6 +186,7 @@ def select_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relevance-weight", type=float, default=d["relevance_weight"],
                         help=f"weight of the relevance in the criterion "
                         f"(default {d['relevance_weight']})")
+    add_no_progress(parser)
 
 
 def select(args: argparse.Namespace) -> int:
@@ -206,7 +206,8 @@ def select(args: argparse.Namespace) -> int:
     stats = select_store(pairs, rules, args.ratings, args.out, k=args.k,
                          relevance=args.relevance, encoder=args.encoder,
                          discrepancy_weight=args.discrepancy_weight,
-                         relevance_weight=args.relevance_weight)
+                         relevance_weight=args.relevance_weight,
+                         progress=not args.no_progress)
     print(summary(stats))
     print(f"wrote {args.out}")
     return 0

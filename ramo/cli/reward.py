@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ramo.cli._common import add_lora_argument, add_no_progress
+from ramo.cli._common import (PAIRS_HELP, add_lora_argument, add_no_progress, positive,
+                              positive_number)
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,19 +25,19 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=d["model"],
                         help="backbone: 'default' (all-MiniLM-L6-v2), a local folder or a hub id "
                         "(any AutoModelForSequenceClassification; an existing reward model works)")
-    parser.add_argument("--epochs", type=float, default=d["epochs"],
+    parser.add_argument("--epochs", type=positive_number, default=d["epochs"],
                         help=f"passes over the data (default {d['epochs']})")
-    parser.add_argument("--max-steps", type=int, default=d["max_steps"],
+    parser.add_argument("--max-steps", type=positive, default=d["max_steps"],
                         help="stop after this many optimiser steps (overrides --epochs)")
-    parser.add_argument("--lr", type=float, default=d["learning_rate"],
+    parser.add_argument("--lr", type=positive_number, default=d["learning_rate"],
                         help=f"peak learning rate, linear decay to 0 (default {d['learning_rate']})")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+    parser.add_argument("--batch-size", type=positive, default=d["batch_size"],
                         help="pairs per device per step; each pair is 2 sequences "
                         f"(default {d['batch_size']})")
-    parser.add_argument("--grad-accum", type=int, default=d["gradient_accumulation_steps"],
+    parser.add_argument("--grad-accum", type=positive, default=d["gradient_accumulation_steps"],
                         help="gradient accumulation steps "
                         f"(default {d['gradient_accumulation_steps']})")
-    parser.add_argument("--max-length", type=int, default=d["max_length"],
+    parser.add_argument("--max-length", type=positive, default=d["max_length"],
                         help="tokens per prompt + response; the response is kept first "
                         f"(default {d['max_length']})")
     parser.add_argument("--center-rewards", type=float, default=d["center_rewards_coefficient"],
@@ -58,12 +59,14 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         "(ramo.models.RuleHeadRewardModel)")
     parser.add_argument("--rules", default=None,
                         help="with --heads rules: the rule pool ('default' for ramo's)")
-    parser.add_argument("-k", "--k", type=int, default=d["k"],
+    # -k, --ratings and --regression-weight default to None so that giving one without
+    # what it needs is refused, not ignored (train fills in the defaults).
+    parser.add_argument("-k", "--k", type=positive, default=None,
                         help=f"with --heads rules: heads selected per pair (default {d['k']})")
     parser.add_argument("--ratings", type=Path, default=None,
                         help="with --heads rules: a ratings store; the heads are also regressed "
                         "onto the judge's scores of the pairs it rated")
-    parser.add_argument("--regression-weight", type=float, default=1.0,
+    parser.add_argument("--regression-weight", type=float, default=None,
                         help="with --ratings: weight of that regression (default 1.0)")
     add_no_progress(parser)
 
@@ -81,15 +84,19 @@ def train(args: argparse.Namespace) -> int:
     with --batch-size pairs per rank per step; only rank 0 writes.
     """
     from ramo.reward.train import train_reward_model
+    from ramo.steps import defaults
 
+    _check_heads_flags(args)
+    k = defaults(train_reward_model)["k"] if args.k is None else args.k
     summary = train_reward_model(
         args.data, args.out, model=args.model, epochs=args.epochs, learning_rate=args.lr,
         batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
         max_length=args.max_length, center_rewards_coefficient=args.center_rewards,
         margin=args.margin, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
         seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps, heads=args.heads,
-        rules=args.rules, k=args.k, ratings=args.ratings, lora=args.lora,
-        regression_weight=args.regression_weight if args.ratings else 0.0)
+        rules=args.rules, k=k, ratings=args.ratings, lora=args.lora,
+        regression_weight=(1.0 if args.regression_weight is None else args.regression_weight)
+        if args.ratings else 0.0)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
               f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "
@@ -103,6 +110,23 @@ def train(args: argparse.Namespace) -> int:
     if dist.is_available() and dist.is_initialized():  # launched by torchrun
         dist.destroy_process_group()
     return 0
+
+
+def _check_heads_flags(args: argparse.Namespace) -> None:
+    """The rule-head flags need --heads rules, and it needs --rules: refused by flag name
+    before anything is read (the library would name its parameters, or ignore them)."""
+    if args.heads != "rules":
+        given = [flag for flag, value in (("--rules", args.rules), ("-k", args.k),
+                                          ("--ratings", args.ratings)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for a rule-head reward model; add "
+                             "--heads rules")
+    elif args.rules is None:
+        raise ValueError("--heads rules needs the rule pool: give --rules FILE ('default' "
+                         "for ramo's)")
+    if args.regression_weight is not None and args.ratings is None:
+        raise ValueError("--regression-weight weighs the regression onto --ratings: give "
+                         "--ratings (and --heads rules) too")
 
 
 def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,9 +144,9 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the result as JSON here (atomically)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="write the tables as markdown here (atomically)")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+    parser.add_argument("--batch-size", type=positive, default=d["batch_size"],
                         help=f"sequences per forward pass (default {d['batch_size']})")
-    parser.add_argument("--max-length", type=int, default=d["max_length"],
+    parser.add_argument("--max-length", type=positive, default=d["max_length"],
                         help="tokens per prompt + response (default: the longest the model "
                         "takes, at most 2048, RewardBench's); the result says how many "
                         "sequences were cut")
@@ -161,13 +185,12 @@ def explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path,
                         help="a rule-head reward model (`ramo rm train --heads rules`)")
     parser.add_argument("--pairs", required=True, type=Path,
-                        help="pairs: JSONL(.gz), Parquet or JSON (response_a/response_b or "
-                        "chosen/rejected)")
+                        help=PAIRS_HELP + " (response_a/response_b or chosen/rejected)")
     parser.add_argument("--id", action="append", default=[], dest="ids",
                         help="pair id to explain (repeatable; default: the first 3 pairs)")
     parser.add_argument("--rules", default=None,
                         help="the rule pool, to print each rule's text ('default' for ramo's)")
-    parser.add_argument("--max-length", type=int, default=max_length,
+    parser.add_argument("--max-length", type=positive, default=max_length,
                         help=f"tokens per prompt + response, as in training (default {max_length})")
 
 

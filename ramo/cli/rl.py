@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_lora_argument, add_no_progress
+from ramo.cli._common import add_lora_argument, add_no_progress, positive
 
 
 def _reward_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +31,14 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for the trained policy (save_pretrained; replaced whole "
                         "when training succeeds)")
-    parser.add_argument("--steps", type=int, default=d["steps"],
+    parser.add_argument("--steps", type=positive, default=d["steps"],
                         help=f"optimiser steps (default {d['steps']})")
     parser.add_argument("--num-generations", type=int, default=d["num_generations"],
                         help="completions sampled per prompt, >= 2 "
                         f"(default {d['num_generations']})")
-    parser.add_argument("--prompts-per-step", type=int, default=d["prompts_per_step"],
+    parser.add_argument("--prompts-per-step", type=positive, default=d["prompts_per_step"],
                         help=f"distinct prompts per step (default {d['prompts_per_step']})")
-    parser.add_argument("--max-completion-length", type=int,
+    parser.add_argument("--max-completion-length", type=positive,
                         default=d["max_completion_length"],
                         help=f"tokens per completion (default {d['max_completion_length']})")
     parser.add_argument("--lr", type=float, default=d["learning_rate"],
@@ -48,7 +48,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=d["temperature"],
                         help=f"sampling temperature (default {d['temperature']})")
     add_lora_argument(parser, d["lora"])
-    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--seed", type=int, default=d["seed"],
+                        help="seed of the sampling and of the training (default %(default)s)")
     add_no_progress(parser)
 
 
@@ -91,9 +92,9 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         "should-respond)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for rl_eval.json, rl_eval.md and rl_eval.png")
-    parser.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"],
+    parser.add_argument("--max-new-tokens", type=positive, default=d["max_new_tokens"],
                         help=f"tokens per reply (default {d['max_new_tokens']})")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+    parser.add_argument("--batch-size", type=positive, default=d["batch_size"],
                         help=f"prompts per generate call (default {d['batch_size']})")
     add_no_progress(parser)
 

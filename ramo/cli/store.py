@@ -9,8 +9,9 @@ from pathlib import Path
 def merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="the store to merge into (created when absent)")
-    parser.add_argument("stores", nargs="+", type=Path,
-                        help="stores to merge, e.g. the shards OUT.shards/rank-*.sqlite")
+    parser.add_argument("stores", nargs="+", type=Path, metavar="STORE",
+                        help="ratings stores (sqlite files) to merge, all of one judge and "
+                        "template, e.g. the shards OUT.shards/rank-*.sqlite (left as they are)")
 
 
 def merge(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ramo.cli._common import PAIRS_HELP, positive
+
 
 def _numbers(text: str, kind=int) -> list:
     try:
@@ -16,16 +18,32 @@ def _numbers(text: str, kind=int) -> list:
     return values
 
 
+def _ks(given: list[int] | None, pool: int) -> list[int]:
+    """The k values to study over a pool of `pool` rules: those given, each checked to be in
+    1..pool; by default ramo's, those above the pool cut to it (each once)."""
+    from ramo.study import KS
+
+    if given is None:
+        return sorted({min(k, pool) for k in KS})
+    bad = [k for k in given if not 1 <= k <= pool]
+    if bad:
+        raise ValueError(f"-k {','.join(map(str, bad))}: k must be from 1 to the pool's {pool} "
+                         "rules")
+    return given
+
+
 def selection_arguments(parser: argparse.ArgumentParser) -> None:
     from ramo.study import CALIBRATIONS, KS, selection_study, synthetic_set
     from ramo.steps import defaults
 
     d, s = defaults(selection_study), defaults(synthetic_set)
     parser.add_argument("--out", required=True, type=Path,
-                        help="folder for selection_study.{md,json,png}")
+                        help="folder for selection_study.md, selection_study.json and one plot "
+                        "per set, selection_study_0.png, selection_study_1.png, ... (with "
+                        "--synthetic: one set per --noise level)")
     parser.add_argument("--pairs", type=Path, default=None,
-                        help="labeled pairs (label 0: A better, 1: B better; chosen/rejected rows "
-                        "are labeled); pairs without a label are left out")
+                        help="labeled " + PAIRS_HELP + " (label 0: A better, 1: B better; "
+                        "chosen/rejected rows are labeled); pairs without a label are left out")
     parser.add_argument("--rules", default=None, help="the rule pool they were rated on")
     parser.add_argument("--ratings", type=Path, default=None,
                         help="ratings store with every pair rated on every rule (`ramo rate`)")
@@ -36,15 +54,20 @@ def selection_arguments(parser: argparse.ArgumentParser) -> None:
                         "per --noise")
     parser.add_argument("--noise", type=lambda t: _numbers(t, float), default=[0.05, 0.15, 0.30],
                         help="with --synthetic: the judge noise levels (default 0.05,0.15,0.30)")
-    parser.add_argument("--synthetic-pairs", type=int, default=s["n_pairs"],
-                        help=f"with --synthetic: pairs per set (default {s['n_pairs']})")
-    parser.add_argument("-k", "--k", type=_numbers, default=list(KS),
-                        help=f"rules per pair, comma-separated (default {','.join(map(str, KS))})")
-    parser.add_argument("--samples", type=int, default=d["samples"],
+    parser.add_argument("--synthetic-pairs", type=positive, default=s["n_pairs"],
+                        help=f"with --synthetic: pairs per set (default {s['n_pairs']}, over a "
+                        f"pool of {s['n_rules']} rules)")
+    parser.add_argument("-k", "--k", type=_numbers, default=None,
+                        help="rules per pair, comma-separated, each from 1 to the pool's size "
+                        f"(default {','.join(map(str, KS))}, those above the pool's size cut "
+                        "to it)")
+    parser.add_argument("--samples", type=positive, default=d["samples"],
                         help=f"bootstrap resamples for the 95%% intervals (default {d['samples']})")
-    parser.add_argument("--random-draws", type=int, default=d["random_draws"],
+    parser.add_argument("--random-draws", type=positive, default=d["random_draws"],
                         help=f"draws averaged for random k (default {d['random_draws']})")
-    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--seed", type=int, default=d["seed"],
+                        help="seed of the synthetic sets, the random rules and the bootstrap "
+                        "(default %(default)s)")
 
 
 def selection(args: argparse.Namespace) -> int:
@@ -64,11 +87,12 @@ def selection(args: argparse.Namespace) -> int:
     from ramo.io import load_pairs, load_rules
     from ramo.io.atomic import write_json, write_text
     from ramo.study import STRATEGIES, labeled_ratings, selection_study, study_markdown
+    from ramo.steps import defaults
     from ramo.study import study_plot, synthetic_set
 
-    options = {"ks": args.k, "samples": args.samples, "random_draws": args.random_draws,
-               "seed": args.seed}
+    options = {"samples": args.samples, "random_draws": args.random_draws, "seed": args.seed}
     if args.synthetic:
+        options["ks"] = _ks(args.k, defaults(synthetic_set)["n_rules"])
         sets = {f"synthetic, noise {noise}": synthetic_set(
             args.synthetic_pairs, noise=noise, seed=args.seed) for noise in args.noise}
         studies = {name: (selection_study(s.scores, s.labels, s.relevance, **options),
@@ -80,6 +104,7 @@ def selection(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{', '.join(missing)} needed (or --synthetic)")
         pairs, rules = load_pairs(args.pairs), load_rules(args.rules)
+        options["ks"] = _ks(args.k, len(rules))
         scores, relevance, labels, skipped = labeled_ratings(pairs, rules, args.ratings,
                                                              args.calibration)
         name = f"{args.pairs.name}, calibration {args.calibration}"

@@ -14,21 +14,27 @@ _BATCH_ROWS = 65536  # bounds memory for large stores: Parquet is written one ro
 
 
 def export_rows(rows: Iterable[Sequence], path: str | os.PathLike) -> Path:
-    """Write rows laid out as COLUMNS to `path`; the format comes from the suffix.
-
-    Raises ValueError for a suffix other than .parquet or .jsonl, before anything is written.
-    """
+    """Write rows laid out as COLUMNS to `path`; the format comes from the suffix
+    (`export_format`, which raises before anything is written)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":  # ramo's one JSONL writer; floats read back bit for bit
+    if export_format(path) == "jsonl":  # ramo's one JSONL writer; floats read back bit for bit
         write_jsonl(path, (dict(zip(COLUMNS, row)) for row in rows))
-    elif suffix == ".parquet":
+    else:
         with atomic_path(path) as tmp:
             _write_parquet(rows, tmp)
-    else:
-        raise ValueError(f"cannot export ratings to {path}: the file name must end in "
-                         ".parquet or .jsonl")
     return path
+
+
+def export_format(path: str | os.PathLike) -> str:
+    """"jsonl" (.jsonl, or .jsonl.gz, gzipped) or "parquet" from the file name; ValueError
+    for any other."""
+    name = Path(path).name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise ValueError(f"cannot export ratings to {path}: the file name must end in .parquet, "
+                     ".jsonl or .jsonl.gz")
 
 
 def _batches(rows: Iterable[Sequence]) -> Iterator[list[Sequence]]:

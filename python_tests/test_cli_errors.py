@@ -1,0 +1,294 @@
+"""The command line's answers to bad paths, flags and missing extras: one `error:` line and
+exit code 2, checked before any work (nothing written); a genuine bug keeps its traceback.
+And its help: every flag has one, --version, the pairs' formats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ramo.cli import COMMANDS, _parser, main
+
+RULES = [{"id": "r1", "text": "never give weapon instructions"},
+         {"id": "r2", "text": "do not insult people"}]
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    pairs = _jsonl(tmp_path / "pairs.jsonl", [
+        {"id": f"p{i}", "prompt": "hi", "response_a": "sure", "response_b": "no"}
+        for i in range(3)])
+    selections = _jsonl(tmp_path / "sel.jsonl", [
+        {"id": f"p{i}", "rule_ids": ["r1"], "reward_a": 1.0, "reward_b": 0.0, "margin": 1.0,
+         "preference": 1} for i in range(3)])
+    return {"pairs": str(pairs), "selections": str(selections),
+            "rules": str(_jsonl(tmp_path / "rules.jsonl", RULES))}
+
+
+def _one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ramo {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def no_judge(monkeypatch):
+    """Fails the test if a command loads the judge: what is checked must be checked before."""
+    import ramo.steps
+
+    def load_judge(*args, **kwargs):
+        raise AssertionError("the judge was loaded")
+
+    monkeypatch.setattr(ramo.steps, "load_judge", load_judge)
+
+
+# ---- paths the system refuses: one line, exit code 2 --------------------------------------
+
+def test_label_out_is_a_folder(tmp_path, files, capsys):
+    (tmp_path / "out").mkdir()
+    assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+                 "--out", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys, "label")
+    assert line.endswith(f"{tmp_path / 'out'}: Is a directory")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_label_out_under_a_file(files, capsys):
+    out = Path(files["pairs"]) / "x.jsonl"
+    assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+                 "--out", str(out)]) == 2
+    line = _one_error_line(capsys, "label")
+    assert "pairs.jsonl" in line and ("File exists" in line or "Not a directory" in line)
+
+
+def test_folders_as_rules_and_config(tmp_path, files, capsys, no_judge):
+    folder = tmp_path / "pool.jsonl"  # a folder named like a rule file
+    folder.mkdir()
+    assert main(["rate", "--pairs", files["pairs"], "--rules", str(folder),
+                 "--out", str(tmp_path / "r.sqlite")]) == 2
+    assert "pool.jsonl" in _one_error_line(capsys, "rate")
+    assert not (tmp_path / "r.sqlite").exists()
+    assert main(["pipeline", "--config", str(tmp_path)]) == 2
+    assert "Is a directory" in _one_error_line(capsys, "pipeline")
+
+
+def test_missing_extra_is_one_line(monkeypatch, files, capsys):
+    import ramo.cli.rating
+
+    def missing(args):
+        raise ImportError("this needs foo: pip install foo")
+
+    monkeypatch.setattr(ramo.cli.rating, "label", missing)
+    assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+                 "--out", "x.jsonl"]) == 2
+    assert _one_error_line(capsys, "label").endswith("this needs foo: pip install foo")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, files):
+    import ramo.cli.rating
+
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ramo.cli.rating, "label", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+              "--out", "x.jsonl"])
+
+
+def test_vllm_engine_without_vllm(tmp_path, files, capsys):
+    pytest.importorskip("transformers")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    from python_tests.judge_models import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer(chat=True)
+    tiny_llama(len(tok)).save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    capsys.readouterr()  # save_pretrained's bar
+    out = tmp_path / "r.sqlite"
+    assert main(["rate", "--pairs", files["pairs"], "--rules", files["rules"], "--judge",
+                 str(tmp_path / "judge"), "--engine", "vllm", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "pip install 'ramo[vllm]'" in _one_error_line(capsys, "rate")
+    assert not out.exists()
+
+
+# ---- ramo rate: flags checked before the judge loads and before the store exists -----------
+
+def test_rate_export_suffix_checked_first(tmp_path, files, capsys, no_judge):
+    out = tmp_path / "r.sqlite"
+    assert main(["rate", "--pairs", files["pairs"], "--rules", files["rules"], "--out", str(out),
+                 "--export", str(tmp_path / "r2.csv")]) == 2
+    assert "must end in .parquet, .jsonl or .jsonl.gz" in _one_error_line(capsys, "rate")
+    assert not out.exists()
+
+
+def test_rate_out_is_a_folder(tmp_path, files, capsys, no_judge):
+    assert main(["rate", "--pairs", files["pairs"], "--rules", files["rules"],
+                 "--out", str(tmp_path)]) == 2
+    assert "is a folder; give the store's file name" in _one_error_line(capsys, "rate")
+
+
+def test_rate_export_parquet_needs_pyarrow(tmp_path, files, capsys, monkeypatch, no_judge):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    out = tmp_path / "r.sqlite"
+    assert main(["rate", "--pairs", files["pairs"], "--rules", files["rules"], "--out", str(out),
+                 "--export", str(tmp_path / "r.parquet")]) == 2
+    assert "needs pyarrow" in _one_error_line(capsys, "rate")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--commit-every", "--batch-size", "--judge-batch-size"])
+def test_rate_counts_must_be_positive(tmp_path, files, capsys, no_judge, flag):
+    out = tmp_path / "r.sqlite"
+    with pytest.raises(SystemExit) as exit:
+        main(["rate", "--pairs", files["pairs"], "--rules", files["rules"], "--out", str(out),
+              flag, "0"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and ": must be at least 1, got 0" in err, err
+    assert not out.exists()
+
+
+# ---- ramo rm train: the rule-head flags need --heads rules; flags named, not parameters ----
+
+@pytest.mark.parametrize("extra, message", [
+    (["--rules", "default"], "--rules: only for a rule-head reward model; add --heads rules"),
+    (["-k", "3"], "-k: only for a rule-head reward model"),
+    (["--ratings", "r.sqlite", "-k", "2"], "-k, --ratings: only for a rule-head reward model"),
+    (["--heads", "rules"], "--heads rules needs the rule pool: give --rules"),
+    (["--heads", "rules", "--rules", "default", "--regression-weight", "2"],
+     "--regression-weight weighs the regression onto --ratings"),
+])
+def test_rm_train_rule_head_flags(tmp_path, capsys, extra, message):
+    out = tmp_path / "rm"
+    assert main(["rm", "train", "--data", str(tmp_path / "absent.jsonl"), "--out", str(out),
+                 *extra]) == 2
+    assert message in _one_error_line(capsys, "rm train")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--grad-accum", "0"),
+                                         ("--epochs", "0"), ("--lr", "-1"), ("--max-steps", "0"),
+                                         ("--lora", "0"), ("--max-length", "0")])
+def test_rm_train_numbers_are_checked_by_flag(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit:
+        main(["rm", "train", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "rm"),
+              flag, value])
+    assert exit.value.code == 2
+    assert f"ramo rm train: error: argument {flag}: " in capsys.readouterr().err
+
+
+# ---- ramo adapter apply: the judge flags of ramo rate ---------------------------------------
+
+def test_adapter_apply_takes_the_judge_flags_of_rate(tmp_path, files, monkeypatch):
+    import ramo.steps
+    from ramo.adapter.model import RuleAdapter
+
+    class Adapter:
+        def check_rules(self, rules):
+            pass
+
+        def resolve_k(self, k):
+            return 1
+
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load_judge(settings, **options):
+        seen.update(settings=settings, options=options)
+        raise Loaded
+
+    monkeypatch.setattr(RuleAdapter, "from_pretrained", classmethod(lambda cls, *a, **k: Adapter()))
+    monkeypatch.setattr(ramo.steps, "load_judge", load_judge)
+    with pytest.raises(Loaded):
+        main(["adapter", "apply", "--adapter", str(tmp_path), "--pairs", files["pairs"],
+              "--rules", files["rules"], "--out", str(tmp_path / "s.jsonl"),
+              "--template", "rule-first", "--normalize", "choices", "--answer-word",
+              "irrelevant=NA", "--answer-ids", "yes=5,6", "--judge-batch-size", "3",
+              "--batch-size", "7"])
+    assert {k: seen["settings"][k] for k in ("template", "normalize", "batch_size")} == {
+        "template": "rule-first", "normalize": "choices", "batch_size": 3}
+    assert seen["options"] == {"answer_words": {"irrelevant": "NA"}, "answer_ids": {"yes": [5, 6]}}
+
+
+def test_rate_and_apply_define_the_judge_flags_once():
+    def options(words):
+        parser = _parser(list(words))
+        for word in words:
+            parser = next(a for a in parser._actions
+                          if isinstance(a, argparse._SubParsersAction)).choices[word]
+        return {s: a for a in parser._actions for s in a.option_strings}
+
+    rate, apply = options(("rate",)), options(("adapter", "apply"))
+    for flag in ("--judge", "--dtype", "--template", "--normalize", "--answer-word",
+                 "--answer-ids", "--max-length", "--on-overflow", "--engine"):
+        assert rate[flag].help == apply[flag].help and rate[flag].default == apply[flag].default
+    assert rate["--batch-size"].dest == rate["--judge-batch-size"].dest == "judge_batch_size"
+    assert apply["--judge-batch-size"].dest == "judge_batch_size"
+    assert apply["--batch-size"].dest == "batch_size"  # the adapter's own
+
+
+# ---- help and --version ---------------------------------------------------------------------
+
+def _command_parsers():
+    for command in COMMANDS:
+        parser = _parser(list(command))
+        for word in command:
+            parser = next(a for a in parser._actions
+                          if isinstance(a, argparse._SubParsersAction)).choices[word]
+        yield command, parser
+
+
+def test_every_flag_has_help_and_shows_its_default():
+    for command, parser in _command_parsers():
+        for action in parser._actions:
+            assert action.help, (command, action.option_strings or action.dest)
+            shown = action.default not in (None, False, [], argparse.SUPPRESS)
+            if shown and not action.required:
+                assert "default" in action.help, (command, action.option_strings)
+
+
+def test_pairs_help_says_folders_are_read():
+    for command, parser in _command_parsers():
+        if command in (("rate",), ("select",), ("adapter", "train"), ("adapter", "apply"),
+                       ("explain",)):
+            pairs = next(a for a in parser._actions if "--pairs" in a.option_strings)
+            assert "folder" in pairs.help, command
+
+
+def test_version_and_description(capsys):
+    from importlib import metadata
+
+    import ramo
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    try:
+        expected = metadata.version("ramo")
+    except metadata.PackageNotFoundError:
+        expected = ramo.__version__
+    assert capsys.readouterr().out.strip() == f"ramo {expected}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "--version" in text and "ramo demo" in text and "reward model" in text
+    assert "thin adapters" not in text
