@@ -249,14 +249,11 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int | None = None
 
 
 def _load(name: str | os.PathLike):
-    from ramo.models import RuleHeadRewardModel, is_rule_head_folder, load_reward_model
+    from ramo.device import default_device
+    from ramo.models import load_any_reward_model
 
-    if is_rule_head_folder(name):
-        net, tokenizer = RuleHeadRewardModel.from_pretrained(name)
-    else:
-        net, tokenizer = load_reward_model(name, require_head=True)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return net.to(device).eval(), tokenizer
+    net, tokenizer = load_any_reward_model(name)
+    return net.to(default_device()).eval(), tokenizer
 
 
 def to_markdown(result: dict) -> str:

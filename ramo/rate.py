@@ -15,21 +15,9 @@ Under torchrun (or accelerate launch) every rank takes the responses whose key f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
-import torch
-
 from ramo.io import Pair, Rule
-
-
-def default_device(name: str | None = None) -> torch.device:
-    """`name` when given; else this rank's GPU (LOCAL_RANK) when CUDA is there; else the CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def open_store(path, judge, *, single_writer: bool = False):

@@ -68,14 +68,11 @@ class RamoReward:
         """From a folder `ramo rm train` wrote (either kind) and optionally an adapter folder;
         max_length defaults to the one the model was trained with."""
         from ramo.adapter import RuleAdapter
-        from ramo.models import RuleHeadRewardModel, is_rule_head_folder, load_reward_model
+        from ramo.device import default_device
+        from ramo.models import load_any_reward_model
 
-        if is_rule_head_folder(path):
-            model, tokenizer = RuleHeadRewardModel.from_pretrained(path)
-        else:
-            model, tokenizer = load_reward_model(path, require_head=True)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer = load_any_reward_model(path)
+        device = default_device(device)
         model = model.to(device)
         record = Path(path) / "ramo_training.json"
         if "max_length" not in kwargs and record.is_file():

@@ -53,12 +53,12 @@ def judge_defaults() -> dict[str, Any]:
 
 def load_judge(settings: dict[str, Any], **options):
     """A RuleJudge from judge settings (`judge_defaults` keys; missing ones take their
-    defaults) on this rank's device (`ramo.rate.default_device`), with no bar of its own:
+    defaults) on this rank's device (`ramo.device.default_device`), with no bar of its own:
     the steps show their own."""
     import torch
 
     from ramo.judge import RuleJudge
-    from ramo.rate import default_device
+    from ramo.device import default_device
 
     settings = {**judge_defaults(), **settings}
     return RuleJudge.from_pretrained(

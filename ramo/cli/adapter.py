@@ -133,7 +133,8 @@ def apply(args: argparse.Namespace) -> int:
     from ramo.adapter.model import RuleAdapter
     from ramo.cli._common import judge_options, judge_settings
     from ramo.io import load_pairs, load_rules, write_selections
-    from ramo.rate import default_device, open_store
+    from ramo.device import default_device
+    from ramo.rate import open_store
     from ramo.steps import load_judge
 
     # The cheap checks first: bad pairs, a mismatched pool or a bad k fail before the judge
