@@ -140,6 +140,7 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
     # Each record holds the settings its step used; a rerun with others is refused, naming
     # them and the records from that step on, before anything is written.
     assert json.loads((run / "steps" / "select.json").read_text())["config"]["select.k"] == 2
+    assert set(json.loads((run / "steps" / "eval.json").read_text())["inputs"]) == {"eval"}
     assert "judge.device" not in json.loads((run / "steps" / "rate.json").read_text())["config"]
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     changed = _config(tmp_path, models, select={"k": 3})
@@ -235,10 +236,29 @@ def test_a_changed_setting_of_a_done_step_is_refused(tmp_path, models, capsys, r
     config = _fake_run(tmp_path, models, record)
     assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 2
     err = capsys.readouterr().err
-    assert "other settings than this config's (select: select.k 3 -> 2)" in err, err
+    assert "other settings or inputs than this config's (select: select.k 3 -> 2)" in err, err
     assert "Use a new run_dir, or delete the records steps/select.json to redo" in err
     assert "ratings stores" not in err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["steps"]
+
+
+def test_changed_input_files_of_a_done_step_are_refused(tmp_path, models, capsys):
+    from ramo.pipeline import Config, Pipeline
+
+    digests = Pipeline(Config.from_file(_config(tmp_path, models))).input_digests("select")
+    assert set(digests) == {"rules", "pairs"} and all(len(d) == 64 for d in digests.values())
+    config = _fake_run(tmp_path, models, {"config": {"select.k": 2}, "inputs": digests})
+    # The same bytes (the config rewrote them): skipped.
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 0
+    assert "[select] done before: skipped" in capsys.readouterr().out
+
+    pairs = _pairs(0, 10)
+    pairs[3]["chosen"] += " (edited)"
+    _jsonl(tmp_path / "pairs.jsonl", pairs)
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings or inputs than this config's (select: pairs file changed)" in err, err
+    assert "delete the records steps/select.json to redo" in err
 
 
 def test_a_record_without_settings_is_trusted(tmp_path, models, capsys):

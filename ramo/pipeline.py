@@ -12,11 +12,12 @@ Steps, in order (each one a library function: ramo/steps.py):
   eval           RewardBench-style accuracy by subset, section   -> eval.json, eval.md
   report         report.md and plots/*.png from all of the above
 Each step writes its outputs atomically and then a record, steps/<step>.json (the config
-settings it used, counts, seconds); a step whose record exists is skipped, so a stopped run
-resumes where it stopped (and the rating inside the rate step resumes per response). A
-rerun whose config changed a setting that a done step used (say select.k) is refused before
-anything runs, naming the settings: use a new run_dir, or delete the records of the steps
-from the first changed one on to redo them. Settings of speed and place (judge.device,
+settings it used, the sha256 of the input files it read, counts, seconds); a step whose
+record exists is skipped, so a stopped run resumes where it stopped (and the rating inside
+the rate step resumes per response). A rerun whose config changed a setting that a done step
+used (say select.k), or whose input files (rules, pairs, new_pairs, eval) differ in content
+from those a done step read, is refused before anything runs, naming them: use a new
+run_dir, or delete the records of the steps from the first changed one on to redo them. Settings of speed and place (judge.device,
 judge.batch_size, judge.engine_options, evaluation.batch_size) may change between runs. One
 pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at its start it
 removes the temporaries that a killed run left there.
@@ -40,6 +41,7 @@ The sections' settings and defaults (`sections()`, read from the step functions)
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -66,6 +68,14 @@ STEP_SETTINGS = {"rate": ("judge",), "select": ("select",),
                  "adapter-train": ("adapter", "select.k"), "adapter-apply": ("judge", "select.k"),
                  "label": (), "rm-train": ("rm",), "eval": ("evaluation", "rm"), "report": ()}
 _HOW_ONLY = {"judge.device", "judge.batch_size", "judge.engine_options", "evaluation.batch_size"}
+# The input files each step reads itself (config keys): a step's record stores their digests,
+# and a rerun over changed files is refused like one with changed settings (a step whose
+# inputs are another step's outputs is covered by that step: the refusal reaches every later
+# step's record).
+STEP_INPUTS = {"rate": ("rules", "pairs"), "select": ("rules", "pairs"),
+               "adapter-train": ("rules", "pairs"), "adapter-apply": ("rules", "new_pairs"),
+               "label": ("rules", "pairs", "new_pairs"), "rm-train": (), "eval": ("eval",),
+               "report": ()}
 # Records written before they stored "config": the section their "settings" hold.
 _OLD_SETTINGS = {"select": "select", "adapter-train": "adapter", "rm-train": "rm"}
 
@@ -237,6 +247,7 @@ class Pipeline:
         self.log = log
         self._judge = None
         self._loaded: dict[str, Any] = {}
+        self._digests: dict[str, str | None] = {}
 
     # ---- where things are ----------------------------------------------------------------
 
@@ -301,24 +312,47 @@ class Pipeline:
                     out[f"{section}.{key}"] = values[key]
         return json.loads(json.dumps(out))  # as the record reads back
 
+    def input_digests(self, step: str) -> dict[str, str | None]:
+        """{"pairs": sha256 of the file's bytes, ...} for the inputs `step` reads (None for
+        one not configured), as its record stores them."""
+        from ramo.io.rules import rule_pool_path
+
+        out = {}
+        for name in STEP_INPUTS[step]:
+            if name not in self._digests:
+                value = getattr(self.config, name)
+                path = None if value is None else (
+                    rule_pool_path(value) if name == "rules" else Path(value))
+                self._digests[name] = None if path is None else _sha256(path)
+            out[name] = self._digests[name]
+        return out
+
     def check_records(self, steps: tuple[str, ...]) -> None:
         """Refuses to skip a done step whose record holds other values of its settings than
-        the config's (records of ramo versions that stored none are trusted)."""
+        the config's, or other digests of its input files (records of ramo versions that
+        stored none are trusted)."""
         changed = {}
         for step in steps:
             record = self.record(step) if step != "report" else None
             if record is None:
                 continue
+            diff = []
             if isinstance(record.get("config"), dict):
                 stored = record["config"]
             elif step in _OLD_SETTINGS and isinstance(record.get("settings"), dict):
                 stored = {f"{_OLD_SETTINGS[step]}.{key}": value
                           for key, value in record["settings"].items()}
             else:
-                continue
+                stored = {}
             now = self.step_settings(step)
-            diff = [f"{key} {stored[key]!r} -> {now[key]!r}" for key in now
-                    if key in stored and stored[key] != now[key]]
+            diff += [f"{key} {stored[key]!r} -> {now[key]!r}" for key in now
+                     if key in stored and stored[key] != now[key]]
+            if isinstance(record.get("inputs"), dict):
+                for name, digest in self.input_digests(step).items():
+                    was = record["inputs"].get(name, digest)
+                    if was != digest:
+                        how = "added" if was is None else "removed" if digest is None else "changed"
+                        diff.append(f"{name} file {how}")
             if diff:
                 changed[step] = diff
         if changed:
@@ -331,7 +365,7 @@ class Pipeline:
                 stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite: "
                           "they hold one judge's ratings)")
             raise ValueError(
-                f"{self.dir} holds results made with other settings than this config's "
+                f"{self.dir} holds results made with other settings or inputs than this config's "
                 f"({what}); a run folder holds one config's results. Use a new run_dir, or "
                 f"delete the records {', '.join(records)}{stores} to redo those steps")
 
@@ -382,6 +416,7 @@ class Pipeline:
                 continue
             stats["seconds"] = round(time.perf_counter() - start, 2)
             stats["config"] = self.step_settings(step)
+            stats["inputs"] = self.input_digests(step)
             write_json(self.record_path(step), stats)
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
@@ -514,6 +549,14 @@ class Pipeline:
         paths = write_report(self)
         self.log(f"  report: {paths[0]}")
         return {"files": [str(p) for p in paths]}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager

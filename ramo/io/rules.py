@@ -36,6 +36,13 @@ class Rule:
     category: str = ""
 
 
+def rule_pool_path(path: str | os.PathLike) -> Path:
+    """The file a rule pool argument names: "default" is ramo's own pool."""
+    if os.fspath(path) == DEFAULT_POOL:
+        return Path(__file__).parent.parent / "data" / "rules" / "default.jsonl"
+    return Path(path)
+
+
 def load_rules(path: str | os.PathLike) -> list[Rule]:
     """Load a rule pool, in file order.
 
@@ -56,8 +63,7 @@ def load_rules(path: str | os.PathLike) -> list[Rule]:
     a missing or non-string/non-integer id, a missing, non-string or blank text, a non-string
     category, a duplicate id (both positions named), an empty pool.
     """
-    if os.fspath(path) == DEFAULT_POOL:
-        path = Path(__file__).parent.parent / "data" / "rules" / "default.jsonl"
+    path = rule_pool_path(path)
     kind = file_kind(path, _KINDS, "rule pool")
     if kind == "text":
         rules = _rules_from_text(path)
