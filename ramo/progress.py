@@ -4,6 +4,23 @@ transformers Trainers' bars (Rule Adapter, reward model)."""
 from __future__ import annotations
 
 
+def hide_library_bars() -> None:
+    """Also hides the bars that transformers, huggingface_hub and datasets draw themselves
+    (loading weights, mapping a dataset): `--no-progress` means no bar at all. Their
+    environment switches cover a library imported later (and child processes), without the
+    cost of importing it now; one already imported is switched off directly."""
+    import os
+    import sys
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    for module, switch in (("huggingface_hub.utils", "disable_progress_bars"),
+                           ("transformers.utils.logging", "disable_progress_bar"),
+                           ("datasets.utils.tqdm", "disable_progress_bars")):
+        if module in sys.modules:
+            getattr(sys.modules[module], switch)()
+
+
 def bar(total: int, enabled: bool, *, unit: str, desc: str, initial: int = 0, **kwargs):
     """A tqdm bar; a disabled one (every call does nothing) when progress is off."""
     from tqdm.auto import tqdm

@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         print(info())
         return 0
+    if getattr(args, "no_progress", False):
+        from ramo.progress import hide_library_bars
+
+        hide_library_bars()
     try:
         return args.run(args)
     except OSError as exc:
