@@ -35,7 +35,7 @@ from ramo.ratings import (
     response_key,
 )
 from ramo.io import Pair, as_pairs
-from ramo.ratings.export import _BATCH_ROWS
+from ramo.ratings.rows import BATCH_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 JUDGE, TEMPLATE = "judge:3f9a", "template:rule-last:vocab"
@@ -294,7 +294,7 @@ def test_export_is_atomic(tmp_path, suffix):
         raise RuntimeError("the disk went away")
 
     # Fails in the first batch and, for Parquet, after a whole row group was written.
-    for n in (3, _BATCH_ROWS + 5):
+    for n in (3, BATCH_ROWS + 5):
         with pytest.raises(RuntimeError, match="disk went away"):
             export_rows(failing_rows(n), target)
         assert list(tmp_path.iterdir()) == []  # no target, no temporary file

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ramo.io.atomic import atomic_path, write_jsonl
 from ramo.ratings.ratings import COLUMNS
-
-_BATCH_ROWS = 65536  # bounds memory for large stores: Parquet is written one row group per batch
+from ramo.ratings.rows import batched
 
 
 def export_rows(rows: Iterable[Sequence], path: str | os.PathLike) -> Path:
@@ -37,12 +35,6 @@ def export_format(path: str | os.PathLike) -> str:
                      ".jsonl or .jsonl.gz")
 
 
-def _batches(rows: Iterable[Sequence]) -> Iterator[list[Sequence]]:
-    it = iter(rows)
-    while batch := list(itertools.islice(it, _BATCH_ROWS)):
-        yield batch
-
-
 def _write_parquet(rows: Iterable[Sequence], tmp: Path) -> None:
     try:
         import pyarrow as pa
@@ -54,7 +46,7 @@ def _write_parquet(rows: Iterable[Sequence], tmp: Path) -> None:
                        + [(name, pa.float64()) for name in COLUMNS[3:]])
     # Written even when there are no rows: an empty store exports a valid, empty table.
     with pq.ParquetWriter(str(tmp), schema) as writer:
-        for batch in _batches(rows):
+        for batch in batched(rows):  # one row group per batch: bounded memory
             columns = list(zip(*batch))
             arrays = [pa.array(col, type=field.type) for col, field in zip(columns, schema)]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))

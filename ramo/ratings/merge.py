@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ramo.ratings.ratings import FIELDS
-from ramo.ratings.rows import from_json
+from ramo.ratings.rows import batched, from_json
 from ramo.ratings.store import RatingStore, StoreError, StoreMismatchError
-
-_CHUNK = 65536
 
 
 def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike], *,
@@ -54,11 +51,11 @@ def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike]
                          single_writer=single_writer) as out:
             for store in opened:
                 # Bindings first: a rating is only ever read through one.
-                for chunk in _chunks(store.units()):
+                for chunk in batched(store.units()):
                     bound += out.bind(chunk)
-                for chunk in _chunks(store.response_ratings()):
+                for chunk in batched(store.response_ratings()):
                     written += out.add_response_ratings(chunk)
-                for chunk in _chunks(store.response_cuts()):
+                for chunk in batched(store.response_cuts()):
                     out.add_response_cuts(chunk)
         return bound, written
     finally:
@@ -121,7 +118,3 @@ def _read_schema_1(path: Path) -> tuple[dict, list[tuple]]:
     return meta, rows
 
 
-def _chunks(rows: Iterable) -> Iterator[list]:
-    rows = iter(rows)
-    while chunk := list(islice(rows, _CHUNK)):
-        yield chunk

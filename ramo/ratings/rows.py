@@ -1,16 +1,30 @@
 """Validation of what callers give the ratings store (rows, ids, sides, fingerprints, the
 JSON descriptions), apart from the store itself: every value is checked before sqlite sees
-it, so a bad row fails with a message naming it and nothing half-written."""
+it, so a bad row fails with a message naming it and nothing half-written; and the batching
+that bounds the memory of streams of rows (merge, export)."""
 
 from __future__ import annotations
 
 import json
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from ramo.ratings.ratings import COLUMNS, FIELDS
+
+
+# Rows per batch of a stream: 65536 rows of a few dozen bytes each, a few MB in memory.
+BATCH_ROWS = 65536
+
+
+def batched(rows: Iterable, size: int = BATCH_ROWS) -> Iterator[list]:
+    """Lists of `size` rows (the last one shorter) from an iterable (itertools.batched is
+    Python 3.12's)."""
+    rows = iter(rows)
+    while batch := list(islice(rows, size)):
+        yield batch
 
 
 class DuplicateRatingError(ValueError):
