@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import common  # noqa: E402
+
 DATA = ROOT / "ramo" / "data" / "demo" / "eval.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -80,15 +83,15 @@ def main() -> int:
     # Whole global batches only: a partial last one is padded differently by one process
     # (a short batch) and by accelerate (wrapping around to the first pairs).
     pairs = (sum(1 for line in DATA.open() if line.strip()) // global_batch) * global_batch
-    common = ["--worker", "--model", args.model, "--steps", str(args.steps), "--max-length",
+    worker_args = ["--worker", "--model", args.model, "--steps", str(args.steps), "--max-length",
               str(args.max_length), "--lr", str(args.lr), "--pairs", str(pairs)]
     this = str(Path(__file__).resolve())
     with tempfile.TemporaryDirectory() as scratch:
         one_json, two_json = Path(scratch) / "one.json", Path(scratch) / "two.json"
-        one = [sys.executable, this, *common, "--batch-size", str(global_batch),
+        one = [sys.executable, this, *worker_args, "--batch-size", str(global_batch),
                "--result", str(one_json)]
         two = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={ranks}", this, *common, "--batch-size", str(b),
+               f"--nproc_per_node={ranks}", this, *worker_args, "--batch-size", str(b),
                "--result", str(two_json)]
         print("one process:", shlex.join(one))
         one_s, _ = _launch(one, threads=1)
@@ -117,7 +120,7 @@ def main() -> int:
         f"--tolerance {args.tolerance}`",
         "",
         "settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()),
-        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}",
+        f"machine: {platform.platform()}, {common.processor_name()}",
         f"wall time: one process {one_s:.1f} s, torchrun {two_s:.1f} s (including start-up)",
         "",
         "| step | loss, one process | loss, torchrun x2 | abs diff |",

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import common  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
 RESULTS = ROOT / "benchmarks" / "results"
 SUBSET = "hh-rlhf-harmless"
@@ -76,7 +79,7 @@ def main() -> int:
                 "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
                 "schedule": "AdamW, linear decay, no warmup", "dropout": "off",
                 "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "machine": f"{platform.platform()}, {platform.processor() or platform.machine()}"}
+                "machine": f"{platform.platform()}, {common.processor_name()}"}
     print(command)
     print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     progress = not args.no_progress
