@@ -15,7 +15,7 @@
 #include "../csrc/cpu/select_rules_kernel.h"
 #include "../csrc/tests/select_rules_outputs.h"
 
-using ramo::cpu::SelectRulesArgs;
+using ramo::SelectRulesArgs;
 
 template <typename F>
 double median_ms(F f) {

@@ -6,6 +6,8 @@
 #include <optional>
 #include <tuple>
 
+#include "../kernels/common/select_rules.h"
+
 namespace ramo {
 
 using SelectRulesResult =
@@ -35,6 +37,28 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
 // Outputs in the schema's order [criterion, reward_a, reward_b, margin, indices, preference],
 // uninitialised.
 SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_t k);
+
+// The kernels' arguments for these inputs, outputs and settings (the CUDA launch adds its own).
+template <typename acc_t>
+void fill_select_rules_args(SelectRulesArgs<acc_t>& p, const SelectRulesInputs& in,
+                            SelectRulesResult& out, int64_t k, double discrepancy_weight,
+                            double relevance_weight, double tie_tolerance) {
+  p.r = in.scores_a.size(1);
+  p.k = static_cast<int>(k);
+  p.relevance = in.relevance ? in.relevance->data_ptr<acc_t>() : nullptr;
+  p.relevance_row_stride = in.relevance_row_stride;
+  p.valid = in.valid ? in.valid->data_ptr<bool>() : nullptr;
+  p.valid_row_stride = in.valid_row_stride;
+  p.discrepancy_weight = static_cast<acc_t>(discrepancy_weight);
+  p.relevance_weight = static_cast<acc_t>(relevance_weight);
+  p.tie_tolerance = static_cast<acc_t>(tie_tolerance);
+  p.indices = std::get<4>(out).data_ptr<int64_t>();
+  p.criterion = std::get<0>(out).data_ptr<acc_t>();
+  p.reward_a = std::get<1>(out).data_ptr<acc_t>();
+  p.reward_b = std::get<2>(out).data_ptr<acc_t>();
+  p.margin = std::get<3>(out).data_ptr<acc_t>();
+  p.preference = std::get<5>(out).data_ptr<int8_t>();
+}
 
 // Raises the ValueError for a row that holds a non-finite value in a valid position,
 // naming the first tensor of scores_a, scores_b, relevance bad in that row and its first

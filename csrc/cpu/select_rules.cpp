@@ -31,22 +31,8 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scores_a.scalar_type(),
                                   "select_rules_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    cpu::SelectRulesArgs<acc_t> p{};
-    p.r = r;
-    p.k = static_cast<int>(k);
-    p.relevance = in.relevance ? in.relevance->data_ptr<acc_t>() : nullptr;
-    p.relevance_row_stride = in.relevance_row_stride;
-    p.valid = in.valid ? in.valid->data_ptr<bool>() : nullptr;
-    p.valid_row_stride = in.valid_row_stride;
-    p.discrepancy_weight = static_cast<acc_t>(discrepancy_weight);
-    p.relevance_weight = static_cast<acc_t>(relevance_weight);
-    p.tie_tolerance = static_cast<acc_t>(tie_tolerance);
-    p.indices = std::get<4>(out).data_ptr<int64_t>();
-    p.criterion = std::get<0>(out).data_ptr<acc_t>();
-    p.reward_a = std::get<1>(out).data_ptr<acc_t>();
-    p.reward_b = std::get<2>(out).data_ptr<acc_t>();
-    p.margin = std::get<3>(out).data_ptr<acc_t>();
-    p.preference = std::get<5>(out).data_ptr<int8_t>();
+    SelectRulesArgs<acc_t> p{};
+    fill_select_rules_args(p, in, out, k, discrepancy_weight, relevance_weight, tie_tolerance);
     const scalar_t* a = in.scores_a.data_ptr<scalar_t>();
     const scalar_t* b = in.scores_b.data_ptr<scalar_t>();
     // Rows go to the threads in chunks (parallel_chunks): about four per thread, each of

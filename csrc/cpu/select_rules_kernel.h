@@ -28,25 +28,6 @@
 namespace ramo {
 namespace cpu {
 
-template <typename acc_t>
-struct SelectRulesArgs {
-  int64_t r;
-  int k;  // 1 <= k <= min(r, kMaxFastK)
-  const acc_t* relevance;  // nullptr, or row stride relevance_row_stride (0 for a shared [R])
-  int64_t relevance_row_stride;
-  const bool* valid;  // nullptr, or row stride valid_row_stride
-  int64_t valid_row_stride;
-  acc_t discrepancy_weight;
-  acc_t relevance_weight;
-  acc_t tie_tolerance;
-  int64_t* indices;  // [n, k]
-  acc_t* criterion;  // [n, k]
-  acc_t* reward_a;
-  acc_t* reward_b;
-  acc_t* margin;
-  int8_t* preference;
-};
-
 // Rules per block: block maxima are cheap SIMD reductions, and blocks let the candidate
 // gather skip most of a long row.
 constexpr int64_t kBlock = 8;

@@ -17,24 +17,10 @@ cuda::SelectRulesParams<acc_t> params(const SelectRulesInputs& in, SelectRulesRe
                                       const at::Tensor& bad_row, int64_t k, double wd, double wr,
                                       double tol) {
   cuda::SelectRulesParams<acc_t> p{};
+  fill_select_rules_args<acc_t>(p, in, out, k, wd, wr, tol);
   p.scores_a = in.scores_a.data_ptr();
   p.scores_b = in.scores_b.data_ptr();
-  p.relevance = in.relevance ? in.relevance->data_ptr<acc_t>() : nullptr;
-  p.relevance_row_stride = in.relevance_row_stride;
-  p.valid = in.valid ? in.valid->data_ptr<bool>() : nullptr;
-  p.valid_row_stride = in.valid_row_stride;
   p.n = in.scores_a.size(0);
-  p.r = in.scores_a.size(1);
-  p.k = static_cast<int>(k);
-  p.discrepancy_weight = static_cast<acc_t>(wd);
-  p.relevance_weight = static_cast<acc_t>(wr);
-  p.tie_tolerance = static_cast<acc_t>(tol);
-  p.indices = std::get<4>(out).data_ptr<int64_t>();
-  p.criterion = std::get<0>(out).data_ptr<acc_t>();
-  p.reward_a = std::get<1>(out).data_ptr<acc_t>();
-  p.reward_b = std::get<2>(out).data_ptr<acc_t>();
-  p.margin = std::get<3>(out).data_ptr<acc_t>();
-  p.preference = std::get<5>(out).data_ptr<int8_t>();
   p.bad_row = reinterpret_cast<unsigned long long*>(bad_row.data_ptr<int64_t>());
   return p;
 }

@@ -15,7 +15,7 @@ struct SelectRulesOutputs {
   std::vector<acc_t> crit, ra, rb, m;
   std::vector<int8_t> pref;
   SelectRulesOutputs(int64_t n, int k) : idx(n * k), crit(n * k), ra(n), rb(n), m(n), pref(n) {}
-  void bind(ramo::cpu::SelectRulesArgs<acc_t>& p) {
+  void bind(ramo::SelectRulesArgs<acc_t>& p) {
     p.indices = idx.data();
     p.criterion = crit.data();
     p.reward_a = ra.data();

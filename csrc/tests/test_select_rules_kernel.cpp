@@ -152,7 +152,7 @@ void check_case(const Case<acc_t>& c, const char* label, bool thread_path = true
   std::unique_ptr<bool[]> valid(new bool[c.valid.size() + 1]);
   for (size_t i = 0; i < c.valid.size(); ++i) valid[i] = c.valid[i];
 
-  ramo::cpu::SelectRulesArgs<acc_t> p{};
+  ramo::SelectRulesArgs<acc_t> p{};
   p.r = r;
   p.k = k;
   p.relevance = c.rel.empty() ? nullptr : c.rel.data();
@@ -334,7 +334,7 @@ void non_finite_is_reported() {
     for (int kind = 0; kind < 4; ++kind) {
       std::vector<float> a(many * r, 0.25f), b(many * r, 0.0f), rel(many * r, 0.5f);
       ramo_test::SelectRulesOutputs<float> out(4, 3);
-      ramo::cpu::SelectRulesArgs<float> p{};
+      ramo::SelectRulesArgs<float> p{};
       p.r = r;
       p.k = 3;
       p.discrepancy_weight = kind == 1 ? 0.0f : 0.5f;

@@ -26,6 +26,29 @@ namespace ramo {
 // Fast paths keep the running top-k in fixed arrays of this size; larger k uses the reference.
 constexpr int kMaxFastK = 64;
 
+// What the per-row work of every compiled backend reads and writes besides the scores: the
+// CPU kernel takes it whole, the CUDA launch parameters extend it (with the scores, the row
+// count and the bad-row flag). Filled from the op's tensors by fill_select_rules_args
+// (csrc/select_rules.h). acc_t is float for fp16 / bf16 / fp32 scores, double for fp64.
+template <typename acc_t>
+struct SelectRulesArgs {
+  int64_t r;
+  int k;  // 1 <= k <= min(r, kMaxFastK)
+  const acc_t* relevance;  // nullptr, or [r] (row stride 0) or [n, r] (row stride r)
+  int64_t relevance_row_stride;
+  const bool* valid;  // nullptr, or [r] (row stride 0) or [n, r] (row stride r)
+  int64_t valid_row_stride;
+  acc_t discrepancy_weight;
+  acc_t relevance_weight;
+  acc_t tie_tolerance;
+  int64_t* indices;    // [n, k]
+  acc_t* criterion;    // [n, k]
+  acc_t* reward_a;     // [n]
+  acc_t* reward_b;     // [n]
+  acc_t* margin;       // [n]
+  int8_t* preference;  // [n]
+};
+
 // Each arithmetic step is rounded on its own: a fused multiply-add would round once and make
 // the criterion differ from the reference in the last bit, which can flip a near-tie. On the
 // host this relies on -ffp-contract=off; on the device the _rn intrinsics are never fused.
