@@ -75,3 +75,20 @@ def test_prepare_writes_a_config_the_pipeline_reads(tmp_path):
     assert config.run_dir == out.resolve()
     assert len(load_pairs(config.pairs)) == 150 and len(load_pairs(config.new_pairs)) == 50
     assert config.select["k"] == 5 and config.rm["model"] == "default"
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_export_seed_alone_exports_and_with_live_ratings_runs_first(tmp_path, monkeypatch, live):
+    from ramo.cli import main
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append(("run", kw)) or "run")
+    monkeypatch.setattr(demo, "prepare", lambda out: "prepared")
+    monkeypatch.setattr(demo, "export_seed", lambda p, folder: calls.append(("export", p)))
+    argv = ["demo", "--out", str(tmp_path / "d"), "--export-seed", str(tmp_path / "seed")]
+    assert main(argv + (["--live-ratings"] if live else [])) == 0
+    if live:  # the run, then its ratings exported
+        assert [c[0] for c in calls] == ["run", "export"] and calls[1][1] == "run"
+        assert calls[0][1]["live_ratings"] is True
+    else:  # an earlier run's ratings, nothing run
+        assert calls == [("export", "prepared")]

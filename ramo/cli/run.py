@@ -35,20 +35,23 @@ def demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate every pair with the judge here instead of starting from the "
                         "shipped ratings (about 25 minutes on 2 CPU cores)")
     parser.add_argument("--export-seed", type=Path, default=None, metavar="FOLDER",
-                        help="for maintainers: after a --live-ratings run, write its ratings "
-                        "as the shipped seed (ratings.jsonl.gz + ratings.meta.json) to FOLDER")
+                        help="for maintainers: write the run's ratings as the shipped seed "
+                        "(ratings.jsonl.gz + ratings.meta.json) to FOLDER; with --live-ratings "
+                        "after running, alone from an earlier --live-ratings run in --out")
     add_no_progress(parser)
 
 
 def demo(args: argparse.Namespace) -> int:
     from ramo.demo import export_seed, prepare, run_demo
 
-    if args.export_seed:
+    if args.export_seed and not args.live_ratings:
         export_seed(prepare(args.out), args.export_seed)
         return 0
-    run_demo(args.out, live_ratings=args.live_ratings, progress=not args.no_progress)
+    pipeline = run_demo(args.out, live_ratings=args.live_ratings, progress=not args.no_progress)
     print(f"\nramo demo finished: report {args.out / 'report.md'}, plots in "
           f"{args.out / 'plots'}, reward model in {args.out / 'rm'}", file=sys.stderr)
+    if args.export_seed:
+        export_seed(pipeline, args.export_seed)
     return 0
 
 
