@@ -2,12 +2,12 @@
 // logits from cuBLAS (judge_listed_logits and for_each_vocab_chunk in csrc/judge_scores.cpp),
 // folded and finished by the kernels of kernels/cuda/judge_scores.cu. Built only when torch
 // has CUDA (setup.py defines RAMO_WITH_CUDA then).
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/judge_scores.cuh"
 #include "../judge_scores.h"
+#include "device_guard.h"
 
 namespace ramo {
 
@@ -66,10 +66,7 @@ void run(const JudgeScoresInputs& in, JudgeScoresResult& out, cudaStream_t strea
 JudgeScoresResult judge_scores_cuda(const at::Tensor& hidden, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, const at::Tensor& ids,
                                     int64_t n_yes, int64_t n_no, c10::string_view normalize) {
-  // Only a CUDA device: a direct torch.ops call with hidden on the CPU and another tensor
-  // on CUDA comes here, and must reach the device check's error, not the guard's.
-  const c10::cuda::OptionalCUDAGuard guard(
-      hidden.is_cuda() ? std::make_optional(hidden.device()) : std::nullopt);
+  const auto guard = guard_device_of(hidden);
   // The checks read the ids, hidden's finiteness and (with a bias) the bias's on the host: two
   // synchronisations, four with a bias, small beside the judge's forward pass before each call.
   const JudgeScoresInputs in =

@@ -1,12 +1,12 @@
 // CUDA implementation of ramo::rule_head_select (two cuBLAS addmm + the CUDA select_rules
 // kernel, csrc/rule_head_select.cpp) and of ramo::rule_head_select_backward: torch glue around
 // kernels/cuda/rule_head_select.cu. Built only when torch has CUDA (RAMO_WITH_CUDA).
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/rule_head_select.cuh"
 #include "../rule_head_select.h"
+#include "device_guard.h"
 #include "score_type.h"
 
 namespace ramo {
@@ -40,10 +40,7 @@ RuleHeadBackwardResult rule_head_select_backward_cuda(const at::Tensor& grad_rew
                                                       const at::Tensor& hidden_a,
                                                       const at::Tensor& hidden_b,
                                                       const at::Tensor& weight) {
-  // Only a CUDA device: a direct torch.ops call with hidden_a on the CPU and another tensor
-  // on CUDA comes here, and must reach the device check's error, not the guard's.
-  const c10::cuda::OptionalCUDAGuard guard(
-      hidden_a.is_cuda() ? std::make_optional(hidden_a.device()) : std::nullopt);
+  const auto guard = guard_device_of(hidden_a);
   const RuleHeadBackwardInputs in = prepare_rule_head_select_backward(
       grad_reward_a, grad_reward_b, indices, hidden_a, hidden_b, weight);
   const auto acc_opts = in.weight.options().dtype(in.acc_type);

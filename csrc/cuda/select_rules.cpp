@@ -1,11 +1,11 @@
 // CUDA implementation of ramo::select_rules: torch glue around kernels/cuda/select_rules.cu.
 // Built only when torch has CUDA (setup.py defines RAMO_WITH_CUDA then).
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../../kernels/cuda/select_rules.cuh"
 #include "../select_rules.h"
+#include "device_guard.h"
 #include "score_type.h"
 
 namespace ramo {
@@ -30,10 +30,7 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
                                     const std::optional<at::Tensor>& valid, int64_t k,
                                     double discrepancy_weight, double relevance_weight,
                                     double tie_tolerance) {
-  // Only a CUDA device: a direct torch.ops call with scores_a on the CPU and another tensor
-  // on CUDA comes here, and must reach the device check's error, not the guard's.
-  const c10::cuda::OptionalCUDAGuard guard(
-      scores_a.is_cuda() ? std::make_optional(scores_a.device()) : std::nullopt);
+  const auto guard = guard_device_of(scores_a);
   // No check_shared_relevance: the kernel checks relevance (a shared [R] one too, masked by
   // each row's valid) with the scores, so bad_row is already the first row bad in any input,
   // and the flag read below is the op's one synchronisation.
