@@ -258,7 +258,8 @@ def test_changed_input_files_of_a_done_step_are_refused(tmp_path, models, capsys
     assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "select"]) == 2
     err = capsys.readouterr().err
     assert "other settings or inputs than this config's (select: pairs file changed)" in err, err
-    assert "delete the records steps/select.json to redo" in err
+    assert ("delete the records steps/select.json (and ratings.sqlite if a pair's text changed "
+            "under the same id: a store keeps the texts it rated) to redo") in err
 
 
 def test_a_record_without_settings_is_trusted(tmp_path, models, capsys):

@@ -360,10 +360,18 @@ class Pipeline:
             records = [f"steps/{step}.json" for step in STEPS[first:]
                        if self.record_path(step).is_file()]
             what = "; ".join(f"{step}: {', '.join(diff)}" for step, diff in changed.items())
+            lines = {line for diff in changed.values() for line in diff}
             stores = ""
-            if any(line.startswith("judge.") for diff in changed.values() for line in diff):
+            if any(line.startswith("judge.") for line in lines):
                 stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite: "
                           "they hold one judge's ratings)")
+            else:
+                texts = [store for name, store in (("pairs", "ratings.sqlite"),
+                                                   ("new_pairs", "adapter_ratings.sqlite"))
+                         if f"{name} file changed" in lines]
+                if texts:
+                    stores = (f" (and {' and '.join(texts)} if a pair's text changed under the "
+                              "same id: a store keeps the texts it rated)")
             raise ValueError(
                 f"{self.dir} holds results made with other settings or inputs than this config's "
                 f"({what}); a run folder holds one config's results. Use a new run_dir, or "
