@@ -140,7 +140,8 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
     # Each record holds the settings its step used; a rerun with others is refused, naming
     # them and the records from that step on, before anything is written.
     assert json.loads((run / "steps" / "select.json").read_text())["config"]["select.k"] == 2
-    assert set(json.loads((run / "steps" / "eval.json").read_text())["inputs"]) == {"eval"}
+    assert set(json.loads((run / "steps" / "eval.json").read_text())["inputs"]) == {
+        "eval", "pairs", "new_pairs"}  # human_labels: it trains on the pairs' labels too
     assert "judge.device" not in json.loads((run / "steps" / "rate.json").read_text())["config"]
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     changed = _config(tmp_path, models, select={"k": 3})
@@ -260,6 +261,47 @@ def test_changed_input_files_of_a_done_step_are_refused(tmp_path, models, capsys
     assert "other settings or inputs than this config's (select: pairs file changed)" in err, err
     assert ("delete the records steps/select.json (and ratings.sqlite if a pair's text changed "
             "under the same id: a store keeps the texts it rated) to redo") in err
+
+
+def _label_record(tmp_path, inputs: dict) -> None:
+    (tmp_path / "run" / "steps").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / "steps" / "label.json").write_text(json.dumps({"inputs": inputs}))
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"new_pairs": None}, "label: new_pairs file added"),
+    ({"rules": "0" * 64}, "label: rules file changed"),
+])
+def test_each_input_file_change_is_named(tmp_path, models, capsys, change, said):
+    from ramo.pipeline import Config, Pipeline
+
+    config = _config(tmp_path, models)
+    digests = Pipeline(Config.from_file(config)).input_digests("label")
+    assert set(digests) == {"rules", "pairs", "new_pairs"}
+    _label_record(tmp_path, {**digests, **change})  # a record with inputs and no config
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "label"]) == 2
+    err = capsys.readouterr().err
+    assert f"({said})" in err, err
+    if "rules" in change:  # the stores keep ratings by rule id: they must go too
+        assert "and the ratings stores (ratings.sqlite, adapter_ratings.sqlite) if a rule's" in err
+
+
+def test_a_removed_input_is_a_change_and_the_default_pool_is_digested(tmp_path, models, capsys):
+    import hashlib
+
+    from ramo.io.rules import rule_pool_path
+    from ramo.pipeline import Config, Pipeline
+
+    config = _config(tmp_path, models, rules="default", new_pairs=None)
+    pipeline = Pipeline(Config.from_file(config))
+    digests = pipeline.input_digests("label")
+    pool = hashlib.sha256(rule_pool_path("default").read_bytes()).hexdigest()
+    assert digests["rules"] == pool and digests["new_pairs"] is None
+    # eval trains on the pairs' own labels too (evaluation.human_labels): their digests count
+    assert set(pipeline.input_digests("eval")) == {"eval", "pairs", "new_pairs"}
+    _label_record(tmp_path, {**digests, "new_pairs": "0" * 64})
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", "label"]) == 2
+    assert "(label: new_pairs file removed)" in capsys.readouterr().err
 
 
 def test_a_record_without_settings_is_trusted(tmp_path, models, capsys):

@@ -16,8 +16,9 @@ settings it used, the sha256 of the input files it read, counts, seconds); a ste
 record exists is skipped, so a stopped run resumes where it stopped (and the rating inside
 the rate step resumes per response). A rerun whose config changed a setting that a done step
 used (say select.k), or whose input files (rules, pairs, new_pairs, eval) differ in content
-from those a done step read, is refused before anything runs, naming them: use a new
-run_dir, or delete the records of the steps from the first changed one on to redo them. Settings of speed and place (judge.device,
+from those a done step read (an optional one added or removed included), is refused before
+anything runs, naming them: use a new run_dir, or delete the records of the steps from the
+first changed one on to redo them. Settings of speed and place (judge.device,
 judge.batch_size, judge.engine_options, evaluation.batch_size) may change between runs. One
 pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at its start it
 removes the temporaries that a killed run left there.
@@ -71,7 +72,7 @@ _HOW_ONLY = {"judge.device", "judge.batch_size", "judge.engine_options", "evalua
 # The input files each step reads itself (config keys): a step's record stores their digests,
 # and a rerun over changed files is refused like one with changed settings (a step whose
 # inputs are another step's outputs is covered by that step: the refusal reaches every later
-# step's record).
+# step's record). With evaluation.human_labels, eval reads the pairs as well.
 STEP_INPUTS = {"rate": ("rules", "pairs"), "select": ("rules", "pairs"),
                "adapter-train": ("rules", "pairs"), "adapter-apply": ("rules", "new_pairs"),
                "label": ("rules", "pairs", "new_pairs"), "rm-train": (), "eval": ("eval",),
@@ -317,8 +318,11 @@ class Pipeline:
         one not configured), as its record stores them."""
         from ramo.io.rules import rule_pool_path
 
+        names = STEP_INPUTS[step]
+        if step == "eval" and self.config.evaluation.get("human_labels"):
+            names += ("pairs", "new_pairs")  # it also trains on the pairs' own labels
         out = {}
-        for name in STEP_INPUTS[step]:
+        for name in names:
             if name not in self._digests:
                 value = getattr(self.config, name)
                 path = None if value is None else (
@@ -365,6 +369,10 @@ class Pipeline:
             if any(line.startswith("judge.") for line in lines):
                 stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite: "
                           "they hold one judge's ratings)")
+            elif "rules file changed" in lines:
+                stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite) if "
+                          "a rule's text changed under the same id: a store keeps ratings by "
+                          "rule id")
             else:
                 texts = [store for name, store in (("pairs", "ratings.sqlite"),
                                                    ("new_pairs", "adapter_ratings.sqlite"))
@@ -400,6 +408,8 @@ class Pipeline:
 
     def run(self, steps: tuple[str, ...] = STEPS) -> None:
         self.check_inputs()
+        for step in STEPS:  # now, with the inputs just read: not when a later record is written
+            self.input_digests(step)
         self.check_records(steps)
         self.dir.mkdir(parents=True, exist_ok=True)
         with _exclusive(self.dir):
