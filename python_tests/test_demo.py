@@ -92,3 +92,21 @@ def test_export_seed_alone_exports_and_with_live_ratings_runs_first(tmp_path, mo
         assert calls[0][1]["live_ratings"] is True
     else:  # an earlier run's ratings, nothing run
         assert calls == [("export", "prepared")]
+
+
+def test_a_folder_that_took_the_shipped_ratings_is_neither_rated_live_nor_exported(
+        tmp_path, monkeypatch, capsys):
+    from ramo.cli import main
+    from ramo.pipeline import Pipeline
+
+    out = tmp_path / "demo"
+    demo.prepare(out)
+    (out / demo.SEEDED).write_text(demo.SEED_ROWS.name + "\n")  # as seed() leaves it
+    monkeypatch.setattr(Pipeline, "run", lambda self, *a, **k: pytest.fail("the demo ran"))
+    for extra in (["--live-ratings"], ["--export-seed", str(tmp_path / "seed")],
+                  ["--live-ratings", "--export-seed", str(tmp_path / "seed")]):
+        assert main(["demo", "--out", str(out), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "started from the shipped ratings (ratings.seeded): rate live into a new --out" \
+            in err, err
+    assert not (tmp_path / "seed").exists()

@@ -28,6 +28,8 @@ from pathlib import Path
 DATA = Path(__file__).parent / "data" / "demo"
 SEED_ROWS = DATA / "ratings.jsonl.gz"
 SEED_META = DATA / "ratings.meta.json"
+# In a run folder whose store took the shipped ratings: its ratings are not a live run's.
+SEEDED = "ratings.seeded"
 
 # Sized to finish in under 10 minutes on 2 CPU cores (see the README for the measurement).
 SETTINGS = {
@@ -77,6 +79,7 @@ def seed(pipeline, log=print) -> bool:
     these pairs; says why not otherwise."""
     from ramo.io import rules_fingerprint
     from ramo.io._problems import Problems
+    from ramo.io.atomic import write_text
     from ramo.io.jsonl import read_jsonl
     from ramo.rate import bind, open_store
 
@@ -95,6 +98,7 @@ def seed(pipeline, log=print) -> bool:
             "(about 25 minutes on 2 CPU cores)")
         return False
     rows = [row for _, row in read_jsonl(SEED_ROWS, Problems(SEED_ROWS))]
+    write_text(pipeline.path(SEEDED), f"{SEED_ROWS.name}\n")  # before any shipped row lands
     with open_store(pipeline.path("ratings.sqlite"), judge) as store:
         bind(store, pipeline.pairs, range(len(pipeline.pairs)))
         added = store.add(rows, skip_existing=True)
@@ -104,11 +108,13 @@ def seed(pipeline, log=print) -> bool:
 
 
 def export_seed(pipeline, folder: Path) -> None:
-    """Writes the run's ratings as the shipped seed (ratings.jsonl.gz + ratings.meta.json)."""
+    """Writes the run's ratings as the shipped seed (ratings.jsonl.gz + ratings.meta.json);
+    refused for a run that took the shipped ratings (they would be exported as new)."""
     from ramo.io import rules_fingerprint
     from ramo.io.atomic import write_json, write_jsonl
     from ramo.ratings import COLUMNS, RatingStore
 
+    check_live(pipeline)
     with RatingStore.open_existing(pipeline.path("ratings.sqlite")) as store:
         rows = store.read()
         meta = {"judge_fingerprint": store.judge_fingerprint,
@@ -122,12 +128,23 @@ def export_seed(pipeline, folder: Path) -> None:
     print(f"wrote {len(rows)} ratings to {folder / SEED_ROWS.name}")
 
 
+def check_live(pipeline) -> None:
+    """ValueError when the run's store holds the shipped ratings: what a live rating is asked
+    for must not come from them."""
+    if pipeline.path(SEEDED).exists():
+        raise ValueError(f"{pipeline.dir} started from the shipped ratings "
+                         f"({pipeline.path(SEEDED).name}): rate live into a new --out")
+
+
 def run_demo(out: Path, *, live_ratings: bool = False, progress: bool = True):
     """The demo: writes the data and config into `out`, takes the shipped ratings when they
-    fit (unless live_ratings), and runs the pipeline; returns it."""
+    fit (unless live_ratings: then a folder that took them is refused), and runs the
+    pipeline; returns it."""
     pipeline = prepare(out)
     pipeline.progress = progress
     pipeline.check_inputs()
+    if live_ratings:
+        check_live(pipeline)
     if not live_ratings and pipeline.record("rate") is None:
         seed(pipeline)
     pipeline.run()
