@@ -300,16 +300,13 @@ def test_no_progress_also_hides_the_libraries_own_bars(tmp_path, files, monkeypa
     from transformers.utils import logging
 
     for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
-    logging.enable_progress_bar()  # an earlier in-process command may have switched it off
-    try:
-        # A command that fails on its input: the bars are off before any work starts.
-        assert main(["select", "--pairs", files["pairs"], "--rules", files["rules"],
-                     "--ratings", str(tmp_path / "missing.sqlite"),
-                     "--out", str(tmp_path / "sel.jsonl"), "--no-progress"]) == 2
-        assert not logging.is_progress_bar_enabled()  # imported already: switched off
-        # Not imported yet (and child processes): their environment switches.
-        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
-        assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
-    finally:
-        logging.enable_progress_bar()
+        monkeypatch.delenv(name, raising=False)
+    assert logging.is_progress_bar_enabled()  # conftest restores it after every test
+    # A command that fails on its input: the bars are off before any work starts.
+    assert main(["select", "--pairs", files["pairs"], "--rules", files["rules"],
+                 "--ratings", str(tmp_path / "missing.sqlite"),
+                 "--out", str(tmp_path / "sel.jsonl"), "--no-progress"]) == 2
+    assert not logging.is_progress_bar_enabled()  # imported already: switched off
+    # Not imported yet (and child processes): their environment switches.
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
