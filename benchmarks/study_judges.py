@@ -192,13 +192,13 @@ def main() -> int:
             members = [p for p in members if p.id in done]
             if not members:
                 continue
-            ratings = read_ratings(store_path, members, rule_ids)
+            ratings = read_ratings(store_path, members, rules)
             labels = torch.tensor([p.label for p in members])
             entry["splits"][split] = measure(ratings, labels, args.samples, args.seed)
         if args.demo_run is not None and name == "smollm2":
             demo = [p for p in load_pairs(args.demo_run / "data" / "pairs.jsonl")
                     if p.label is not None]
-            ratings = read_ratings(args.demo_run / "ratings.sqlite", demo, rule_ids)
+            ratings = read_ratings(args.demo_run / "ratings.sqlite", demo, rules)
             entry["splits"]["ramo demo pairs"] = measure(
                 ratings, torch.tensor([p.label for p in demo]), args.samples, args.seed)
         results[name] = entry

@@ -300,3 +300,23 @@ def test_cli_commit_every_zero_creates_no_store(tmp_path, capsys):
     assert exit.value.code == 2
     assert "argument --commit-every: must be at least 1, got 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_rule_reworded_under_its_id_is_refused_by_rate_and_select(tmp_path, judge_dir):
+    from ramo.cli import main
+
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _pairs(2))
+    db = tmp_path / "r.sqlite"
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, db))
+    assert code == 0, err
+    before = _table(db)
+    reworded = [dict(rule) for rule in RULES]
+    reworded[1]["text"] += " at all"
+    # The units are all rated by id: without the rules' binding this resumed past them.
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, db, rules=reworded))
+    assert code == 2 and "rule 'r2' is bound in" in err and "the rule's text changed" in err, err
+    assert _table(db) == before
+    out = tmp_path / "sel.jsonl"
+    assert main(["select", "--pairs", str(pairs), "--rules", str(tmp_path / "rules.jsonl"),
+                 "--ratings", str(db), "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()

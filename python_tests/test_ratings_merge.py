@@ -119,3 +119,15 @@ def test_the_commands(tmp_path, capsys):
     assert "2 pair sides, 2 ratings" in capsys.readouterr().out  # one response: "b" for "q"
     with RatingStore.open_existing(new) as store:
         assert {u[2] for u in store.units()} == {response_key("q", "b")}
+
+
+def test_merge_carries_rule_bindings_and_refuses_two_texts_for_one_id(tmp_path):
+    a, b, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "t.sqlite"
+    for path, key in ((a, "k1"), (b, "k2")):
+        with _open(path) as store:
+            store.bind_rules([("r1", key), ("r9", "k9")])
+    merge_stores(target, [a])
+    with RatingStore.open_existing(target) as store:
+        assert dict(store.rule_bindings()) == {"r1": "k1", "r9": "k9"}
+    with pytest.raises(ValueError, match="rule 'r1' is bound in .* to another text"):
+        merge_stores(target, [b])

@@ -34,7 +34,7 @@ from ramo.ratings import (
     read_ratings,
     response_key,
 )
-from ramo.io import Pair, as_pairs
+from ramo.io import Pair, Rule, as_pairs
 from ramo.ratings.rows import BATCH_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,7 +341,7 @@ def test_scores_and_require_complete(tmp_path):
             assert value.shape == (3, 2, 4) and value.dtype == torch.float32
             assert torch.equal(value, expected[..., k]), name
         empty = store.scores([], rules).require_complete(str(store.path))
-        assert _same(read_ratings(db, pairs_of(pairs), rules), ratings)
+        assert _same(read_ratings(db, pairs_of(pairs), [Rule(r, r) for r in rules]), ratings)
         assert empty.score.shape == empty.relevance.shape == (0, 2, 4) and len(empty) == 0
         missing = r"10 of 16 ratings are missing from .*r\.db: \('p0', 0, 'r099'\).* and 5 more"
         with pytest.raises(ValueError, match=missing):
@@ -691,16 +691,17 @@ def test_reads_refuse_a_pair_whose_text_changed(tmp_path):
         stranger = store.scores([Pair("p9", "q", "a", "b"), pair("p0")], rules)
         assert not stranger.valid[0].any() and stranger.valid[1].all()
     with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
-        read_ratings(db, changed_b, rules)
+        read_ratings(db, changed_b, [Rule(r, r) for r in rules])
     with pytest.raises(ValueError, match="pairs themselves"):
-        read_ratings(db, ids, rules)  # ids alone cannot be checked
+        read_ratings(db, ids, [Rule(r, r) for r in rules])  # ids alone cannot be checked
+    with pytest.raises(ValueError, match="rules themselves"):
+        read_ratings(db, pairs_of(ids), rules)  # nor can rule ids
     with _open(db) as store:  # rating the changed pair is refused as well
         with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
             store.bind([("p2", 1, unit_key(changed_b[2], 1))])
         assert _same(store.scores(pairs_of(ids), rules), unchanged)  # a writer's read too
     # A rating run that skips what another store (an earlier run's merged store) holds checks
     # the texts there first: a changed pair is refused, not skipped as done.
-    from ramo.io import Rule
     from ramo.rate import rate
 
     with RatingStore.open_existing(db) as elsewhere, _open(tmp_path / "new.db") as fresh:
@@ -739,3 +740,54 @@ def test_a_shared_store_is_refused_when_ranks_span_hosts(tmp_path, monkeypatch):
         assert store.count() == 0
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # all on one host: WAL is fine
     _open(tmp_path / "r.db").close()
+
+
+def test_a_rule_is_never_rebound_to_another_text(tmp_path):
+    from ramo.ratings import rule_key, rule_rows
+
+    rules = [Rule("r1", "be kind"), Rule("r2", "be honest")]
+    db = tmp_path / "r.db"
+    with _open(db) as store:
+        assert store.bind_rules(rule_rows(rules)) == 2
+        assert store.bind_rules(rule_rows(rules)) == 0  # the same texts: nothing new
+        assert store.bind_rules(rule_rows([Rule("r3", "x")])) == 1  # a larger pool later
+        reworded = [Rule("r1", "be kind"), Rule("r2", "be honest, always")]
+        with pytest.raises(ValueError, match=r"rule 'r2' is bound in .* to another text than "
+                                             r"the one given: the rule's text changed"):
+            store.bind_rules(rule_rows(reworded + [Rule("r4", "new")]))
+        assert dict(store.rule_bindings()) == {"r1": rule_key("be kind"),
+                                               "r2": rule_key("be honest"), "r3": rule_key("x")}
+        with pytest.raises(ValueError, match="two texts"):
+            store.bind_rules([("r5", "a"), ("r5", "b")])
+    with RatingStore.open_existing(db) as store:  # readers given the rules check them too
+        store.check_rules(rule_rows(rules))
+        with pytest.raises(ValueError, match="rule 'r2' is bound"):
+            store.check_rules(rule_rows(reworded))
+
+
+def test_a_store_made_before_rules_were_bound_trusts_its_rules(tmp_path):
+    from ramo.ratings import rule_rows
+
+    db = tmp_path / "r.db"
+    with _open(db) as store:
+        add(store, unit_rows("p1", 0, RULES[:2]))
+    with closing(sqlite3.connect(db)) as con, con:
+        con.execute("DROP TABLE rules")  # as a store of an earlier ramo
+    with RatingStore.open_existing(db) as store:
+        store.check_rules(rule_rows([Rule(RULES[0], "any text")]))  # nothing to check against
+        assert list(store.rule_bindings()) == []
+    with _open(db) as store:  # the first writable open adds the table
+        assert store.bind_rules(rule_rows([Rule(RULES[0], "a text")])) == 1
+
+
+def test_rate_checks_the_rules_of_the_store_it_skips_from(tmp_path):
+    from ramo.rate import rate
+    from ramo.ratings import rule_rows
+
+    db = tmp_path / "r.db"
+    with _open(db) as store:
+        store.bind_rules(rule_rows([Rule("r1", "be kind")]))
+    with RatingStore.open_existing(db) as elsewhere, _open(tmp_path / "new.db") as fresh:
+        with pytest.raises(ValueError, match="rule 'r1' is bound in .*r\\.db"):
+            rate(None, pairs_of(["p0"]), [Rule("r1", "be kind, always")], fresh,
+                 rated_elsewhere=elsewhere, progress=False)

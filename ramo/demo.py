@@ -82,6 +82,7 @@ def seed(pipeline, log=print) -> bool:
     from ramo.io.atomic import write_text
     from ramo.io.jsonl import read_jsonl
     from ramo.rate import bind, open_store
+    from ramo.ratings import rule_rows
 
     if not (SEED_META.is_file() and SEED_ROWS.is_file()):
         log("[demo] no shipped ratings in this installation: rating live (about 25 minutes "
@@ -101,6 +102,7 @@ def seed(pipeline, log=print) -> bool:
     write_text(pipeline.path(SEEDED), f"{SEED_ROWS.name}\n")  # before any shipped row lands
     with open_store(pipeline.path("ratings.sqlite"), judge) as store:
         bind(store, pipeline.pairs, range(len(pipeline.pairs)))
+        store.bind_rules(rule_rows(pipeline.rules))
         added = store.add(rows, skip_existing=True)
     log(f"[demo] {added} ratings taken from the shipped seed ({SEED_ROWS.name}; same judge "
         f"fingerprint {meta['judge_fingerprint']})")

@@ -100,6 +100,8 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     split by key, so ranks never rate the same response). rated_elsewhere: another store (read
     only, say the merged store of an earlier run) whose complete responses are skipped too.
     """
+    from ramo.ratings import rule_rows
+
     check_commit_every(commit_every)  # before the store is bound to anything
     rank, world = share
     if not 0 <= rank < world:
@@ -108,12 +110,14 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     indices = range(len(pairs)) if indices is None else indices
     index = {pairs[i].id: i for i in indices}
     keys = bind(store, pairs, list(index.values()))
+    store.bind_rules(rule_rows(rules))  # a rule reworded under its id is refused, not skipped
     mine = {key for key in keys.values() if int(key, 16) % world == rank}
     todo = store.missing_units(list(index), rule_ids)
     if rated_elsewhere is not None:
-        # By id there: a pair whose text changed since that store rated it must not be
-        # skipped as done.
+        # By id there: a pair or rule whose text changed since that store rated it must not
+        # be skipped as done.
         rated_elsewhere.check_texts([pairs[i] for i in index.values()])
+        rated_elsewhere.check_rules(rule_rows(rules))
         todo = set(todo) & set(rated_elsewhere.missing_units(list(index), rule_ids))
     units, picked = [], set()
     for i, side in sorted((index[pair_id], side) for pair_id, side in todo):

@@ -101,7 +101,7 @@ def _selection(p, plots_dir):
     lines += [f"- `{rid}` ({n} pairs): {text[rid]}" for rid, n in top]
     plots = [_bar_plot(plots_dir / "rule_frequency.png", PLOTS["rule_frequency"],
                        counts.most_common(), "times selected")]
-    scores = read_ratings(p.path("ratings.sqlite"), p.pairs, [r.id for r in p.rules]).score
+    scores = read_ratings(p.path("ratings.sqlite"), p.pairs, p.rules).score
     gap = (scores[:, 0] - scores[:, 1]).abs()
     index = {r.id: j for j, r in enumerate(p.rules)}
     chosen = [float(gap[n, index[rid]]) for n, s in enumerate(selections) for rid in s.rule_ids]

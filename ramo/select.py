@@ -59,11 +59,11 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
     pairs at a time (`select_blocks` over `RatingStore.score_blocks`): memory stays one
     block's whatever the store's size. The file is written atomically, so a missing rating,
     or a pair whose text changed since it was rated, found in a late block leaves none
-    behind. progress: a bar over the pairs, moved a block at a time. settings:
+    behind; a rule whose text changed since it was rated is refused before any block. progress: a bar over the pairs, moved a block at a time. settings:
     `select_blocks`'. Returns `counts`."""
     from ramo.io import write_selections
     from ramo.progress import bar
-    from ramo.ratings import RatingStore, require_complete_blocks
+    from ramo.ratings import RatingStore, require_complete_blocks, rule_rows
 
     preference: list[int] = []  # for the counts: the selections are written as they come
 
@@ -74,6 +74,7 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
 
     with RatingStore.open_existing(ratings) as store, \
             bar(len(pairs), progress, unit="pair", desc="selecting") as shown:
+        store.check_rules(rule_rows(rules))
         blocks = _counted(store.score_blocks(pairs, [r.id for r in rules]), shown)
         selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
                                    **settings)

@@ -271,6 +271,6 @@ def labeled_ratings(pairs, rules, ratings_path, calibration: str = "none"):
     if not labeled:
         raise ValueError("no pair has a label (0: A better, 1: B better): there is nothing to "
                          "agree with")
-    ratings = read_ratings(ratings_path, labeled, [r.id for r in rules])
+    ratings = read_ratings(ratings_path, labeled, rules)
     return (calibrated(ratings, calibration), ratings.pair_relevance(),
             torch.tensor([p.label for p in labeled]), len(pairs) - len(labeled))

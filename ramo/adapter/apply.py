@@ -62,6 +62,7 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     """
     from ramo.io.selections import selections_from
     from ramo.rate import bind, rate_units
+    from ramo.ratings import rule_rows
 
     adapter.check_rules(rules)
     k = adapter.resolve_k(k)
@@ -69,6 +70,7 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     if store is not None:
         store.check_judge(judge.fingerprint(), judge.template_fingerprint())
         bind(store, pairs, range(len(pairs)))  # so a response rated in another pair is reused
+        store.bind_rules(rule_rows(rules))  # and a rule only with the text it was rated with
     n, rule_ids = len(pairs), adapter.rule_ids
     logits = adapter.logits(pairs, batch_size) if n else torch.zeros(0, len(rules))
     picked = top_k(logits, k) if n else torch.zeros(0, k, dtype=torch.int64)

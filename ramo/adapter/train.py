@@ -220,7 +220,7 @@ def adapter_step(pairs: Sequence[Pair], selections: Sequence[Selection], rules: 
 
         # Before training: a missing store, a missing rating or a held-out pair whose text
         # changed since it was rated is refused with nothing written and nothing replaced.
-        held_ratings = read_ratings(ratings, held, [r.id for r in rules])
+        held_ratings = read_ratings(ratings, held, rules)
     summary = train_adapter(train, [by_id[p.id].rule_ids for p in train], rules, out_dir, k=k,
                             seed=seed, progress=progress, **training)
     metrics = None

@@ -5,7 +5,7 @@ exports, merges of shards and conversion of older stores."""
 
 from ramo.ratings.export import export_rows
 from ramo.ratings.ratings import (COLUMNS, FIELDS, Rating, Ratings, require_complete_blocks,
-                                  response_key, response_rows)
+                                  response_key, response_rows, rule_key, rule_rows)
 from ramo.ratings.merge import merge_stores, migrate_store
 from ramo.ratings.store import (
     DuplicateRatingError,
@@ -17,4 +17,5 @@ from ramo.ratings.store import (
 
 __all__ = ["COLUMNS", "DuplicateRatingError", "FIELDS", "Rating", "RatingStore", "Ratings",
            "StoreError", "StoreMismatchError", "export_rows", "merge_stores", "migrate_store",
-           "read_ratings", "require_complete_blocks", "response_key", "response_rows"]
+           "read_ratings", "require_complete_blocks", "response_key", "response_rows",
+           "rule_key", "rule_rows"]

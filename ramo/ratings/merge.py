@@ -50,7 +50,9 @@ def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike]
                          judge_info=first.judge_info, template_info=first.template_info,
                          single_writer=single_writer) as out:
             for store in opened:
-                # Bindings first: a rating is only ever read through one.
+                # Bindings first: a rating is only ever read through one. Shards that rated a
+                # rule id with different texts are refused here, nothing of that shard written.
+                out.bind_rules(list(store.rule_bindings()))
                 for chunk in batched(store.units()):
                     bound += out.bind(chunk)
                 for chunk in batched(store.response_ratings()):

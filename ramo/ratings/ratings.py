@@ -59,6 +59,17 @@ def response_key(prompt: str, response: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def rule_key(text: str) -> str:
+    """The key a rule's text is bound under in a store: its ratings are kept by rule id, so
+    the store records which text each id was rated with, and refuses another."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def rule_rows(rules: Sequence) -> list[tuple[str, str]]:
+    """(rule_id, `rule_key` of its text) of each rule (anything with id and text)."""
+    return [(rule.id, rule_key(rule.text)) for rule in rules]
+
+
 def response_rows(pair_id: str, side: int, rule_ids: Sequence[str], scores) -> list[Rating]:
     """One response's scores as store rows, one per rule, in the order of rule_ids.
 

@@ -15,7 +15,8 @@ Guarantees, and what gives them:
   rating is never overwritten. A (pair_id, side) bound to one response is never rebound to
   another, and the reads of values take the pairs themselves, not their ids, and check
   their texts against the binding: a pair whose text changed under the same id is refused,
-  by `ramo rate` and by every reader, not read stale.
+  by `ramo rate` and by every reader, not read stale. Rule ids are bound to their texts the
+  same way (`bind_rules` when rating, `check_rules` for readers given the rules).
 - All or nothing: `add` validates every row first, then writes them in one transaction.
   A killed process loses at most its uncommitted transaction and never leaves part of one.
 - Several processes on one host may write at once: WAL lets readers run beside the one
@@ -84,6 +85,12 @@ _CREATE_CUTS = ("CREATE TABLE IF NOT EXISTS cuts ("
                 " response TEXT PRIMARY KEY CHECK (length(response) > 0),"
                 " tokens INTEGER NOT NULL CHECK (tokens > 0),"
                 " kept INTEGER NOT NULL CHECK (kept > 0)) WITHOUT ROWID")
+# Which text each rule id was rated with (`rule_key`): ratings are kept by rule id, so a
+# rule reworded under its id would otherwise be read, and resumed past, with the old text's
+# ratings. Stores made before it get the table on their first writable open.
+_CREATE_RULES = ("CREATE TABLE IF NOT EXISTS rules ("
+                 " rule_id TEXT PRIMARY KEY CHECK (length(rule_id) > 0),"
+                 " text_key TEXT NOT NULL CHECK (length(text_key) > 0)) WITHOUT ROWID")
 _RESPONSE_COLUMNS = ("response", "rule_id") + FIELDS
 _INSERT = (f"INSERT INTO ratings ({', '.join(_RESPONSE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_RESPONSE_COLUMNS))})")
@@ -238,12 +245,14 @@ class RatingStore:
                     for statement in _CREATE:
                         con.execute(statement)
                     con.execute(_CREATE_CUTS)
+                    con.execute(_CREATE_RULES)
                     con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
                     meta = wanted
                 elif {"meta", "ratings"} <= tables:  # a store (of some schema)
                     meta = dict(con.execute("SELECT key, value FROM meta"))
                     self._check_meta(meta, wanted)
                     con.execute(_CREATE_CUTS)
+                    con.execute(_CREATE_RULES)
                 else:
                     raise StoreError(f"{self.path} is an sqlite database but not a ratings store "
                                      f"(its tables: {', '.join(sorted(tables))})")
@@ -363,6 +372,70 @@ class RatingStore:
                 f"{'AB'[side]} changed under the same id since it was rated, so the stored "
                 "ratings are of the old text; rate the new text under a new pair id, or into "
                 "a new store")
+
+    def bind_rules(self, rules: Iterable[Sequence]) -> int:
+        """Record which text each rule id is rated with: rows (rule_id, `rule_key(text)`),
+        `rule_rows(rules)`. Rules already bound the same way are skipped; a rule bound to
+        another text raises ValueError (its text changed under the same id) and nothing is
+        written. Returns the number of rules bound now. `rate` binds the rules it rates."""
+        self._check_writable()
+        checked = self._checked_rule_rows(rules)
+        if not checked:
+            return 0
+        with self._write():
+            self._refuse_changed_rules(checked)
+            return self._db.executemany("INSERT INTO rules (rule_id, text_key) VALUES (?, ?)"
+                                        " ON CONFLICT (rule_id) DO NOTHING", checked).rowcount
+
+    def check_rules(self, rules: Iterable[Sequence]) -> None:
+        """ValueError when one of `rules`, rows (rule_id, `rule_key(text)`), is bound here to
+        another text: for readers given the rules (`ramo select`, the pipeline's select).
+        Rules not bound (a store made before rules were bound) pass."""
+        checked = self._checked_rule_rows(rules)
+        if checked and self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                        " AND name = 'rules'").fetchone():
+            self._refuse_changed_rules(checked)
+
+    def rule_bindings(self) -> Iterator[tuple[str, str]]:
+        """Every bound rule, (rule_id, text key), in id order: what a merge carries over."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = 'rules'").fetchone():
+            return iter(())
+        return self._iter_rows("SELECT rule_id, text_key FROM rules ORDER BY rule_id")
+
+    @staticmethod
+    def _checked_rule_rows(rules: Iterable[Sequence]) -> list[tuple[str, str]]:
+        checked, given = [], {}
+        for i, row in enumerate(rules):
+            try:
+                rule_id, key = row
+                rule_id, key = check_id("rule_id", rule_id), check_id("text key", key)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"rule row {i}: {exc} (expected rule_id, text key); nothing "
+                                 "was written") from None
+            if given.setdefault(rule_id, key) != key:
+                raise ValueError(f"rule {rule_id!r} is given two texts; nothing was written")
+            checked.append((rule_id, key))
+        return checked
+
+    def _refuse_changed_rules(self, rows: Sequence[tuple[str, str]]) -> None:
+        con = self._db
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS given_rules (rule_id TEXT PRIMARY KEY,"
+                    " text_key TEXT, pos INTEGER) WITHOUT ROWID")
+        con.execute("DELETE FROM temp.given_rules")
+        con.executemany("INSERT OR IGNORE INTO temp.given_rules VALUES (?, ?, ?)",
+                        ((*row, pos) for pos, row in enumerate(rows)))
+        changed = [rule_id for (rule_id,) in con.execute(
+            "SELECT g.rule_id FROM temp.given_rules g JOIN rules r ON r.rule_id = g.rule_id"
+            " WHERE r.text_key != g.text_key ORDER BY g.pos")]
+        if changed:
+            more = (f" ({len(changed) - 1} more of the {len(rows)} rules given differ too)"
+                    if len(changed) > 1 else "")
+            raise ValueError(
+                f"rule {changed[0]!r} is bound in {self.path} to another text than the one "
+                f"given{more}: the rule's text changed under the same id since it was rated, "
+                "so the stored ratings are of the old text; rate the new text under a new rule "
+                "id, or into a new store")
 
     def _bound(self, units: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """{(pair_id, side): response} for the given units that are bound."""
@@ -729,14 +802,22 @@ class RatingStore:
                 f"template_fingerprint={meta.get('template_fingerprint')!r}, {state})")
 
 
-def read_ratings(path: str | os.PathLike, pairs: Sequence,
-                 rule_ids: Sequence[str]) -> Ratings:
-    """The complete ratings of these pairs (the pairs themselves, as `RatingStore.scores`
-    takes them) on these rules from the store at `path`, opened read-only: what the steps
-    after rating read. ValueError names what is missing, or a pair whose text changed since
-    it was rated; FileNotFoundError when there is no store."""
+def read_ratings(path: str | os.PathLike, pairs: Sequence, rules: Sequence) -> Ratings:
+    """The complete ratings of these pairs on these rules from the store at `path`, opened
+    read-only: what the steps after rating read. Both are given themselves, not their ids:
+    the pairs as `RatingStore.scores` takes them, the rules with their texts (anything with
+    id and text), checked against the texts they were rated with (`check_rules`).
+    ValueError names what is missing, or a pair or rule whose text changed since it was
+    rated; FileNotFoundError when there is no store."""
+    from ramo.ratings.ratings import rule_rows
+
+    rules = list(rules)
+    if any(isinstance(rule, str) for rule in rules):
+        raise ValueError("read_ratings takes the rules themselves (id and text), not their "
+                         "ids: a rule's ratings are read only with the text they were rated on")
     with RatingStore.open_existing(path) as store:
-        return store.scores(pairs, rule_ids).require_complete(store.path)
+        store.check_rules(rule_rows(rules))
+        return store.scores(pairs, [rule.id for rule in rules]).require_complete(store.path)
 
 
 def _checked_pairs(pairs: Iterable) -> tuple[list, list[str]]:
