@@ -371,8 +371,8 @@ class Pipeline:
                           "they hold one judge's ratings)")
             elif "rules file changed" in lines:
                 stores = (" and the ratings stores (ratings.sqlite, adapter_ratings.sqlite) if "
-                          "a rule's text changed under the same id: a store keeps ratings by "
-                          "rule id")
+                          "a rule's text changed under the same id: a store keeps the rule "
+                          "texts it rated")
             else:
                 texts = [store for name, store in (("pairs", "ratings.sqlite"),
                                                    ("new_pairs", "adapter_ratings.sqlite"))
