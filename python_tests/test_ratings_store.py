@@ -791,3 +791,5 @@ def test_rate_checks_the_rules_of_the_store_it_skips_from(tmp_path):
         with pytest.raises(ValueError, match="rule 'r1' is bound in .*r\\.db"):
             rate(None, pairs_of(["p0"]), [Rule("r1", "be kind, always")], fresh,
                  rated_elsewhere=elsewhere, progress=False)
+        # Refused before this store bound anything: a rerun with the old text still works.
+        assert list(fresh.rule_bindings()) == [] and list(fresh.units()) == []

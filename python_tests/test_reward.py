@@ -355,9 +355,8 @@ def test_regression_targets_map_chosen_and_rejected_to_their_sides(tmp_path):
     from ramo.reward.train import _rated_scores
 
     pairs, rules, store = _rated_store(tmp_path)
-    rule_ids = [r.id for r in rules]
     preferences = [_preference(pairs[0], "a"), _preference(pairs[1], "b")]
-    got = _rated_scores(store, preferences, rule_ids)
+    got = _rated_scores(store, preferences, rules)
     assert got["p0"][0].tolist() == [0.5, 0.5] and got["p0"][1].tolist() == [-0.5, -0.5]
     assert got["p1"][0].tolist() == [-0.5 + 1 / 8] * 2  # chosen: side B
     assert got["p1"][1].tolist() == [0.5 + 1 / 8] * 2
@@ -365,12 +364,20 @@ def test_regression_targets_map_chosen_and_rejected_to_their_sides(tmp_path):
                              (_preference(pairs[1], "b", rejected="CHANGED"), 0),
                              (_preference(pairs[2], "a", prompt="another prompt"), 0)):
         with pytest.raises(ValueError, match=f"pair '{preference.id}' side {side} is bound"):
-            _rated_scores(store, [preferences[0], preference], rule_ids)
+            _rated_scores(store, [preferences[0], preference], rules)
     from dataclasses import replace
 
     wrong_side = replace(_preference(pairs[1], "b"), chosen_side="a")
     with pytest.raises(ValueError, match=r"pair 'p1' side 0 is bound .*\(1 more"):
-        _rated_scores(store, [wrong_side], rule_ids)
+        _rated_scores(store, [wrong_side], rules)
+    # A rule reworded under its id since it was rated: refused as well.
+    from ramo.io import Rule
+    from ramo.ratings import RatingStore, rule_rows
+
+    with RatingStore(store, judge_fingerprint="j" * 16, template_fingerprint="t" * 16) as s:
+        s.bind_rules(rule_rows(rules))
+    with pytest.raises(ValueError, match="rule 'r1' is bound"):
+        _rated_scores(store, preferences, [rules[0], Rule("r1", "be helpful, always")])
 
 
 def test_rule_heads_refuse_ratings_of_a_changed_text(model_dir, tmp_path, capsys):

@@ -109,15 +109,17 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     rule_ids = [r.id for r in rules]
     indices = range(len(pairs)) if indices is None else indices
     index = {pairs[i].id: i for i in indices}
+    if rated_elsewhere is not None:
+        # By id there: a pair or rule whose text changed since that store rated it must not
+        # be skipped as done. Checked before this store binds anything, so that a refused
+        # run leaves it (a rank's shard) bound to nothing new.
+        rated_elsewhere.check_texts([pairs[i] for i in index.values()])
+        rated_elsewhere.check_rules(rule_rows(rules))
     keys = bind(store, pairs, list(index.values()))
     store.bind_rules(rule_rows(rules))  # a rule reworded under its id is refused, not skipped
     mine = {key for key in keys.values() if int(key, 16) % world == rank}
     todo = store.missing_units(list(index), rule_ids)
     if rated_elsewhere is not None:
-        # By id there: a pair or rule whose text changed since that store rated it must not
-        # be skipped as done.
-        rated_elsewhere.check_texts([pairs[i] for i in index.values()])
-        rated_elsewhere.check_rules(rule_rows(rules))
         todo = set(todo) & set(rated_elsewhere.missing_units(list(index), rule_ids))
     units, picked = [], set()
     for i, side in sorted((index[pair_id], side) for pair_id, side in todo):

@@ -433,9 +433,9 @@ class RatingStore:
                     if len(changed) > 1 else "")
             raise ValueError(
                 f"rule {changed[0]!r} is bound in {self.path} to another text than the one "
-                f"given{more}: the rule's text changed under the same id since it was rated, "
-                "so the stored ratings are of the old text; rate the new text under a new rule "
-                "id, or into a new store")
+                f"given{more}: the rule's text changed under the same id since this store "
+                "rated it (or was asked to), so its ratings are of the old text; rate the new "
+                "text under a new rule id, or into a new store")
 
     def _bound(self, units: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """{(pair_id, side): response} for the given units that are bound."""

@@ -123,7 +123,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         if not pool:
             raise ValueError("heads='rules' needs the rule pool (rules=...)")
         rated_scores = (None if ratings is None
-                        else _rated_scores(ratings, preferences, [r.id for r in pool]))
+                        else _rated_scores(ratings, preferences, pool))
         extra = {"regression_weight": regression_weight}
         net, tokenizer = RuleHeadRewardModel.from_backbone(model, [r.id for r in pool],
                                                            seed=seed, k=k)
@@ -211,13 +211,14 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     return summary
 
 
-def _rated_scores(path, preferences, rule_ids) -> dict:
+def _rated_scores(path, preferences, rules) -> dict:
     """id -> (chosen [R], rejected [R]) judge scores from a ratings store, NaN where the
     store has no rating of that side and rule. The store reads a pair's ratings only when its
     texts are the ones rated, so each row goes back to its pair: response A is the chosen
-    text when chosen_side is "a", the rejected one when it is "b"."""
+    text when chosen_side is "a", the rejected one when it is "b"; and a rule's only with the
+    text it was rated with."""
     from ramo.io import Pair
-    from ramo.ratings import RatingStore
+    from ramo.ratings import RatingStore, rule_rows
 
     missing = [p.id for p in preferences if p.chosen_side is None]
     if missing:
@@ -226,7 +227,8 @@ def _rated_scores(path, preferences, rule_ids) -> dict:
     pairs = [Pair(p.id, p.prompt, *((p.chosen, p.rejected) if p.chosen_side == "a"
                                     else (p.rejected, p.chosen))) for p in preferences]
     with RatingStore.open_existing(path) as store:
-        rated = store.scores(pairs, rule_ids)
+        store.check_rules(rule_rows(rules))
+        rated = store.scores(pairs, [rule.id for rule in rules])
     if not rated.valid.any():
         raise ValueError(f"{os.fspath(path)} holds no ratings of these pairs on these rules")
     return {p.id: (rated.score[n, 0], rated.score[n, 1]) if p.chosen_side == "a"
