@@ -55,13 +55,16 @@ def response_key(prompt: str, response: str) -> str:
     way) is rated once and its ratings are shared. The judge and template are the store's
     own (one store, one judge, one template), so they are not part of the key.
     """
-    text = json.dumps([prompt, response], ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return _text_key(json.dumps([prompt, response], ensure_ascii=False))
 
 
 def rule_key(text: str) -> str:
     """The key a rule's text is bound under in a store: its ratings are kept by rule id, so
     the store records which text each id was rated with, and refuses another."""
+    return _text_key(text)
+
+
+def _text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

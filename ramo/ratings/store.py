@@ -352,16 +352,7 @@ class RatingStore:
         """ValueError when a unit of `units`, (pair_id, side, response key), each unit once,
         is bound to another response: the one check, for `bind` and for every read of
         values, that a pair's ratings are of the text given now. Units not bound pass."""
-        con = self._db
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS given_units (pair_id TEXT, side INTEGER,"
-                    " response TEXT, pos INTEGER, PRIMARY KEY (pair_id, side)) WITHOUT ROWID")
-        con.execute("DELETE FROM temp.given_units")
-        con.executemany("INSERT INTO temp.given_units VALUES (?, ?, ?, ?)",
-                        ((*unit, pos) for pos, unit in enumerate(units)))
-        changed = con.execute(
-            "SELECT g.pair_id, g.side FROM temp.given_units g"
-            " JOIN units u ON u.pair_id = g.pair_id AND u.side = g.side"
-            " WHERE u.response != g.response ORDER BY g.pos").fetchall()
+        changed = self._changed_bindings("units", ("pair_id", "side"), "response", units)
         if changed:
             (pair_id, side), more = changed[0], len(changed) - 1
             others = (f" ({more} more of the {len(units)} responses given differ too)"
@@ -372,6 +363,24 @@ class RatingStore:
                 f"{'AB'[side]} changed under the same id since it was rated, so the stored "
                 "ratings are of the old text; rate the new text under a new pair id, or into "
                 "a new store")
+
+    def _changed_bindings(self, table: str, keys: tuple[str, ...], bound: str,
+                          rows: Sequence[tuple]) -> list[tuple]:
+        """The keys of `rows` (keys..., bound value), each key once, that `table` binds to
+        another value, in the order given: the one comparison behind the pairs' and the
+        rules' refusals. It goes through a connection-private temporary table, which a
+        read-only connection can write too."""
+        con = self._db
+        given = f"temp.given_{table}"
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS given_{table} ({', '.join(keys)}, {bound},"
+                    f" pos INTEGER, PRIMARY KEY ({', '.join(keys)})) WITHOUT ROWID")
+        con.execute(f"DELETE FROM {given}")
+        con.executemany(f"INSERT OR IGNORE INTO {given} VALUES ({', '.join('?' * (len(keys) + 2))})",
+                        ((*row, pos) for pos, row in enumerate(rows)))
+        on = " AND ".join(f"b.{key} = g.{key}" for key in keys)
+        return con.execute(f"SELECT {', '.join('g.' + key for key in keys)} FROM {given} g"
+                           f" JOIN {table} b ON {on} WHERE b.{bound} != g.{bound}"
+                           " ORDER BY g.pos").fetchall()
 
     def bind_rules(self, rules: Iterable[Sequence]) -> int:
         """Record which text each rule id is rated with: rows (rule_id, `rule_key(text)`),
@@ -419,15 +428,8 @@ class RatingStore:
         return checked
 
     def _refuse_changed_rules(self, rows: Sequence[tuple[str, str]]) -> None:
-        con = self._db
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS given_rules (rule_id TEXT PRIMARY KEY,"
-                    " text_key TEXT, pos INTEGER) WITHOUT ROWID")
-        con.execute("DELETE FROM temp.given_rules")
-        con.executemany("INSERT OR IGNORE INTO temp.given_rules VALUES (?, ?, ?)",
-                        ((*row, pos) for pos, row in enumerate(rows)))
-        changed = [rule_id for (rule_id,) in con.execute(
-            "SELECT g.rule_id FROM temp.given_rules g JOIN rules r ON r.rule_id = g.rule_id"
-            " WHERE r.text_key != g.text_key ORDER BY g.pos")]
+        changed = [rule_id for (rule_id,) in
+                   self._changed_bindings("rules", ("rule_id",), "text_key", rows)]
         if changed:
             more = (f" ({len(changed) - 1} more of the {len(rows)} rules given differ too)"
                     if len(changed) > 1 else "")
