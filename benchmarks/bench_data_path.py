@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.synthetic_store import build, rule_ids, synthetic_pairs  # noqa: E402
+from benchmarks.synthetic_store import build, synthetic_pairs, synthetic_rules  # noqa: E402
 
 READS = ("store", "scan", "sqlite")
 STEPS = ("startup", "select", "label") + READS
@@ -52,7 +52,7 @@ def _read(kind: str, folder: Path, n_pairs: int, n_rules: int) -> dict:
 
     path = folder / "ratings.sqlite"
     if kind == "store":
-        pairs, rules = synthetic_pairs(range(n_pairs)), rule_ids(n_rules)
+        pairs, rules = synthetic_pairs(range(n_pairs)), synthetic_rules(n_rules)
         with RatingStore.open_existing(path) as store:
             t0 = time.perf_counter()
             rows = sum(int(block.valid.sum()) for block in store.score_blocks(pairs, rules))

@@ -78,7 +78,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with open_store(args.work / "ratings.sqlite", judge) as store:
         rate(judge, train, rules, store, progress=progress)
-        ratings = store.scores(train, [r.id for r in rules])
+        ratings = store.scores(train, rules)
     rate_s = time.perf_counter() - t0
     selections = select(train, rules, ratings, k=args.k)
     labeled, counts = label(train, selections, [r.id for r in rules])

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ramo.io.atomic import write_jsonl
-from ramo.ratings import FIELDS, RatingStore, response_key
+from ramo.ratings import FIELDS, RatingStore, response_key, rule_rows
 
 _TIE_EVERY = 97
 _UNITS_PER_TRANSACTION = 2000
@@ -33,8 +33,12 @@ _FILLER = ("and explain the steps so that someone without experience can follow 
            "without putting anyone at risk")
 
 
-def rule_ids(n_rules: int) -> list[str]:
-    return [f"r{j:03d}" for j in range(n_rules)]
+def synthetic_rules(n_rules: int) -> list:
+    """The rule pool, as rules.jsonl holds it and ramo's readers take it (a store checks
+    the texts its rules were rated with)."""
+    from ramo.io import Rule
+
+    return [Rule(f"r{j:03d}", f"rule r{j:03d}: do no harm") for j in range(n_rules)]
 
 
 def pair_id(i: int) -> str:
@@ -81,10 +85,9 @@ def build(folder: Path, n_pairs: int, n_rules: int, seed: int = 0) -> dict:
     store_path = folder / "ratings.sqlite"
     for stale in folder.glob("ratings.sqlite*"):  # an interrupted build's
         stale.unlink()
-    rules = rule_ids(n_rules)
+    rules = synthetic_rules(n_rules)
     t0 = time.perf_counter()
-    write_jsonl(folder / "rules.jsonl", ({"id": r, "text": f"rule {r}: do no harm"}
-                                         for r in rules))
+    write_jsonl(folder / "rules.jsonl", ({"id": r.id, "text": r.text} for r in rules))
     write_jsonl(folder / "pairs.jsonl", (pair_row(i) for i in range(n_pairs)))
     units = []  # (response key, pair index, side)
     for i in range(n_pairs):
@@ -92,11 +95,12 @@ def build(folder: Path, n_pairs: int, n_rules: int, seed: int = 0) -> dict:
         units.append((response_key(row["prompt"], row["response_a"]), i, 0))
         units.append((response_key(row["prompt"], row["response_b"]), i, 1))
     t_pairs = time.perf_counter() - t0
-    # The store's API creates it (schema, meta, WAL) and binds the units, in pair order as
-    # a rating run would.
+    # The store's API creates it (schema, meta, WAL) and binds the rules and the units, in
+    # pair order, as a rating run would.
     with RatingStore(store_path, judge_fingerprint="synthetic-judge",
                      template_fingerprint="synthetic-template",
                      judge_info={"synthetic": wanted}) as store:
+        store.bind_rules(rule_rows(rules))
         for start in range(0, len(units), _UNITS_PER_TRANSACTION):
             store.bind([(pair_id(i), side, key)
                         for key, i, side in units[start:start + _UNITS_PER_TRANSACTION]])
@@ -112,7 +116,7 @@ def build(folder: Path, n_pairs: int, n_rules: int, seed: int = 0) -> dict:
             rows = []
             for key, i, side in units[start:start + _UNITS_PER_TRANSACTION]:
                 values = pair_values(seed, i, n_rules)[side].tolist()
-                rows += [(key, r, *v) for r, v in zip(rules, values)]
+                rows += [(key, r.id, *v) for r, v in zip(rules, values)]
             con.execute("BEGIN")
             con.executemany(insert, rows)
             con.execute("COMMIT")
@@ -138,7 +142,7 @@ def check(folder: Path, record: dict, sample: int = 64) -> None:
             raise RuntimeError(f"store holds {store.count_rated()}, expected "
                                f"({2 * n}, {2 * n * r})")
         picked = sorted({int(i) for i in np.linspace(0, n - 1, min(n, sample))})
-        got = store.scores(synthetic_pairs(picked), rule_ids(r)).require_complete("check")
+        got = store.scores(synthetic_pairs(picked), synthetic_rules(r)).require_complete("check")
     want = torch.tensor(np.stack([pair_values(record["seed"], i, r) for i in picked]))
     for f, name in enumerate(FIELDS):
         if not torch.equal(getattr(got, name), want[..., f].float()):

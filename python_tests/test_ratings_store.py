@@ -71,6 +71,12 @@ def pairs_of(pair_ids) -> list[Pair]:
     return [pair(pair_id) for pair_id in pair_ids]
 
 
+def rules_of(rule_ids) -> list[Rule]:
+    """Rules of these ids with made-up texts: what the reads of values are given (these
+    tests' stores bind no rule texts, so any text passes their check)."""
+    return [Rule(rule_id, f"rule {rule_id}") for rule_id in rule_ids]
+
+
 def unit_key(p: Pair, side: int) -> str:
     """The response key of a pair's side, as `ramo rate` binds it."""
     return response_key(p.prompt, (p.response_a, p.response_b)[side])
@@ -329,7 +335,7 @@ def test_scores_and_require_complete(tmp_path):
     with _open(db) as store:
         for pair_id in pairs + ["unasked"]:
             add(store, unit_rows(pair_id, 0, RULES[:10]) + unit_rows(pair_id, 1, RULES[:10]))
-        ratings = store.scores(pairs_of(pairs), rules)
+        ratings = store.scores(pairs_of(pairs), rules_of(rules))
         assert ratings.require_complete(str(store.path)) is ratings
         assert ratings.pair_ids == tuple(pairs) and ratings.rule_ids == tuple(rules)
         assert len(ratings) == 3 and ratings.valid.all()
@@ -340,18 +346,22 @@ def test_scores_and_require_complete(tmp_path):
             value = getattr(ratings, name)
             assert value.shape == (3, 2, 4) and value.dtype == torch.float32
             assert torch.equal(value, expected[..., k]), name
-        empty = store.scores([], rules).require_complete(str(store.path))
+        empty = store.scores([], rules_of(rules)).require_complete(str(store.path))
         assert _same(read_ratings(db, pairs_of(pairs), [Rule(r, r) for r in rules]), ratings)
         assert empty.score.shape == empty.relevance.shape == (0, 2, 4) and len(empty) == 0
         missing = r"10 of 16 ratings are missing from .*r\.db: \('p0', 0, 'r099'\).* and 5 more"
         with pytest.raises(ValueError, match=missing):
-            store.scores(pairs_of(["p0", "p9"]), rules[:3] + ["r099"]).require_complete(
-                str(store.path))
+            store.scores(pairs_of(["p0", "p9"]),
+                         rules_of(rules[:3] + ["r099"])).require_complete(str(store.path))
+        pool = rules_of(rules)
         for bad_pairs, bad_rules, what in (
-                (pairs_of(["p0", "p0"]), rules, "twice"), (pairs_of(pairs), [], "empty"),
-                ("p0", rules, "not the string"), ([7], rules, "pairs themselves"),
-                (pairs, rules, "pairs themselves .* got str 'p2'"),  # ids are not enough
-                ([Pair(7, "q", "a", "b")], rules, "must be a non-empty string")):
+                (pairs_of(["p0", "p0"]), pool, "twice"), (pairs_of(pairs), [], "empty"),
+                ("p0", pool, "not the string"), ([7], pool, "pairs themselves"),
+                (pairs, pool, "pairs themselves .* got str 'p2'"),  # ids are not enough
+                ([Pair(7, "q", "a", "b")], pool, "must be a non-empty string"),
+                (pairs_of(pairs), rules, "rules themselves .* got str 'r003'"),  # nor for rules
+                (pairs_of(pairs), "r003", "not the string"),
+                (pairs_of(pairs), pool + pool[:1], "lists 'r003' twice")):
             with pytest.raises(ValueError, match=what):
                 store.scores(bad_pairs, bad_rules)
 
@@ -363,7 +373,7 @@ def test_scores_of_a_partly_rated_store(tmp_path):
         add(store, unit_rows("p2", 1, rules))
         add(store, unit_rows("p3", 0, [rules[0], rules[2]]) + unit_rows("p3", 1, ["other"]))
         pairs = ["p3", "p4", "p1", "p2"]  # p4: nothing stored
-        ratings = store.scores(pairs_of(pairs), rules)
+        ratings = store.scores(pairs_of(pairs), rules_of(rules))
         stored = {row[:3]: row[3:] for row in store.read()}
         for i, pair_id in enumerate(pairs):
             for side in (0, 1):
@@ -407,7 +417,7 @@ def test_open_existing_reads_and_never_writes(tmp_path):
         assert reader.read() == written and reader.count() == len(written)
         assert reader.missing_units(["p2", "p1"], RULES) == [("p2", 1)]
         assert reader.completed_pairs(RULES) == {"p1"}
-        assert _same(reader.scores(pairs_of(["p1", "p2"]), RULES),
+        assert _same(reader.scores(pairs_of(["p1", "p2"]), rules_of(RULES)),
                      Ratings.from_rows(written, ["p1", "p2"], RULES))
         assert reader.export(tmp_path / "out.jsonl") == tmp_path / "out.jsonl"
         with pytest.raises(StoreError, match=r"r\.db was opened read-only"):
@@ -441,13 +451,13 @@ def test_open_existing_beside_a_writer(tmp_path):
         with RatingStore.open_existing(db, timeout=30) as reader:
             assert reader.read() == sorted(unit_rows("p1", 0))  # the last commit only
             assert reader.missing_units(["p1"], RULES) == [("p1", 1)]
-            ratings = reader.scores(pairs_of(["p1"]), RULES)
+            ratings = reader.scores(pairs_of(["p1"]), rules_of(RULES))
             assert ratings.valid[0, 0].all() and not ratings.valid[0, 1].any()
             assert reader.completed_pairs(RULES) == set()
             writer._con.execute("COMMIT")
             assert reader.missing_units(["p1"], RULES) == []  # each read sees the latest commit
             assert add(writer, unit_rows("p2", 0)) == len(RULES)  # an open reader blocks no writer
-            assert reader.scores(pairs_of(["p2"]), RULES).valid[0, 0].all()
+            assert reader.scores(pairs_of(["p2"]), rules_of(RULES)).valid[0, 0].all()
         assert time.monotonic() - start < 10  # nobody waited for the busy timeout
         # The reader's tidying left the writer's WAL alone: it still reads and writes.
         assert add(writer, unit_rows("p2", 1)) == len(RULES)
@@ -624,7 +634,7 @@ def test_a_shared_response_is_rated_once(tmp_path):
         assert store.count() == 8 and store.count_rated() == (1, 4)
         shared = [r for r in store.read() if (r.pair_id, r.side) == ("p2", 1)]
         assert [r[2:] for r in shared] == [r[2:] for r in unit_rows("p1", 0, RULES[:4])]
-        ratings = store.scores([p2, p1], RULES[:4])
+        ratings = store.scores([p2, p1], rules_of(RULES[:4]))
         assert torch.equal(ratings.score[0, 1], ratings.score[1, 0])
         assert ratings.valid[0, 1].all() and not ratings.valid[0, 0].any()
         # Rating the other side of the shared response again is a duplicate of the same key.
@@ -661,7 +671,7 @@ def test_reads_refuse_a_pair_whose_text_changed(tmp_path):
     ids = ["p0", "p1", "p2", "p3"]
     with _open(db) as store:
         add(store, [row for p in ids for side in (0, 1) for row in unit_rows(p, side, rules)])
-        unchanged = store.scores(pairs_of(ids), rules)
+        unchanged = store.scores(pairs_of(ids), rules_of(rules))
     assert unchanged.valid.all()
     changed_b = [*pairs_of(ids[:2]), replace(pair("p2"), response_b="CHANGED"), pair("p3")]
     changed_prompt = [replace(pair("p1"), prompt="another prompt"), *pairs_of(["p0", "p2"])]
@@ -669,26 +679,26 @@ def test_reads_refuse_a_pair_whose_text_changed(tmp_path):
         with pytest.raises(ValueError, match=r"pair 'p2' side 1 is bound in \S+r\.db to another "
                            r"response .*response B changed .*rate the new text under a new "
                            r"pair id, or into a new store$"):
-            store.scores(changed_b, rules)
+            store.scores(changed_b, rules_of(rules))
         with pytest.raises(ValueError, match=r"pair 'p1' side 0 .*\(1 more of the 6 responses "
                            r"given differ too\).*prompt or response A changed"):
-            store.scores(changed_prompt, rules)
+            store.scores(changed_prompt, rules_of(rules))
         # Streaming: the blocks before the changed pair's are read, then its block raises, and
         # the read transaction ends.
-        blocks = store.score_blocks(changed_b, rules, 2)
-        assert _same(next(blocks), store.scores(pairs_of(ids[:2]), rules))
+        blocks = store.score_blocks(changed_b, rules_of(rules), 2)
+        assert _same(next(blocks), store.scores(pairs_of(ids[:2]), rules_of(rules)))
         with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
             next(blocks)
         assert not store._db.in_transaction
         with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
-            list(store.score_blocks(changed_b, rules))
+            list(store.score_blocks(changed_b, rules_of(rules)))
         # Unchanged texts read as before, in blocks too; a pair the store has no unit for,
         # whatever its text, is read as unrated.
-        assert _same(store.scores(pairs_of(ids), rules), unchanged)
-        blocks = list(store.score_blocks(pairs_of(ids), rules, 3))
+        assert _same(store.scores(pairs_of(ids), rules_of(rules)), unchanged)
+        blocks = list(store.score_blocks(pairs_of(ids), rules_of(rules), 3))
         assert [len(b) for b in blocks] == [3, 1]
-        assert _same(blocks[1], store.scores([pair("p3")], rules))
-        stranger = store.scores([Pair("p9", "q", "a", "b"), pair("p0")], rules)
+        assert _same(blocks[1], store.scores([pair("p3")], rules_of(rules)))
+        stranger = store.scores([Pair("p9", "q", "a", "b"), pair("p0")], rules_of(rules))
         assert not stranger.valid[0].any() and stranger.valid[1].all()
     with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
         read_ratings(db, changed_b, [Rule(r, r) for r in rules])
@@ -699,7 +709,8 @@ def test_reads_refuse_a_pair_whose_text_changed(tmp_path):
     with _open(db) as store:  # rating the changed pair is refused as well
         with pytest.raises(ValueError, match="pair 'p2' side 1 is bound"):
             store.bind([("p2", 1, unit_key(changed_b[2], 1))])
-        assert _same(store.scores(pairs_of(ids), rules), unchanged)  # a writer's read too
+        # a writer's read too
+        assert _same(store.scores(pairs_of(ids), rules_of(rules)), unchanged)
     # A rating run that skips what another store (an earlier run's merged store) holds checks
     # the texts there first: a changed pair is refused, not skipped as done.
     from ramo.rate import rate
@@ -763,6 +774,15 @@ def test_a_rule_is_never_rebound_to_another_text(tmp_path):
         store.check_rules(rule_rows(rules))
         with pytest.raises(ValueError, match="rule 'r2' is bound"):
             store.check_rules(rule_rows(reworded))
+        # Every read of values does, before it reads: a reworded rule never gets the ratings
+        # of its old text.
+        assert store.scores(pairs_of(["p1"]), rules).rule_ids == ("r1", "r2")
+        with pytest.raises(ValueError, match="rule 'r2' is bound"):
+            store.scores(pairs_of(["p1"]), reworded)
+        blocks = store.score_blocks(pairs_of(["p1", "p2"]), reworded, 1)
+        with pytest.raises(ValueError, match="rule 'r2' is bound"):
+            next(blocks)
+        assert not store._db.in_transaction
 
 
 def test_a_store_made_before_rules_were_bound_trusts_its_rules(tmp_path):

@@ -10,7 +10,8 @@ import re
 import pytest
 import torch
 from python_tests.encoder_models import tiny_encoder_dir
-from python_tests.test_ratings_store import RULES, _open, _same, add, pairs_of, unit_rows
+from python_tests.test_ratings_store import (RULES, _open, _same, add, pairs_of, rules_of,
+                                              unit_rows)
 
 from ramo.cli import main
 from ramo.io import Pair, Rule
@@ -56,8 +57,8 @@ ORDER = ["r003", "r000", "r004", "r001", "r002"]
 @pytest.mark.parametrize("block_pairs", [1, 2, 3, 7, 8, 10, None])
 def test_score_blocks_equal_scores(partly_rated, block_pairs):
     with RatingStore.open_existing(partly_rated) as store:
-        whole = store.scores(pairs_of(PAIRS), ORDER)
-        blocks = list(store.score_blocks(pairs_of(PAIRS), ORDER, block_pairs))
+        whole = store.scores(pairs_of(PAIRS), rules_of(ORDER))
+        blocks = list(store.score_blocks(pairs_of(PAIRS), rules_of(ORDER), block_pairs))
         assert not store._db.in_transaction  # the read transaction ended with the last block
         expected = Ratings.from_rows(store.read(), PAIRS, ORDER)
     size = block_pairs or len(PAIRS)
@@ -71,23 +72,25 @@ def test_score_blocks_equal_scores(partly_rated, block_pairs):
 def test_score_blocks_checks_its_arguments_at_the_call(partly_rated):
     with RatingStore.open_existing(partly_rated) as store:
         given = pairs_of(PAIRS)
+        order = rules_of(ORDER)
         for pairs, rules, block_pairs, what in (
-                (pairs_of(["p0", "p1", "p0"]), ORDER, 1, "lists 'p0' twice"),  # across blocks
-                (given, [], None, "rule_ids is empty"), ("p0", ORDER, None, "not the string"),
-                (PAIRS, ORDER, None, "pairs themselves"),  # ids alone cannot be checked
-                (given, ORDER, 0, "block_pairs"), (given, ORDER, True, "block_pairs"),
-                (given, ORDER, 2.0, "block_pairs")):
+                (pairs_of(["p0", "p1", "p0"]), order, 1, "lists 'p0' twice"),  # across blocks
+                (given, [], None, "rule ids is empty"), ("p0", order, None, "not the string"),
+                (PAIRS, order, None, "pairs themselves"),  # ids alone cannot be checked
+                (given, ORDER, None, "rules themselves"),  # nor for rules
+                (given, order, 0, "block_pairs"), (given, order, True, "block_pairs"),
+                (given, order, 2.0, "block_pairs")):
             with pytest.raises(ValueError, match=what):
                 store.score_blocks(pairs, rules, block_pairs)
-        assert list(store.score_blocks(pairs_of([]), ORDER)) == []
+        assert list(store.score_blocks(pairs_of([]), rules_of(ORDER))) == []
         # A block is read when it is taken, and a `scores` call in between changes nothing.
-        blocks = store.score_blocks(pairs_of(PAIRS), ORDER, 3)
+        blocks = store.score_blocks(pairs_of(PAIRS), rules_of(ORDER), 3)
         first = next(blocks)
-        store.scores(pairs_of(["p4"]), ["r001"])
+        store.scores(pairs_of(["p4"]), rules_of(["r001"]))
         rest = list(blocks)
-        assert _same(_concat([first, *rest]), store.scores(pairs_of(PAIRS), ORDER))
+        assert _same(_concat([first, *rest]), store.scores(pairs_of(PAIRS), rules_of(ORDER)))
         # One left unfinished ends its read transaction when closed.
-        blocks = store.score_blocks(pairs_of(PAIRS), ORDER, 3)
+        blocks = store.score_blocks(pairs_of(PAIRS), rules_of(ORDER), 3)
         next(blocks)
         assert store._db.in_transaction
         blocks.close()
@@ -97,13 +100,14 @@ def test_score_blocks_checks_its_arguments_at_the_call(partly_rated):
 def test_score_blocks_read_one_snapshot_while_a_writer_adds(partly_rated):
     rules = RULES[:5]
     with _open(partly_rated) as writer, RatingStore.open_existing(partly_rated) as reader:
-        blocks = reader.score_blocks(pairs_of(["p0", "p1"]), rules, 1)
+        blocks = reader.score_blocks(pairs_of(["p0", "p1"]), rules_of(rules), 1)
         assert bool(next(blocks).valid.all())
         add(writer, unit_rows("p1", 1, rules))  # committed between the two blocks
         late = next(blocks)
         assert not late.valid[0, 1].any() and late.valid[0, 0].all()  # as when it began
         assert list(blocks) == []  # the end of the read
-        assert bool(reader.scores(pairs_of(["p1"]), rules).valid.all())  # a new read sees it
+        # a new read sees it
+        assert bool(reader.scores(pairs_of(["p1"]), rules_of(rules)).valid.all())
 
 
 def _message(call) -> str:
@@ -115,21 +119,21 @@ def _message(call) -> str:
 @pytest.mark.parametrize("block_pairs", [1, 2, 3, 8])
 def test_require_complete_blocks_raises_as_on_the_whole(partly_rated, block_pairs):
     with RatingStore.open_existing(partly_rated) as store:
-        dense = _message(lambda: store.scores(pairs_of(PAIRS), ORDER)
+        dense = _message(lambda: store.scores(pairs_of(PAIRS), rules_of(ORDER))
                          .require_complete(store.path))
         blocked = _message(lambda: list(require_complete_blocks(
-            store.score_blocks(pairs_of(PAIRS), ORDER, block_pairs), store.path)))
+            store.score_blocks(pairs_of(PAIRS), rules_of(ORDER), block_pairs), store.path)))
         assert blocked == dense and dense.startswith("17 of 80 ratings are missing")
         # Only the last pair's last rule: the error comes at the last block, counted right.
-        late = _message(lambda: list(require_complete_blocks(
-            store.score_blocks(pairs_of(["p0", "p2", "p6"]), ORDER, block_pairs), store.path)))
-        assert late == _message(lambda: store.scores(pairs_of(["p0", "p2", "p6"]), ORDER)
+        late = _message(lambda: list(require_complete_blocks(store.score_blocks(
+            pairs_of(["p0", "p2", "p6"]), rules_of(ORDER), block_pairs), store.path)))
+        assert late == _message(lambda: store.scores(pairs_of(["p0", "p2", "p6"]), rules_of(ORDER))
                                 .require_complete(store.path))
         assert late.startswith("1 of 30 ratings are missing") and "('p6', 1, 'r004')" in late
         complete = ["p0", "p2", "p4", "p5"]
         got = list(require_complete_blocks(
-            store.score_blocks(pairs_of(complete), ORDER, block_pairs), store.path))
-        assert _same(_concat(got), store.scores(pairs_of(complete), ORDER))
+            store.score_blocks(pairs_of(complete), rules_of(ORDER), block_pairs), store.path))
+        assert _same(_concat(got), store.scores(pairs_of(complete), rules_of(ORDER)))
 
 
 def _rated(n: int, r: int, seed: int) -> tuple[list[Pair], list[Rule], Ratings]:

@@ -63,7 +63,7 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
     `select_blocks`'. Returns `counts`."""
     from ramo.io import write_selections
     from ramo.progress import bar
-    from ramo.ratings import RatingStore, require_complete_blocks, rule_rows
+    from ramo.ratings import RatingStore, require_complete_blocks
 
     preference: list[int] = []  # for the counts: the selections are written as they come
 
@@ -74,8 +74,7 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
 
     with RatingStore.open_existing(ratings) as store, \
             bar(len(pairs), progress, unit="pair", desc="selecting") as shown:
-        store.check_rules(rule_rows(rules))
-        blocks = _counted(store.score_blocks(pairs, [r.id for r in rules]), shown)
+        blocks = _counted(store.score_blocks(pairs, rules), shown)
         selections = select_blocks(pairs, rules, require_complete_blocks(blocks, store.path),
                                    **settings)
         write_selections(out, noted(selections))

@@ -76,7 +76,7 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     picked = top_k(logits, k) if n else torch.zeros(0, k, dtype=torch.int64)
     picked_rows = picked.tolist()
     if store is not None:  # what the store holds of the picked rules: [N, 2, R], sparse
-        rated = store.scores(pairs, list(rule_ids))
+        rated = store.scores(pairs, rules)
         held = rated.valid.gather(2, picked.unsqueeze(1).expand(n, 2, k))
     else:
         held = torch.zeros(n, 2, k, dtype=torch.bool)
@@ -91,7 +91,7 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     for (i, side, unit_rules), (_, _, rated_now) in zip(units, rated_units, strict=True):
         scores[i, side, [column[i][index[r.id]] for r in unit_rules]] = rated_now.score.float().cpu()
     if store is not None:  # the store is the truth, fresh or reused
-        stored = store.scores(pairs, list(rule_ids)).score
+        stored = store.scores(pairs, rules).score
         scores = stored.gather(2, picked.unsqueeze(1).expand(n, 2, k))
     calls = sum(len(unit[2]) for unit in units)
     selections = []

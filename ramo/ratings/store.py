@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ramo.ratings.export import export_rows
-from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key
+from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key, rule_rows
 from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_float, check_id,
                                check_rows, check_side, check_sides, from_json, to_json)
 
@@ -610,46 +610,52 @@ class RatingStore:
             " JOIN temp.want_rules w ON w.id = r.rule_id"
             " GROUP BY u.pair_id HAVING COUNT(*) = ?", (2 * n_rules,))}
 
-    def scores(self, pairs: Sequence, rule_ids: Sequence[str]) -> Ratings:
+    def scores(self, pairs: Sequence, rules: Sequence) -> Ratings:
         """The stored ratings of these pairs on these rules, dense, in the order of the
         arguments: NaN (and `valid` False) wherever nothing is stored, so it never raises for
         missing ratings. `.require_complete(store.path)` is the read that needs them all.
 
-        pairs: the pairs themselves (`ramo.io.Pair`, or anything with id, prompt, response_a
-        and response_b), not their ids: a pair's ratings are read only when its sides are
-        bound to the responses its texts give now (`response_key`); a side bound to another
-        response (the pair's prompt or text changed under the same id since it was rated) is
-        a ValueError naming it, never a stale read. A pair the store has no unit for is read
-        as unrated. Pair ids must be strings, each listed once; rule_ids must not be empty.
+        Both are given themselves, not their ids, so that no read returns another text's
+        ratings. pairs: `ramo.io.Pair`, or anything with id, prompt, response_a and
+        response_b; a pair's ratings are read only when its sides are bound to the responses
+        its texts give now (`response_key`); a side bound to another response (the pair's
+        prompt or text changed under the same id since it was rated) is a ValueError naming
+        it. A pair the store has no unit for is read as unrated. rules: `ramo.io.Rule`, or
+        anything with id and text; a rule bound here to another text (reworded under its id
+        since it was rated, `check_rules`) is a ValueError. Ids must be strings, each listed
+        once; rules must not be empty.
         """
         pairs, pair_ids = _checked_pairs(pairs)
-        rule_ids = _checked_ids("rule_ids", rule_ids)
+        rows, rule_ids = _checked_rules(rules)
         with self._reading():
+            self.check_rules(rows)
             return self._checked_scores(pairs, pair_ids, rule_ids)
 
-    def score_blocks(self, pairs: Sequence, rule_ids: Sequence[str],
+    def score_blocks(self, pairs: Sequence, rules: Sequence,
                      block_pairs: int | None = None) -> Iterator[Ratings]:
         """`scores` of pairs a block of consecutive pairs at a time, in order, all from one
         snapshot: the streaming read, whose memory is one block's however many pairs there
         are. block_pairs: pairs per block; None: as many as hold about 2**21 ratings (40 MiB
         of float32 fields). No pairs, no blocks.
 
-        The ids are checked here; the texts (as `scores` checks them) and the ratings of a
-        block when it is taken, inside one read transaction, so add nothing through this
-        store before the last one. A changed text raises at its block: blocks before it have
-        been yielded, so a reader that must not act on part of the pairs writes atomically.
+        The ids are checked here; the rules' texts when the first block is taken, the pairs'
+        texts (as `scores` checks them) and the ratings of a block when it is taken, inside
+        one read transaction, so add nothing through this store before the last one. A
+        changed text raises at its block: blocks before it have been yielded, so a reader
+        that must not act on part of the pairs writes atomically.
         """
         pairs, pair_ids = _checked_pairs(pairs)
-        rule_ids = _checked_ids("rule_ids", rule_ids)
+        rows, rule_ids = _checked_rules(rules)
         if block_pairs is None:
             block_pairs = max(1, _BLOCK_RATINGS // (2 * len(rule_ids)))
         elif isinstance(block_pairs, bool) or not isinstance(block_pairs, int) or block_pairs < 1:
             raise ValueError(f"block_pairs must be a positive integer, got {block_pairs!r}")
-        return self._blocks(pairs, pair_ids, rule_ids, block_pairs)
+        return self._blocks(pairs, pair_ids, rows, rule_ids, block_pairs)
 
-    def _blocks(self, pairs: list, pair_ids: list[str], rule_ids: list[str],
-                block_pairs: int) -> Iterator[Ratings]:
+    def _blocks(self, pairs: list, pair_ids: list[str], rule_keys: list[tuple[str, str]],
+                rule_ids: list[str], block_pairs: int) -> Iterator[Ratings]:
         with self._reading():  # one read transaction: every block from the same snapshot
+            self.check_rules(rule_keys)
             for start in range(0, len(pair_ids), block_pairs):
                 end = start + block_pairs
                 yield self._checked_scores(pairs[start:end], pair_ids[start:end], rule_ids)
@@ -811,15 +817,8 @@ def read_ratings(path: str | os.PathLike, pairs: Sequence, rules: Sequence) -> R
     id and text), checked against the texts they were rated with (`check_rules`).
     ValueError names what is missing, or a pair or rule whose text changed since it was
     rated; FileNotFoundError when there is no store."""
-    from ramo.ratings.ratings import rule_rows
-
-    rules = list(rules)
-    if any(isinstance(rule, str) for rule in rules):
-        raise ValueError("read_ratings takes the rules themselves (id and text), not their "
-                         "ids: a rule's ratings are read only with the text they were rated on")
     with RatingStore.open_existing(path) as store:
-        store.check_rules(rule_rows(rules))
-        return store.scores(pairs, [rule.id for rule in rules]).require_complete(store.path)
+        return store.scores(pairs, rules).require_complete(store.path)
 
 
 def _checked_pairs(pairs: Iterable) -> tuple[list, list[str]]:
@@ -836,6 +835,21 @@ def _checked_pairs(pairs: Iterable) -> tuple[list, list[str]]:
             f"response_a and response_b), got {type(bad).__name__} {bad!r}: a pair's ratings "
             "are read only after checking that its texts are the ones rated") from None
     return pairs, _checked_ids("pair ids", ids, allow_empty=True)
+
+
+def _checked_rules(rules: Iterable) -> tuple[list[tuple[str, str]], list[str]]:
+    """(`rule_rows` of the rules, their checked ids): rules must be the rules, not their ids."""
+    if isinstance(rules, (str, bytes)):
+        raise ValueError(f"rules must be a sequence of rules, not the string {rules!r}")
+    rules = list(rules)
+    bad = next((r for r in rules
+                if not (hasattr(r, "id") and isinstance(getattr(r, "text", None), str))), None)
+    if bad is not None:
+        raise ValueError(
+            f"rules must be the rules themselves (ramo.io.Rule, or anything with id and text), "
+            f"not their ids; got {type(bad).__name__} {bad!r}: a rule's ratings are read only "
+            "with the text they were rated on")
+    return rule_rows(rules), _checked_ids("rule ids", [r.id for r in rules])
 
 
 def _unit_keys(pairs: Sequence, pair_ids: Sequence[str]) -> list[tuple[str, int, str]]:

@@ -218,7 +218,7 @@ def _rated_scores(path, preferences, rules) -> dict:
     text when chosen_side is "a", the rejected one when it is "b"; and a rule's only with the
     text it was rated with."""
     from ramo.io import Pair
-    from ramo.ratings import RatingStore, rule_rows
+    from ramo.ratings import RatingStore
 
     missing = [p.id for p in preferences if p.chosen_side is None]
     if missing:
@@ -227,8 +227,7 @@ def _rated_scores(path, preferences, rules) -> dict:
     pairs = [Pair(p.id, p.prompt, *((p.chosen, p.rejected) if p.chosen_side == "a"
                                     else (p.rejected, p.chosen))) for p in preferences]
     with RatingStore.open_existing(path) as store:
-        store.check_rules(rule_rows(rules))
-        rated = store.scores(pairs, [rule.id for rule in rules])
+        rated = store.scores(pairs, rules)
     if not rated.valid.any():
         raise ValueError(f"{os.fspath(path)} holds no ratings of these pairs on these rules")
     return {p.id: (rated.score[n, 0], rated.score[n, 1]) if p.chosen_side == "a"
