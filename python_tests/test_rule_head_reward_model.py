@@ -71,6 +71,19 @@ def test_compare_is_the_training_selection(model):
     assert torch.allclose(sel.margin, want.margin, atol=1e-5)
 
 
+def test_pairs_and_responses_are_scored_in_eval_mode(backbone):
+    net, tok = RuleHeadRewardModel.from_backbone(backbone, RULE_IDS, seed=0, k=3)
+    assert net.backbone.config.hidden_dropout_prob > 0  # so train mode would be noisy
+    prompts, a, b = ["q one", "q two", "q three"], ["yes here", "no", "safe"], \
+        ["no way", "yes sure", "unsafe answer"]
+    calm = net.eval().compare(tok, prompts, a, b).margin, net.score(tok, prompts, a)
+    net.train()  # as in the middle of training (RL scores completions then)
+    for _ in range(2):
+        assert torch.equal(net.compare(tok, prompts, a, b).margin, calm[0])
+        assert torch.equal(net.score(tok, prompts, a), calm[1])
+    assert net.training  # the caller's mode is left as it was
+
+
 def test_save_and_reload(tmp_path, model):
     net, tok = model
     net.save_pretrained(tmp_path / "m")
@@ -123,6 +136,20 @@ def test_rm_train_heads_rules_then_eval_and_explain(tmp_path, backbone, capsys):
                  "--rules", str(rules)]) == 0
     shown = capsys.readouterr().out
     assert "p1" in shown and "selected" in shown and "rule number" in shown
+
+
+@pytest.mark.parametrize("lora", [[], ["--lora", "4"]], ids=["full", "lora"])
+def test_rm_train_heads_rules_with_gradient_checkpointing(tmp_path, backbone, lora):
+    data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
+    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+    out = tmp_path / "rm"
+    assert main(["rm", "train", "--data", str(data), "--out", str(out), "--model", str(backbone),
+                 "--heads", "rules", "--rules", str(rules), "-k", "2", "--batch-size", "2",
+                 "--max-steps", "2", "--gradient-checkpointing", "--no-progress", *lora]) == 0
+    record = json.loads((out / "ramo_training.json").read_text())
+    assert record["arguments"]["gradient_checkpointing"] is True
+    assert len(record["loss_history"]) == 2
+    RuleHeadRewardModel.from_pretrained(out)
 
 
 def test_heads_rules_needs_a_pool(tmp_path, backbone, capsys):

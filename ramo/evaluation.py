@@ -106,6 +106,7 @@ def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str
     an exact tie, whatever batch either would have landed in). Sequences are batched longest
     first, so a batch pads to similar lengths; the result is in the order of the inputs.
     """
+    from ramo.models.eval_mode import evaluating
     from ramo.progress import bar as progress_bar
     from ramo.tokenization import encode, pad
 
@@ -125,10 +126,7 @@ def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
     scores = torch.empty(len(rows), dtype=torch.float32)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    bar = progress_bar(len(rows), progress, unit="seq", desc="scoring")
-    try:
+    with evaluating(model), progress_bar(len(rows), progress, unit="seq", desc="scoring") as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in pad([rows[i] for i in chunk], tokenizer).items()}
@@ -138,9 +136,6 @@ def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str
                                  f"gives logits of shape {tuple(logits.shape)}")
             scores[chunk] = logits[:, 0].float().cpu()
             bar.update(len(chunk))
-    finally:
-        bar.close()
-        model.train(was_training)
     return scores[torch.tensor(where, dtype=torch.long)]
 
 

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import torch
 
+from ramo.models.eval_mode import evaluating
+
 CONFIG_FILE = "ramo_rule_heads.json"
 HEADS_FILE = "rule_heads.safetensors"
 POOLINGS = ("auto", "last", "first", "mean")
@@ -77,6 +79,15 @@ class RuleHeadRewardModel(torch.nn.Module):
         self.relevance_weight = float(relevance_weight)
         hidden = backbone.config.get_text_config().hidden_size
         self.heads = torch.nn.Linear(hidden, len(rule_ids), dtype=backbone.dtype)
+
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        """The Trainer's `activation_checkpointing` (`--gradient-checkpointing`): the
+        backbone's blocks are checkpointed; the heads are one small GEMM."""
+        self.backbone.activation_checkpointing_enable(**kwargs)
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return self.backbone.is_activation_checkpointing
 
     # ---- building and saving -------------------------------------------------------------
 
@@ -174,21 +185,22 @@ class RuleHeadRewardModel(torch.nn.Module):
     @torch.inference_mode()
     def compare(self, tokenizer, prompts, responses_a, responses_b, *, batch_size: int = 16,
                 max_length: int = 256):
-        """RuleHeadSelection of every pair (on the CPU), as in training."""
+        """RuleHeadSelection of every pair (on the CPU), as in training, in eval mode."""
         from ramo.tokenization import encode, pad
 
         device = next(self.parameters()).device
         parts = []
-        for start in range(0, len(prompts), batch_size):
-            rows = [encode(tokenizer, p, r, max_length)
-                    for side in (responses_a, responses_b)
-                    for p, r in zip(prompts[start:start + batch_size],
-                                    side[start:start + batch_size])]
-            batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
-            hidden = self.pool(**batch)
-            half = hidden.shape[0] // 2
-            sel = self.select(hidden[:half], hidden[half:].contiguous())
-            parts.append([t.cpu() for t in sel])
+        with evaluating(self):
+            for start in range(0, len(prompts), batch_size):
+                rows = [encode(tokenizer, p, r, max_length)
+                        for side in (responses_a, responses_b)
+                        for p, r in zip(prompts[start:start + batch_size],
+                                        side[start:start + batch_size])]
+                batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
+                hidden = self.pool(**batch)
+                half = hidden.shape[0] // 2
+                sel = self.select(hidden[:half], hidden[half:].contiguous())
+                parts.append([t.cpu() for t in sel])
         from ramo.ops.rule_head_select import RuleHeadSelection
 
         return RuleHeadSelection(*(torch.cat(fields) for fields in zip(*parts)))
@@ -206,13 +218,14 @@ class RuleHeadRewardModel(torch.nn.Module):
                              f"{'no' if rules is None else len(rules)} rule rows: they must match")
         device = next(self.parameters()).device
         out = torch.empty(len(prompts), dtype=torch.float32)
-        for start in range(0, len(prompts), batch_size):
-            end = min(start + batch_size, len(prompts))
-            rows = [encode(tokenizer, prompts[n], responses[n], max_length)
-                    for n in range(start, end)]
-            batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
-            chosen = None if rules is None else rules[start:end]
-            out[start:end] = self(**batch, rules=chosen).logits[:, 0].float().cpu()
+        with evaluating(self):
+            for start in range(0, len(prompts), batch_size):
+                end = min(start + batch_size, len(prompts))
+                rows = [encode(tokenizer, prompts[n], responses[n], max_length)
+                        for n in range(start, end)]
+                batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
+                chosen = None if rules is None else rules[start:end]
+                out[start:end] = self(**batch, rules=chosen).logits[:, 0].float().cpu()
         return out
 
 
