@@ -60,7 +60,7 @@ def test_label_out_is_a_folder(tmp_path, files, capsys):
     assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
                  "--out", str(tmp_path / "out")]) == 2
     line = _one_error_line(capsys, "label")
-    assert line.endswith(f"{tmp_path / 'out'}: Is a directory")
+    assert line.endswith(f"--out {tmp_path / 'out'}: is a folder; give a file name")
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -70,6 +70,47 @@ def test_label_out_under_a_file(files, capsys):
                  "--out", str(out)]) == 2
     line = _one_error_line(capsys, "label")
     assert "pairs.jsonl" in line and ("File exists" in line or "Not a directory" in line)
+
+
+def test_an_output_never_replaces_an_input(tmp_path, files, capsys, no_judge):
+    """An --out (or --export) that names one of the command's inputs is refused before any
+    work, the input left as it was: a select over its own store would replace it."""
+    before = {name: Path(path).read_bytes() for name, path in files.items()}
+    store = tmp_path / "ratings.jsonl"  # a store by another name: the same-file check, not
+    store.write_bytes(b"SQLite format 3\0")  # the suffix, refuses it
+    cases = [
+        (["select", "--pairs", files["pairs"], "--rules", files["rules"], "--ratings", str(store),
+          "--out", str(store)], "is also --ratings"),
+        (["select", "--pairs", files["pairs"], "--rules", files["rules"], "--ratings", str(store),
+          "--out", files["pairs"]], "is also --pairs"),
+        (["label", "--pairs", files["pairs"], "--selections", files["selections"],
+          "--out", str(Path(files["selections"]).parent / "." / "sel.jsonl")],
+         "is also --selections"),
+        (["rate", "--pairs", files["pairs"], "--rules", files["rules"],
+          "--out", str(tmp_path / "r.sqlite"), "--export", files["pairs"]], "is also --pairs"),
+        (["adapter", "apply", "--adapter", str(tmp_path), "--pairs", files["pairs"],
+          "--rules", files["rules"], "--out", files["rules"]], "is also --rules")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in _one_error_line(capsys, " ".join(argv[:2 if argv[0] == "adapter" else 1]))
+    assert {name: Path(path).read_bytes() for name, path in files.items()} == before
+    assert store.read_bytes() == b"SQLite format 3\0" and not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize("name", ["labeled.json", "labeled.parquet", "labeled.txt"])
+def test_jsonl_outputs_are_named_so(tmp_path, files, capsys, name):
+    """What select, label and adapter apply write is JSON lines; a name that readers would
+    take for another format (`ramo rm train` reads .json as one JSON document) is refused."""
+    assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+                 "--out", str(tmp_path / name)]) == 2
+    assert "must end in .jsonl or .jsonl.gz" in _one_error_line(capsys, "label")
+    assert not (tmp_path / name).exists()
+    upper = tmp_path / "LABELED.JSONL.GZ"  # any case: written gzipped, as it is read
+    assert main(["label", "--pairs", files["pairs"], "--selections", files["selections"],
+                 "--out", str(upper)]) == 0
+    from ramo.io import load_preferences
+
+    assert upper.read_bytes()[:2] == b"\x1f\x8b" and len(load_preferences(upper)) == 3
 
 
 def test_folders_as_rules_and_config(tmp_path, files, capsys, no_judge):

@@ -286,18 +286,16 @@ def write_result(result: dict, json_path: str | os.PathLike | None = None,
 def check_output_paths(*paths: str | os.PathLike | None) -> None:
     """Before the work: a result path must not be a folder, and no two may be the same file
     (the second write would replace the first)."""
+    from ramo.io.atomic import same_file
+
     given = [Path(target) for target in paths if target is not None]
     for target in given:
         if target.is_dir():
             raise ValueError(f"{target}: is a folder; give a file name")
     for i, first in enumerate(given):
         for second in given[i + 1:]:
-            if _same_file(first, second):
+            if same_file(first, second):
                 raise ValueError(f"{first} and {second} are the same file: the JSON result "
                                  "and the markdown tables need a file each")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()

@@ -133,12 +133,15 @@ def apply(args: argparse.Namespace) -> int:
     from ramo.adapter.model import RuleAdapter
     from ramo.cli._common import judge_options, judge_settings
     from ramo.io import load_pairs, load_rules, write_selections
+    from ramo.io.atomic import check_output
     from ramo.device import default_device
     from ramo.rate import open_store
     from ramo.steps import load_judge
 
     # The cheap checks first: bad pairs, a mismatched pool or a bad k fail before the judge
     # loads.
+    check_output(args.out, "--out", {"--pairs": args.pairs, "--rules": args.rules,
+                                     "--ratings": args.ratings}, jsonl=True)
     options = judge_options(args)
     pairs = load_pairs(args.pairs)
     adapter = RuleAdapter.from_pretrained(args.adapter, device=default_device(args.device))

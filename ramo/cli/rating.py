@@ -45,6 +45,7 @@ def rate(args: argparse.Namespace) -> int:
     `ramo ratings merge` merges shards by hand.
     """
     from ramo.io import load_pairs, load_rules
+    from ramo.io.atomic import check_output
     from ramo.rate import cut_counts, open_store
     from ramo.rate import rate as rate_step
     from ramo.ratings import RatingStore
@@ -54,8 +55,11 @@ def rate(args: argparse.Namespace) -> int:
     # the flags before the judge loads.
     if args.out.is_dir():
         raise ValueError(f"--out {args.out}: is a folder; give the store's file name")
+    check_output(args.out, "--out", {"--pairs": args.pairs, "--rules": args.rules})
     if args.export is not None:
         check_export(args.export)
+        check_output(args.export, "--export", {"--out": args.out, "--pairs": args.pairs,
+                                               "--rules": args.rules})
     options = judge_options(args)
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
@@ -88,9 +92,11 @@ def rate(args: argparse.Namespace) -> int:
             _merge_shards(args.out, shards, single_writer=True)
         with RatingStore.open_existing(args.out) as store:
             responses, stored = store.count_rated()
-            print(f"{store.count()} ratings in {args.out} ({len(pairs)} pairs x 2 sides x "
-                  f"{len(rules)} rules = {len(pairs) * 2 * len(rules)}; {responses} distinct "
-                  f"responses rated, {stored} ratings stored)")
+            # The run's pairs first: the store may hold others (an earlier run's).
+            print(f"{len(pairs)} pairs x 2 sides x {len(rules)} rules = "
+                  f"{len(pairs) * 2 * len(rules)} ratings in {args.out} (the store answers "
+                  f"for {store.count()} over all its pairs; {responses} distinct responses "
+                  f"rated, {stored} ratings stored)")
             cut = cut_counts(store, pairs)
             if cut["responses_cut"]:
                 print(f"{cut['responses_cut']} responses were longer than the judge's "
@@ -199,8 +205,11 @@ def select(args: argparse.Namespace) -> int:
     is better, -1: B is, 0: a tie).
     """
     from ramo.io import load_pairs, load_rules
+    from ramo.io.atomic import check_output
     from ramo.select import select_store, summary
 
+    check_output(args.out, "--out", {"--pairs": args.pairs, "--rules": args.rules,
+                                     "--ratings": args.ratings}, jsonl=True)
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
     stats = select_store(pairs, rules, args.ratings, args.out, k=args.k,
@@ -239,8 +248,11 @@ def label(args: argparse.Namespace) -> int:
     preference, so they are dropped and counted, never silently given to one side.
     """
     from ramo.io import load_pairs, load_rules, load_selections, write_preferences
+    from ramo.io.atomic import check_output
     from ramo.label import label as label_step
 
+    check_output(args.out, "--out", {"--pairs": args.pairs, "--selections": args.selections,
+                                     "--rules": args.rules}, jsonl=True)
     pairs, seen = [], {}
     for path in args.pairs:
         for pair in load_pairs(path):

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ramo.io.jsonl import is_gzip
+
 
 def _temporary_sibling(target: Path) -> Path:
     # pid + random: concurrent writers (several ranks, say) never share a temporary.
@@ -122,12 +124,43 @@ def write_jsonl(target: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) ->
     rows always give the same bytes (a regenerated file diffs clean)."""
     with atomic_path(target) as tmp, open(tmp, "xb") as raw:
         stream = (gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0)
-                  if str(target).endswith(".gz") else raw)
+                  if is_gzip(target) else raw)
         with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, allow_nan=False))
                 f.write("\n")
     return Path(target)
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and relative spellings included)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_output(target: str | os.PathLike, flag: str,
+                 inputs: Mapping[str, str | os.PathLike | Iterable | None] = {},
+                 jsonl: bool = False) -> None:
+    """Refuse, before any work, an output file that is a folder, that is one of the command's
+    inputs (`inputs`: flag -> path or paths; writing it would replace that input), or, with
+    jsonl, whose name does not end in .jsonl or .jsonl.gz (what is written is JSON lines, and
+    readers take a file's format from its name)."""
+    target = Path(target)
+    if target.is_dir():
+        raise ValueError(f"{flag} {target}: is a folder; give a file name")
+    if jsonl and not target.name.lower().endswith((".jsonl", ".jsonl.gz")):
+        raise ValueError(f"{flag} {target}: the file name must end in .jsonl or .jsonl.gz "
+                         "(JSON lines are written, and readers take the format from the name)")
+    for name, paths in inputs.items():
+        if paths is None:
+            continue
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+            # An input that is not a file ("default": ramo's own pool) cannot be replaced.
+            if Path(path).is_file() and same_file(target, path):
+                raise ValueError(f"{flag} {target} is also {name}: writing it would replace "
+                                 "that input; give another name")
 
 
 def _fsync_file(path: Path) -> None:
