@@ -43,8 +43,18 @@ def test_merge_refuses_mixed_judges_and_rebinding(tmp_path):
     assert not target.exists()  # refused before anything was written
     with _open(tmp_path / "c.sqlite") as store:  # p1 side 0 as another response
         store.bind([("p1", 0, "another text")])
-    with pytest.raises(ValueError, match="'p1' side 0 is bound"):
+    with pytest.raises(ValueError, match=r"'p1' side 0 is bound to one response in .*a\.sqlite "
+                                         r"and to another in .*c\.sqlite.*nothing was merged"):
         merge_stores(target, [a, tmp_path / "c.sqlite"])
+    assert not target.exists()  # checked before anything was written, a's units included
+    merge_stores(target, [a])
+    with RatingStore.open_existing(target) as store:
+        before = store.read()
+    d = _shard(tmp_path / "d.sqlite", [("p3", 0)])
+    with pytest.raises(ValueError, match=r"c\.sqlite: pair 'p1' side 0 is bound in .*merged"):
+        merge_stores(target, [d, tmp_path / "c.sqlite"])  # against the target's own binding
+    with RatingStore.open_existing(target) as store:
+        assert store.read() == before  # d's ratings were not merged either
     with pytest.raises(ValueError, match="into itself"):
         merge_stores(a, [a])
     with pytest.raises(ValueError, match="no stores"):
@@ -131,3 +141,31 @@ def test_merge_carries_rule_bindings_and_refuses_two_texts_for_one_id(tmp_path):
         assert dict(store.rule_bindings()) == {"r1": "k1", "r9": "k9"}
     with pytest.raises(ValueError, match="rule 'r1' is bound in .* to another text"):
         merge_stores(target, [b])
+    with pytest.raises(ValueError, match=r"rule 'r1' is bound to one text in .*a\.sqlite and "
+                                         r"to another in .*b\.sqlite"):
+        merge_stores(tmp_path / "new.sqlite", [a, b])
+    assert not (tmp_path / "new.sqlite").exists()
+
+
+def test_a_shard_whose_writer_was_killed_mid_commit_is_read_and_merged(tmp_path):
+    """A single-writer store (a rank's shard) keeps a rollback journal; a writer killed in
+    the middle of a commit leaves it hot, which a read-only connection may not roll back.
+    open_existing rolls it back first (the killed transaction undone, the committed ones
+    kept), so the documented resume, merging the shards, works."""
+    import subprocess
+    import sys
+
+    shard = _shard(tmp_path / "rank-0.sqlite", [("p1", 0), ("p1", 1)])
+    with RatingStore.open_existing(shard) as store:
+        committed = store.read()
+    # A transaction larger than the page cache spills to the file: the journal turns hot.
+    code = (f"import os, sqlite3\ncon = sqlite3.connect({str(shard)!r}, isolation_level=None)\n"
+            "con.execute('PRAGMA cache_size=1')\ncon.execute('BEGIN IMMEDIATE')\n"
+            "for i in range(20000):\n"
+            "    con.execute('INSERT INTO units VALUES (?, 0, ?)', (f'x{i:06d}' + 'y' * 50, 'k'))\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "rank-0.sqlite-journal").stat().st_size > 0
+    with RatingStore.open_existing(shard) as store:
+        assert store.read() == committed
+    assert merge_stores(tmp_path / "merged.sqlite", [shard]) == (2, 2 * 5)

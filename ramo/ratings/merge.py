@@ -44,14 +44,14 @@ def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike]
                 raise StoreMismatchError(
                     f"{store.path} holds another judge or template than {first.path}; "
                     "stores of different judges or templates cannot be merged")
+        _check_bindings_agree(target, opened)
         bound = written = 0
         with RatingStore(target, judge_fingerprint=first.judge_fingerprint,
                          template_fingerprint=first.template_fingerprint,
                          judge_info=first.judge_info, template_info=first.template_info,
                          single_writer=single_writer) as out:
             for store in opened:
-                # Bindings first: a rating is only ever read through one. Shards that rated a
-                # rule id with different texts are refused here, nothing of that shard written.
+                # Bindings first: a rating is only ever read through one.
                 out.bind_rules(list(store.rule_bindings()))
                 for chunk in batched(store.units()):
                     bound += out.bind(chunk)
@@ -63,6 +63,58 @@ def merge_stores(target: str | os.PathLike, sources: Sequence[str | os.PathLike]
     finally:
         for store in opened:
             store.close()
+
+
+def _check_bindings_agree(target: Path, stores: Sequence[RatingStore]) -> None:
+    """ValueError, before anything is written, when two of the stores, or one of them and
+    the store at `target` (when there is one), bind a pair side to different responses or a
+    rule id to different texts (a text changed under its id between two ratings), naming
+    both: so a refused merge leaves `target` as it was, or absent. The stores' units are
+    gathered in an anonymous scratch database (on disk when large), not in memory."""
+    def refused(what: str, first: Path, second: Path) -> ValueError:
+        return ValueError(f"{what} is bound to one {'text' if 'rule' in what else 'response'} "
+                          f"in {first} and to another in {second}: its text changed under the "
+                          "same id between the two ratings; nothing was merged (merge the "
+                          "stores of one text)")
+
+    rules: dict[str, tuple[str, Path]] = {}
+    out = RatingStore.open_existing(target) if target.is_file() else None
+    seen = sqlite3.connect("")
+    try:
+        seen.execute("CREATE TABLE units (pair_id, side, response, source,"
+                     " PRIMARY KEY (pair_id, side)) WITHOUT ROWID")
+        seen.execute("CREATE TABLE chunk (pair_id, side, response)")
+        for index, store in enumerate(stores):
+            for rule_id, key in store.rule_bindings():
+                first_key, first_path = rules.setdefault(rule_id, (key, store.path))
+                if first_key != key:
+                    raise refused(f"rule {rule_id!r}", first_path, store.path)
+            for chunk in batched(store.units()):
+                try:
+                    if out is not None:
+                        out.check_units(chunk)
+                except ValueError as exc:
+                    raise ValueError(f"{store.path}: {exc}; nothing was merged") from None
+                seen.execute("DELETE FROM chunk")
+                seen.executemany("INSERT INTO chunk VALUES (?, ?, ?)", chunk)
+                clash = seen.execute(
+                    "SELECT c.pair_id, c.side, u.source FROM chunk c JOIN units u"
+                    " ON u.pair_id = c.pair_id AND u.side = c.side"
+                    " WHERE u.response != c.response LIMIT 1").fetchone()
+                if clash:
+                    raise refused(f"pair {clash[0]!r} side {clash[1]}",
+                                  stores[clash[2]].path, store.path)
+                seen.execute("INSERT OR IGNORE INTO units SELECT pair_id, side, response, ?"
+                             " FROM chunk", (index,))
+        try:
+            if out is not None:
+                out.check_rules([(rule_id, key) for rule_id, (key, _) in rules.items()])
+        except ValueError as exc:
+            raise ValueError(f"{exc}; nothing was merged") from None
+    finally:
+        seen.close()
+        if out is not None:
+            out.close()
 
 
 def migrate_store(source: str | os.PathLike, target: str | os.PathLike,

@@ -171,6 +171,8 @@ class RatingStore:
             raise FileNotFoundError(f"no ratings store at {path}")
         if path.stat().st_size == 0:  # sqlite would read it as a database with no tables
             raise StoreError(f"{path} is an empty file, not a ratings store")
+        if Path(f"{path}-journal").is_file():
+            _roll_back_hot_journal(path, timeout)
         store = cls.__new__(cls)
         store.path, store._read_only, store._con = path, True, None
         # mode=ro: sqlite refuses every write, so a reader can never create the store, lock
@@ -214,6 +216,12 @@ class RatingStore:
                     f"writable and {self.path.name}-shm, which sqlite needs beside a WAL "
                     "database, does not exist and cannot be created; copy the store to a "
                     "writable folder") from exc
+            if getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY_ROLLBACK:
+                raise StoreError(
+                    f"cannot read ratings store {self.path} read-only: a writer was stopped "
+                    f"in the middle of a commit and left {self.path.name}-journal, which only "
+                    "a writer can roll back, and its folder is not writable; copy the store "
+                    "with its -journal file to a writable folder and read it there") from exc
             raise  # locked past the timeout...: not a statement about the file
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
@@ -396,6 +404,11 @@ class RatingStore:
             return self._db.executemany("INSERT INTO rules (rule_id, text_key) VALUES (?, ?)"
                                         " ON CONFLICT (rule_id) DO NOTHING", checked).rowcount
 
+    def check_units(self, units: Sequence[tuple[str, int, str]]) -> None:
+        """ValueError when one of `units`, rows (pair_id, side, response key), each unit once,
+        is bound here to another response (what `bind` would refuse), writing nothing."""
+        self._refuse_changed(list(units))
+
     def check_rules(self, rules: Iterable[Sequence]) -> None:
         """ValueError when one of `rules`, rows (rule_id, `rule_key(text)`), is bound here to
         another text: for readers given the rules (`ramo select`, the pipeline's select).
@@ -460,9 +473,10 @@ class RatingStore:
         Ids must be non-empty strings, side 0 or 1, the values finite numbers; a bad row, or
         a unit not bound, raises ValueError before anything is written. A (response, rule)
         given twice, or already stored, raises DuplicateRatingError and writes nothing; with
-        skip_existing=True stored keys are skipped instead (the stored values are kept, and
-        of two rows for one key in the call the first is taken). Returns the number of
-        ratings written.
+        skip_existing=True stored keys are skipped instead (the stored values are kept; of
+        two pairs in the call that share a response the first's row is taken, while one
+        (pair, side, rule) given twice is still refused). Returns the number of ratings
+        written.
 
         cuts: (pair_id, side, tokens, kept) of the responses among the rows that the judge
         read cut to fit its context (`ramo.judge.context.Truncation`), recorded with them.
@@ -916,8 +930,10 @@ def refuse_shared_across_hosts(path: Path) -> None:
 
 
 # sqlite's extended result code for a read-only open of a WAL database that could not create
-# the -shm file; the sqlite3 module names it from Python 3.11 on.
+# the -shm file, and for one that found a hot journal it may not roll back; the sqlite3 module
+# names them from Python 3.11 on.
 _SQLITE_READONLY_DIRECTORY = getattr(sqlite3, "SQLITE_READONLY_DIRECTORY", 1544)
+_SQLITE_READONLY_ROLLBACK = getattr(sqlite3, "SQLITE_READONLY_ROLLBACK", 776)
 
 
 def _tidy_wal(path: Path) -> None:
@@ -933,6 +949,24 @@ def _tidy_wal(path: Path) -> None:
         return
     try:
         con = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        pass
+
+
+def _roll_back_hot_journal(path: Path, timeout: float) -> None:
+    """Before a read-only open of a store with a rollback journal beside it: a single-writer
+    store (a rank's shard) whose writer was killed mid-commit leaves a hot journal, which only
+    a connection that may write can roll back (a read-only one fails: "attempt to write a
+    readonly database"). One ordinary connection reads once, which rolls it back, as the next
+    writer would: the killed transaction is undone, the committed ones are kept. The journal
+    of a writer still at work is not hot, and sqlite leaves it alone. In a read-only folder
+    nothing can be done; the read-only open then says so."""
+    try:
+        con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         try:
             con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         finally:
