@@ -8,6 +8,7 @@ Tiny BERT classifiers and a tiny Llama judge, built from configs: nothing is dow
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -352,10 +353,27 @@ def test_unknown_rule_ids_and_late_errors_write_nothing(tmp_path, backbone):
     with pytest.raises(ValueError, match="pair 'p3': rule id\\(s\\) listed twice: 'r1'"):
         train_adapter(PAIRS, targets, RULES, out, backbone=str(backbone), progress=False)
     targets[3] = ["r1"]
-    with pytest.raises(ValueError, match="max_length = 1000 is more than the backbone's 512"):
+    with pytest.raises(ValueError, match="max_length = 1000 is more than the model's 512"):
         train_adapter(PAIRS, targets, RULES, out, backbone=str(backbone), max_length=1000,
                       progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_decoder_backbone_without_a_pad_token(tmp_path, judge_parts):
+    """A causal LM (no pad token, as most) as the adapter's backbone: its EOS token pads, and
+    the classifier reads the last real token; trained, saved and reloaded, it predicts."""
+    model, tok = judge_parts
+    tok = copy.deepcopy(tok)
+    tok.pad_token = None
+    model.save_pretrained(tmp_path / "decoder")
+    tok.save_pretrained(tmp_path / "decoder")
+    targets = [[RULES[i % R].id, RULES[(i + 1) % R].id] for i in range(len(PAIRS))]
+    out = tmp_path / "adapter"
+    train_adapter(PAIRS, targets, RULES, out, backbone=str(tmp_path / "decoder"), k=2,
+                  epochs=1, batch_size=4, max_length=48, progress=False)
+    adapter = RuleAdapter.from_pretrained(out)
+    assert adapter.model.config.pad_token_id == tok.eos_token_id
+    assert adapter.predict(PAIRS[:3]).shape == (3, 2)
 
 
 def test_mismatched_pool(trained, judge):

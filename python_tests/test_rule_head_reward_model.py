@@ -152,6 +152,31 @@ def test_rm_train_heads_rules_with_gradient_checkpointing(tmp_path, backbone, lo
     RuleHeadRewardModel.from_pretrained(out)
 
 
+def test_lengths_past_the_positions_are_refused_and_explain_reads_the_trained_one(
+        tmp_path, backbone, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
+    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+    common = ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
+              "--rules", str(rules), "-k", "2", "--batch-size", "2", "--max-steps", "1",
+              "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "long"), "--max-length", "513"]) == 2
+    assert "max_length = 513 is more than the model's 512 positions" in capsys.readouterr().err
+    assert not (tmp_path / "long").exists()
+    out = tmp_path / "rm"
+    assert main(common + ["--out", str(out), "--max-length", "12"]) == 0
+    evalset = write_jsonl(tmp_path / "eval.jsonl",
+                          [{**p, "subset": "refusals-dangerous"} for p in _pairs(2)])
+    assert main(["eval", "--model", str(out), "--data", str(evalset), "--max-length", "513",
+                 "--no-progress"]) == 2
+    assert "more than the model's 512 positions" in capsys.readouterr().err
+    capsys.readouterr()
+    shown = {}
+    for extra in ([], ["--max-length", "12"], ["--max-length", "256"]):
+        assert main(["explain", "--model", str(out), "--pairs", str(evalset), *extra]) == 0
+        shown[tuple(extra)] = capsys.readouterr().out
+    assert shown[()] == shown[("--max-length", "12")] != shown[("--max-length", "256")]
+
+
 def test_heads_rules_needs_a_pool(tmp_path, backbone, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
     assert main(["rm", "train", "--data", str(data), "--out", str(tmp_path / "rm"), "--model",
@@ -199,3 +224,15 @@ def test_regression_onto_judge_ratings(tmp_path, backbone, capsys):
                  str(store), "--no-progress"]) == 2
     assert "chosen_side" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+    # Pairs given in memory are the rated pairs themselves: their label names the side.
+    from ramo.io import Pair, load_rules
+    from ramo.reward.train import train_reward_model
+
+    in_memory = [Pair(p["id"], p["prompt"], p["chosen"], p["rejected"], label=0)
+                 for p in _pairs(8)]
+    summary = train_reward_model(in_memory, tmp_path / "mem", model=str(backbone),
+                                 heads="rules", rules=load_rules(rules), k=2, ratings=store,
+                                 regression_weight=5.0, batch_size=4, max_steps=1,
+                                 progress=False)
+    assert len(summary["loss_history"]) == 1

@@ -18,10 +18,8 @@ Batched, on the model's device, without gradients.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
@@ -70,13 +68,14 @@ class RamoReward:
         from ramo.adapter import RuleAdapter
         from ramo.device import default_device
         from ramo.models import load_any_reward_model
+        from ramo.reward.train import trained_max_length
 
         model, tokenizer = load_any_reward_model(path)
         device = default_device(device)
         model = model.to(device)
-        record = Path(path) / "ramo_training.json"
-        if "max_length" not in kwargs and record.is_file():
-            kwargs["max_length"] = json.loads(record.read_text())["arguments"]["max_length"]
+        trained = trained_max_length(path)
+        if "max_length" not in kwargs and trained is not None:
+            kwargs["max_length"] = trained
         loaded = None if adapter is None else RuleAdapter.from_pretrained(adapter, device=device)
         return cls(model, tokenizer, adapter=loaded, **kwargs)
 

@@ -143,6 +143,16 @@ def input_limit(model, tokenizer, cap: int = DEFAULT_LENGTH_CAP) -> int:
     return min(limits)
 
 
+def check_max_length(model, max_length: int) -> None:
+    """ValueError when max_length is more than the model's position embeddings: a longer input
+    fails inside a model with learned positions, and runs past what any other was trained on."""
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if isinstance(positions, int) and positions > 0 and max_length > positions:
+        raise ValueError(f"max_length = {max_length} is more than the model's {positions} "
+                         "positions; give at most that")
+
+
 def pad(rows: list[dict[str, list[int]]], tokenizer) -> dict[str, torch.Tensor]:
     """Stack encoded rows into [len(rows), longest] tensors on the tokenizer's padding side.
 

@@ -197,7 +197,9 @@ class RuleAdapter:
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> RuleAdapter:
         """Load an adapter folder written by `train_adapter`."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
+
+        from ramo.tokenization import load_tokenizer
 
         path = Path(path)
         if not path.is_dir():
@@ -212,7 +214,7 @@ class RuleAdapter:
         if id2label != meta["rule_ids"]:
             raise ValueError(f"{path}: the model's labels (config.json id2label) are not the "
                              f"rule ids of {ADAPTER_FILE}")
-        return cls(model.to(device), AutoTokenizer.from_pretrained(path),
+        return cls(model.to(device), load_tokenizer(path),
                    rule_ids=meta["rule_ids"], k=meta["k"], max_length=meta["max_length"],
                    rules_fingerprint=meta["rules_fingerprint"], info=meta)
 

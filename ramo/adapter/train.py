@@ -69,25 +69,25 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     for n, row in enumerate(rule_indices(pair_ids, targets, rule_ids)):
         multi_hot[n, row] = 1.0
 
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (AutoModelForSequenceClassification, Trainer, TrainingArguments,
+                              set_seed)
 
     from ramo.encoders import resolve
+    from ramo.io.atomic import atomic_dir, write_json
     from ramo.models.lora import add_lora, merge_lora
     from ramo.progress import show_loss_on_bar
-    from ramo.io.atomic import atomic_dir, write_json
+    from ramo.tokenization import check_max_length, load_tokenizer
 
     set_seed(seed)  # the new head's initial weights come from here
     source = resolve(backbone)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)  # a decoder's pads with its EOS token
     model = AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=len(rules), problem_type="multi_label_classification",
         id2label=dict(enumerate(rule_ids)), label2id={rid: j for j, rid in enumerate(rule_ids)},
         ignore_mismatched_sizes=True)  # a classifier backbone with another label count: new head
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and max_length > positions:
-        raise ValueError(f"max_length = {max_length} is more than the backbone's "
-                         f"{positions} positions")
+    if model.config.pad_token_id is None:  # a decoder classifies at its last real token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    check_max_length(model, max_length)
     if lora is not None:
         model = add_lora(model, lora, classifier=True)
     loaded = time.perf_counter()

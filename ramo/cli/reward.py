@@ -75,10 +75,11 @@ def train(args: argparse.Namespace) -> int:
     """Train a Bradley-Terry reward model on labeled preference pairs.
 
     Input: TRL preference rows (`prompt`, `chosen`, `rejected`, optionally `margin` and
-    `rule_ids`: what `ramo label` writes) as JSONL(.gz), Parquet or JSON. Output: a folder that
-    AutoModelForSequenceClassification.from_pretrained loads (one score per sequence), with the
-    tokenizer and `ramo_training.json` (the arguments and the per-step loss). The folder
-    appears whole when training has finished, or not at all.
+    `rule_ids`: what `ramo label` writes) as JSONL(.gz), Parquet or JSON. Output: a folder with
+    the tokenizer and `ramo_training.json` (the arguments and the per-step loss): a
+    single-score model that AutoModelForSequenceClassification.from_pretrained loads, or with
+    --heads rules a rule-head model (`ramo.models.load_any_reward_model` loads either
+    kind). The folder appears whole when training has finished, or not at all.
 
     Runs as is on one device, and under `torchrun --nproc_per_node N -m ramo rm train ...`
     with --batch-size pairs per rank per step; only rank 0 writes.
@@ -190,8 +191,9 @@ def explain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pair id to explain (repeatable; default: the first 3 pairs)")
     parser.add_argument("--rules", default=None,
                         help="the rule pool, to print each rule's text ('default' for ramo's)")
-    parser.add_argument("--max-length", type=positive, default=max_length,
-                        help=f"tokens per prompt + response, as in training (default {max_length})")
+    parser.add_argument("--max-length", type=positive, default=None,
+                        help="tokens per prompt + response (default: as the model was trained, "
+                        f"from its ramo_training.json; {max_length} without one)")
 
 
 def explain(args: argparse.Namespace) -> int:
@@ -204,6 +206,8 @@ def explain(args: argparse.Namespace) -> int:
     from ramo.explain import explain as explain_pairs
     from ramo.io import load_pairs, load_rules
     from ramo.models import RuleHeadRewardModel
+    from ramo.reward.train import trained_max_length
+    from ramo.steps import defaults
 
     pairs = load_pairs(args.pairs)
     if args.ids:
@@ -216,5 +220,7 @@ def explain(args: argparse.Namespace) -> int:
         pairs = pairs[:3]
     rule_text = {r.id: r.text for r in load_rules(args.rules)} if args.rules else None
     model, tokenizer = RuleHeadRewardModel.from_pretrained(args.model)
-    print(explain_pairs(model, tokenizer, pairs, rule_text, max_length=args.max_length))
+    max_length = args.max_length or trained_max_length(args.model) or defaults(
+        explain_pairs)["max_length"]
+    print(explain_pairs(model, tokenizer, pairs, rule_text, max_length=max_length))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ramo.io._problems import Problems, is_finite_number, type_name
@@ -82,7 +82,8 @@ def load_preferences(path: str | os.PathLike, *,
 def preferences_from_pairs(items: Sequence[Pair | Preference | dict]) -> list[Preference]:
     """Preferences from memory: `Preference`s (checked as they are), or pairs (`Pair`s, or
     mappings with a pair file's columns) labeled as a file's rows are; each bad item is named
-    by its id."""
+    by its id. A `Pair` is the pair itself, so its label names the side of its chosen
+    response (`chosen_side`, which regression onto its ratings needs) unless its extra says."""
     items = list(items)
     preferences = [p for p in items if isinstance(p, Preference)]
     if len(preferences) == len(items):
@@ -97,7 +98,10 @@ def preferences_from_pairs(items: Sequence[Pair | Preference | dict]) -> list[Pr
         return preferences
     if preferences:
         raise ValueError("give either Preference rows or pairs, not a mix of the two")
-    return _preferences(as_pairs(items), Problems("pairs"))
+    converted = _preferences(as_pairs(items), Problems("pairs"))
+    return [replace(p, chosen_side="ab"[item.label])
+            if isinstance(item, Pair) and p.chosen_side is None else p
+            for item, p in zip(items, converted, strict=True)]
 
 
 def _preferences(pairs: list[Pair], problems: Problems) -> list[Preference]:

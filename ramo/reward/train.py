@@ -1,10 +1,12 @@
 """The rm-train step: train a Bradley-Terry reward model on labeled preference pairs.
 
 Input: TRL preference rows (`prompt`, `chosen`, `rejected`, optionally `margin` and
-`rule_ids`: what `ramo label` writes) as JSONL(.gz), Parquet or JSON. Output: a folder that
-AutoModelForSequenceClassification.from_pretrained loads (one score per sequence), with the
-tokenizer and `ramo_training.json` (the arguments and the per-step loss). The folder appears
-whole when training has finished, or not at all.
+`rule_ids`: what `ramo label` writes) as JSONL(.gz), Parquet or JSON. Output: a folder with
+the tokenizer and `ramo_training.json` (the arguments and the per-step loss): a single-score
+model that AutoModelForSequenceClassification.from_pretrained loads (one score per
+sequence), or with heads="rules" a `ramo.models.RuleHeadRewardModel` (its backbone, heads
+and ramo_rule_heads.json; `ramo.models.load_any_reward_model` loads either kind). The
+folder appears whole when training has finished, or not at all.
 
 Runs as is on one device, and under torchrun (`torchrun --nproc_per_node N -m ramo rm train
 ...`) with batch_size pairs per rank per step; only rank 0 writes.
@@ -19,6 +21,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+TRAINING_RECORD = "ramo_training.json"
+
+
+def trained_max_length(folder: str | os.PathLike) -> int | None:
+    """The tokens per (prompt, response) a folder of `ramo rm train` was trained with (its
+    training record), what its readers should default to; None for a model trained
+    elsewhere."""
+    import json
+
+    record = Path(folder) / TRAINING_RECORD
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text(encoding="utf-8"))["arguments"]["max_length"]
 
 
 def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: str | os.PathLike,
@@ -132,6 +148,9 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             raise ValueError("ratings (regression onto the judge) needs heads='rules'")
         trainer_class, rated_scores, extra = RewardTrainer, None, {}
         net, tokenizer = load_reward_model(model, seed=seed)
+    from ramo.tokenization import check_max_length, count_truncated
+
+    check_max_length(net, max_length)
     if lora is not None:
         from ramo.models.lora import add_lora
 
@@ -143,8 +162,6 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             (net.backbone if heads == "rules" else net).enable_input_require_grads()
     if disable_dropout:
         no_dropout(net)
-    from ramo.tokenization import count_truncated
-
     truncation = {"max_length": max_length, "sequences": 2 * len(preferences),
                   "truncated": count_truncated(
                       tokenizer, [p.model_prompt for p in preferences] * 2,
@@ -205,7 +222,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
                     model_to_save = merge_lora(model_to_save)
             model_to_save.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_json(Path(tmp) / "ramo_training.json", record)
+            write_json(Path(tmp) / TRAINING_RECORD, record)
     # Other ranks return only once the folder is there, so any rank may read it next.
     trainer.accelerator.wait_for_everyone()
     return summary
