@@ -97,6 +97,30 @@ def test_an_output_never_replaces_an_input(tmp_path, files, capsys, no_judge):
     assert store.read_bytes() == b"SQLite format 3\0" and not (tmp_path / "r.sqlite").exists()
 
 
+def test_a_folder_output_never_replaces_a_file(tmp_path, files, capsys):
+    """adapter train (like rm train and rl) writes a folder: over a file it would have moved
+    the file aside under a hidden name."""
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("precious\n")
+    assert main(["adapter", "train", "--pairs", files["pairs"], "--rules", files["rules"],
+                 "--selections", files["selections"], "--backbone", str(tmp_path / "none"),
+                 "--out", str(keep), "--no-progress"]) == 2
+    assert "keep.jsonl: exists and is not a folder" in _one_error_line(capsys, "adapter train")
+    assert keep.read_text() == "precious\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "keep.jsonl", "pairs.jsonl", "rules.jsonl", "sel.jsonl"]
+
+
+def test_eval_never_writes_over_its_data(tmp_path, capsys):
+    data = _jsonl(tmp_path / "ev.jsonl", [{"prompt": "hi", "chosen": "no", "rejected": "sure",
+                                           "subset": "donotanswer"}])
+    before = data.read_bytes()
+    for flag in ("--out", "--markdown"):
+        assert main(["eval", "--model", str(tmp_path / "none"), "--data", str(data), flag,
+                     str(data), "--no-progress"]) == 2
+        assert f"{flag} {data} is also --data" in _one_error_line(capsys, "eval")
+    assert data.read_bytes() == before
+
+
 @pytest.mark.parametrize("name", ["labeled.json", "labeled.parquet", "labeled.txt"])
 def test_jsonl_outputs_are_named_so(tmp_path, files, capsys, name):
     """What select, label and adapter apply write is JSON lines; a name that readers would

@@ -106,6 +106,8 @@ def train_policy(policy: str | os.PathLike, reward: str | os.PathLike,
 
 
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+    from ramo.io.atomic import check_output_dir
+
     from ramo.models.lora import check_rank
 
     for name in ("steps", "prompts_per_step", "max_completion_length"):
@@ -128,8 +130,7 @@ def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
             raise FileNotFoundError(f"{a[name]}: no such {name} folder")
     if a["adapter"] is not None and not Path(a["adapter"]).is_dir():
         raise FileNotFoundError(f"{a['adapter']}: no such adapter folder")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ValueError(f"{os.fspath(out_dir)}: exists and is not a folder")
+    check_output_dir(out_dir)
 
 
 # Held-out prompts are of two kinds: a safe policy refuses the first and answers the second.

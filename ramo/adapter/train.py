@@ -24,6 +24,7 @@ import torch
 from ramo.adapter.model import (ADAPTER_FILE, FORMAT, TEXT_FORMAT, count_cut, encode_pairs,
                                 rule_indices)
 from ramo.io import Pair, Rule, as_pairs
+from ramo.io.atomic import check_output_dir
 from ramo.io.selections import Selection
 from ramo.models.lora import check_rank
 
@@ -58,6 +59,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     _check_options(k=k, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                    max_length=max_length, n_rules=len(rules))
     check_rank(lora)
+    check_output_dir(out_dir)
     pairs = as_pairs(pairs)
     pair_ids = [p.id for p in pairs]
     if not pair_ids:

@@ -167,8 +167,12 @@ def evaluate(args: argparse.Namespace) -> int:
     """
     from ramo.evaluation import check_output_paths, evaluate as evaluate_step
     from ramo.evaluation import to_markdown, write_result
+    from ramo.io.atomic import check_output
 
     check_output_paths(args.out, args.markdown)
+    for flag, target in (("--out", args.out), ("--markdown", args.markdown)):
+        if target is not None:
+            check_output(target, flag, {"--data": args.data})
     result = evaluate_step(args.model, args.data, batch_size=args.batch_size,
                            max_length=args.max_length, weights=args.weights,
                            progress=not args.no_progress)

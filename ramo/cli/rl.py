@@ -107,6 +107,7 @@ def evaluate(args: argparse.Namespace) -> int:
     refusals told by a string match on the reply's opening words (a proxy; see
     ramo.rl.REFUSAL_MARKERS). Written as JSON (with every reply), markdown and a plot.
     """
+    from ramo.io.atomic import check_output_dir
     from ramo.rl import evaluate_policies, evaluation_markdown, write_evaluation
 
     policies = {}
@@ -116,8 +117,7 @@ def evaluate(args: argparse.Namespace) -> int:
         if name in policies:
             raise ValueError(f"two policies are named {name!r}; name them: --policy NAME=PATH")
         policies[name] = path
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"{args.out}: exists and is not a folder")
+    check_output_dir(args.out)
     result = evaluate_policies(policies, args.reward, args.prompts, adapter=args.adapter,
                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                progress=not args.no_progress)

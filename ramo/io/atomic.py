@@ -80,10 +80,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(target.parent)  # makes the rename itself survive a crash
 
 
+def check_output_dir(target: str | os.PathLike) -> None:
+    """ValueError when an output folder's path is a file: the folder would take its place (a
+    user's data moved aside under a hidden name). For the steps to call before their work."""
+    if Path(target).exists() and not Path(target).is_dir():
+        raise ValueError(f"{os.fspath(target)}: exists and is not a folder; give a folder name")
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yields an empty temporary folder to fill (a `save_pretrained`, say); on success it
-    takes the place of `target`, replacing a previous folder there."""
+    takes the place of `target`, replacing a previous folder there, never a file."""
+    check_output_dir(target)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(target)

@@ -268,6 +268,8 @@ def _with_margins(preferences: list, margin: str, source: str) -> list:
 
 
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+    from ramo.io.atomic import check_output_dir
+
     from ramo.models.lora import check_rank
 
     check_rank(a["lora"])
@@ -283,5 +285,4 @@ def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
         raise ValueError(f"max_steps must be a positive integer or None, got {a['max_steps']!r}")
     if a["center_rewards_coefficient"] is not None and a["center_rewards_coefficient"] < 0:
         raise ValueError("center_rewards_coefficient must be >= 0")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ValueError(f"{os.fspath(out_dir)}: exists and is not a folder")
+    check_output_dir(out_dir)
