@@ -259,6 +259,25 @@ def test_rm_train_numbers_are_checked_by_flag(tmp_path, capsys, flag, value):
     assert f"ramo rm train: error: argument {flag}: " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["rm", "train", "--data", "d.jsonl", "--out", "rm", "--center-rewards=nan"],
+     "--center-rewards"),
+    (["rm", "train", "--data", "d.jsonl", "--out", "rm", "--regression-weight=inf"],
+     "--regression-weight"),
+    (["rl", "train", "--policy", "p", "--reward", "r", "--prompts", "q", "--out", "o",
+      "--beta=nan"], "--beta"),
+    (["select", "--pairs", "p", "--rules", "r", "--ratings", "s", "--out", "o.jsonl",
+      "--relevance-weight=-inf"], "--relevance-weight"),
+    (["study", "selection", "--synthetic", "--out", "o", "--noise", "0.1,inf"], "--noise")])
+def test_non_finite_numbers_are_refused_by_flag(argv, flag, capsys):
+    """NaN and infinities would reach the outputs' JSON only after the work, which cannot
+    hold them: refused with the flag's name, first."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    assert f"error: argument {flag}: must be a finite number" in capsys.readouterr().err
+
+
 # ---- ramo adapter apply: the judge flags of ramo rate ---------------------------------------
 
 def test_adapter_apply_takes_the_judge_flags_of_rate(tmp_path, files, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -95,6 +96,18 @@ def _assignments(items: list[str], flag: str, parse) -> dict:
         except ValueError:
             raise ValueError(f"{flag} {item!r}: the ids must be integers separated by commas")
     return out
+
+
+def finite_number(text: str) -> float:
+    """An argparse type: a finite number. NaN and the infinities are refused here: they would
+    otherwise reach the outputs' JSON, which cannot hold them, after the work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def positive_number(text: str) -> float:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ramo.cli._common import (PAIRS_HELP, add_judge_arguments, add_lora_argument,
-                              add_no_progress, positive, positive_number)
+                              add_no_progress, finite_number, positive, positive_number)
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratings", type=Path, default=None,
                         help="ratings store with all R rules rated for the pairs: evaluate on "
                         "held-out pairs")
-    parser.add_argument("--holdout", type=float, default=None,
+    parser.add_argument("--holdout", type=finite_number, default=None,
                         help="share of the pairs held out for evaluation (needs --ratings; "
                         f"default {DEFAULT_HOLDOUT} with --ratings)")
     parser.add_argument("--backbone", default=d["backbone"],

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from ramo.cli._common import (PAIRS_HELP, add_judge_arguments, add_no_progress,
-                              add_pairs_and_rules, judge_options, judge_settings, positive)
+                              add_pairs_and_rules, finite_number, judge_options, judge_settings,
+                              positive)
 
 _PAIRS = PAIRS_HELP
 _RULES = "rule pool: JSON, JSONL, YAML or text; 'default' for ramo's pool"
@@ -186,10 +187,10 @@ def select_arguments(parser: argparse.ArgumentParser) -> None:
                         "embedding cosine, or none")
     parser.add_argument("--encoder", default=d["encoder"],
                         help="sentence encoder for --relevance embedding (default: MiniLM)")
-    parser.add_argument("--discrepancy-weight", type=float, default=d["discrepancy_weight"],
+    parser.add_argument("--discrepancy-weight", type=finite_number, default=d["discrepancy_weight"],
                         help=f"weight of |s(A) - s(B)| in the criterion "
                         f"(default {d['discrepancy_weight']})")
-    parser.add_argument("--relevance-weight", type=float, default=d["relevance_weight"],
+    parser.add_argument("--relevance-weight", type=finite_number, default=d["relevance_weight"],
                         help=f"weight of the relevance in the criterion "
                         f"(default {d['relevance_weight']})")
     add_no_progress(parser)

@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ramo.cli._common import (PAIRS_HELP, add_lora_argument, add_no_progress, positive,
-                              positive_number)
+from ramo.cli._common import (PAIRS_HELP, add_lora_argument, add_no_progress, finite_number,
+                              positive, positive_number)
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=positive, default=d["max_length"],
                         help="tokens per prompt + response; the response is kept first "
                         f"(default {d['max_length']})")
-    parser.add_argument("--center-rewards", type=float, default=d["center_rewards_coefficient"],
+    parser.add_argument("--center-rewards", type=finite_number, default=d["center_rewards_coefficient"],
                         metavar="C",
                         help="add C * mean((r_chosen + r_rejected)^2) to the loss (e.g. 0.01)")
     parser.add_argument("--margin", default=d["margin"], choices=["none", "raw"],
@@ -66,7 +66,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratings", type=Path, default=None,
                         help="with --heads rules: a ratings store; the heads are also regressed "
                         "onto the judge's scores of the pairs it rated")
-    parser.add_argument("--regression-weight", type=float, default=None,
+    parser.add_argument("--regression-weight", type=finite_number, default=None,
                         help="with --ratings: weight of that regression (default 1.0)")
     add_no_progress(parser)
 

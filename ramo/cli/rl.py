@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import add_lora_argument, add_no_progress, positive
+from ramo.cli._common import add_lora_argument, add_no_progress, finite_number, positive
 
 
 def _reward_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +41,11 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-completion-length", type=positive,
                         default=d["max_completion_length"],
                         help=f"tokens per completion (default {d['max_completion_length']})")
-    parser.add_argument("--lr", type=float, default=d["learning_rate"],
+    parser.add_argument("--lr", type=finite_number, default=d["learning_rate"],
                         help=f"learning rate (default {d['learning_rate']})")
-    parser.add_argument("--beta", type=float, default=d["beta"],
+    parser.add_argument("--beta", type=finite_number, default=d["beta"],
                         help="KL penalty to the starting policy (default 0: none, TRL's default)")
-    parser.add_argument("--temperature", type=float, default=d["temperature"],
+    parser.add_argument("--temperature", type=finite_number, default=d["temperature"],
                         help=f"sampling temperature (default {d['temperature']})")
     add_lora_argument(parser, d["lora"])
     parser.add_argument("--seed", type=int, default=d["seed"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ramo.cli._common import PAIRS_HELP, positive
+from ramo.cli._common import PAIRS_HELP, finite_number, positive
 
 
 def _numbers(text: str, kind=int) -> list:
@@ -16,6 +16,13 @@ def _numbers(text: str, kind=int) -> list:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one number")
     return values
+
+
+def _noise(text: str) -> float:
+    value = finite_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a noise level must be >= 0, got {text}")
+    return value
 
 
 def _ks(given: list[int] | None, pool: int) -> list[int]:
@@ -52,7 +59,7 @@ def selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", action="store_true",
                         help="instead of real pairs: synthetic sets with a known truth, one "
                         "per --noise")
-    parser.add_argument("--noise", type=lambda t: _numbers(t, float), default=[0.05, 0.15, 0.30],
+    parser.add_argument("--noise", type=lambda t: _numbers(t, _noise), default=[0.05, 0.15, 0.30],
                         help="with --synthetic: the judge noise levels (default 0.05,0.15,0.30)")
     parser.add_argument("--synthetic-pairs", type=positive, default=s["n_pairs"],
                         help=f"with --synthetic: pairs per set (default {s['n_pairs']}, over a "
