@@ -209,6 +209,17 @@ def test_rate_out_is_a_folder(tmp_path, files, capsys, no_judge):
     assert "is a folder; give the store's file name" in _one_error_line(capsys, "rate")
 
 
+def test_rate_refuses_a_device_it_cannot_use(tmp_path, files, capsys):
+    import torch
+
+    devices = ["foo"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        assert main(["rate", "--pairs", files["pairs"], "--rules", files["rules"],
+                     "--out", str(tmp_path / "r.sqlite"), "--device", device]) == 2
+        assert f"device {device!r}: " in _one_error_line(capsys, "rate")
+    assert not (tmp_path / "r.sqlite").exists()
+
+
 def test_rate_export_parquet_needs_pyarrow(tmp_path, files, capsys, monkeypatch, no_judge):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
     out = tmp_path / "r.sqlite"
