@@ -86,6 +86,10 @@ def test_export_seed_alone_exports_and_with_live_ratings_runs_first(tmp_path, mo
     monkeypatch.setattr(demo, "prepare", lambda out: "prepared")
     monkeypatch.setattr(demo, "export_seed", lambda p, folder: calls.append(("export", p)))
     argv = ["demo", "--out", str(tmp_path / "d"), "--export-seed", str(tmp_path / "seed")]
+    if not live:  # alone, it needs an earlier run's store, checked before anything is written
+        assert main(argv) == 2 and not (tmp_path / "d").exists() and calls == []
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "ratings.sqlite").touch()
     assert main(argv + (["--live-ratings"] if live else [])) == 0
     if live:  # the run, then its ratings exported
         assert [c[0] for c in calls] == ["run", "export"] and calls[1][1] == "run"
@@ -102,6 +106,7 @@ def test_a_folder_that_took_the_shipped_ratings_is_neither_rated_live_nor_export
     out = tmp_path / "demo"
     demo.prepare(out)
     (out / demo.SEEDED).write_text(demo.SEED_ROWS.name + "\n")  # as seed() leaves it
+    (out / "ratings.sqlite").touch()
     monkeypatch.setattr(Pipeline, "run", lambda self, *a, **k: pytest.fail("the demo ran"))
     for extra in (["--live-ratings"], ["--export-seed", str(tmp_path / "seed")],
                   ["--live-ratings", "--export-seed", str(tmp_path / "seed")]):

@@ -45,6 +45,10 @@ def demo(args: argparse.Namespace) -> int:
     from ramo.demo import export_seed, prepare, run_demo
 
     if args.export_seed and not args.live_ratings:
+        if not (args.out / "ratings.sqlite").is_file():  # checked before prepare writes
+            raise ValueError(f"--export-seed alone exports an earlier --live-ratings run, and "
+                             f"{args.out} holds none (no ratings.sqlite); run with "
+                             "--live-ratings to rate and export")
         export_seed(prepare(args.out), args.export_seed)
         return 0
     pipeline = run_demo(args.out, live_ratings=args.live_ratings, progress=not args.no_progress)
