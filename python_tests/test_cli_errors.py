@@ -137,6 +137,23 @@ def test_jsonl_outputs_are_named_so(tmp_path, files, capsys, name):
     assert upper.read_bytes()[:2] == b"\x1f\x8b" and len(load_preferences(upper)) == 3
 
 
+def test_a_write_error_names_the_output_not_its_temporary(tmp_path, monkeypatch):
+    """An OSError about the hidden temporary (a full disk here) is raised under the output's
+    own name: the temporary is gone, and its name would tell the user nothing."""
+    import errno
+
+    import ramo.io.atomic as atomic
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "_fsync_file", full)
+    with pytest.raises(OSError) as info:
+        atomic.write_jsonl(tmp_path / "out.jsonl", [{"a": 1}])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_folders_as_rules_and_config(tmp_path, files, capsys, no_judge):
     folder = tmp_path / "pool.jsonl"  # a folder named like a rule file
     folder.mkdir()

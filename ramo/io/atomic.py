@@ -74,10 +74,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)  # the data must be on disk before the rename can expose it
         os.replace(tmp, target)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary behind
+    except BaseException as exc:  # KeyboardInterrupt too: never leave the temporary behind
         tmp.unlink(missing_ok=True)
+        _raise_for_target(exc, tmp, target)
         raise
     _fsync_dir(target.parent)  # makes the rename itself survive a crash
+
+
+def _raise_for_target(exc: BaseException, tmp: Path, target: Path) -> None:
+    """An OSError about the hidden temporary (a read-only folder, a full disk) raised again
+    under the name the user gave: the temporary is an implementation detail, and gone."""
+    if isinstance(exc, OSError) and exc.filename == str(tmp) and exc.filename2 is None:
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
 
 
 def check_output_dir(target: str | os.PathLike) -> None:
@@ -95,7 +103,11 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(target)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        _raise_for_target(exc, tmp, target)
+        raise
     try:
         yield tmp
         for path in tmp.rglob("*"):
