@@ -95,6 +95,11 @@ def test_save_and_reload(tmp_path, model):
         assert torch.allclose(again(**batch).scores, net.eval()(**batch).scores, atol=1e-6)
     with pytest.raises(ValueError, match="not a rule-head reward model"):
         RuleHeadRewardModel.from_pretrained(tmp_path)
+    # A folder saved with the selection weights it once had loads the same.
+    config = tmp_path / "m" / "ramo_rule_heads.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "discrepancy_weight": 0.5,
+                                  "relevance_weight": 1.0}))
+    assert RuleHeadRewardModel.from_pretrained(tmp_path / "m")[0].k == 3
 
 
 def test_bad_construction(model):

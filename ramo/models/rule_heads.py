@@ -19,7 +19,7 @@ Scoring:
     between responses to the same prompt mean anything.
 
 Saved as a folder: the backbone (`save_pretrained`), the heads (rule_heads.safetensors) and
-ramo_rule_heads.json (rule ids, pooling, k, selection weights).
+ramo_rule_heads.json (rule ids, pooling, k).
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ class RuleHeadRewardModel(torch.nn.Module):
     """A backbone (any transformers AutoModel) with R rule heads.
 
     rule_ids: the pool's ids, one head each, in pool order. pooling: "auto", "last",
-    "first" or "mean". k, discrepancy_weight, relevance_weight: the selection of
-    `rule_head_select` used in training and pair comparison.
+    "first" or "mean". k: the rules `rule_head_select` selects per pair in training and pair
+    comparison, by the discrepancy of the heads' scores alone (the heads are the judge here;
+    there is no relevance to regularise it, and a weight on the discrepancy alone would not
+    change the ranking).
     """
 
-    def __init__(self, backbone, rule_ids, *, pooling: str = "auto", k: int = 5,
-                 discrepancy_weight: float = 0.5, relevance_weight: float = 1.0):
+    def __init__(self, backbone, rule_ids, *, pooling: str = "auto", k: int = 5):
         super().__init__()
         rule_ids = [str(r) for r in rule_ids]
         if not rule_ids or len(set(rule_ids)) != len(rule_ids):
@@ -75,8 +76,6 @@ class RuleHeadRewardModel(torch.nn.Module):
         self.rule_ids = rule_ids
         self.pooling = default_pooling(backbone.config) if pooling == "auto" else pooling
         self.k = k
-        self.discrepancy_weight = float(discrepancy_weight)
-        self.relevance_weight = float(relevance_weight)
         hidden = backbone.config.get_text_config().hidden_size
         self.heads = torch.nn.Linear(hidden, len(rule_ids), dtype=backbone.dtype)
 
@@ -118,9 +117,8 @@ class RuleHeadRewardModel(torch.nn.Module):
         save_file({"weight": self.heads.weight.detach().contiguous(),
                    "bias": self.heads.bias.detach().contiguous()}, str(folder / HEADS_FILE))
         (folder / CONFIG_FILE).write_text(json.dumps({
-            "rule_ids": self.rule_ids, "pooling": self.pooling, "k": self.k,
-            "discrepancy_weight": self.discrepancy_weight,
-            "relevance_weight": self.relevance_weight}, indent=2) + "\n", encoding="utf-8")
+            "rule_ids": self.rule_ids, "pooling": self.pooling, "k": self.k}, indent=2) + "\n",
+            encoding="utf-8")
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, dtype: torch.dtype | None = None):
@@ -134,6 +132,10 @@ class RuleHeadRewardModel(torch.nn.Module):
         if not is_rule_head_folder(folder):
             raise ValueError(f"{folder}: not a rule-head reward model (no {CONFIG_FILE})")
         settings = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        # Folders saved before these were dropped hold them; without a relevance they never
+        # changed which rules were selected.
+        for unused in ("discrepancy_weight", "relevance_weight"):
+            settings.pop(unused, None)
         backbone = AutoModel.from_pretrained(folder, **({"dtype": dtype} if dtype else {}))
         model = cls(backbone, settings.pop("rule_ids"), **settings)
         heads = load_file(str(folder / HEADS_FILE))
@@ -174,13 +176,12 @@ class RuleHeadRewardModel(torch.nn.Module):
             logits = scores.gather(1, rules.to(scores.device).long()).sum(-1, keepdim=True)
         return RuleHeadOutput(logits, hidden, scores)
 
-    def select(self, hidden_a: torch.Tensor, hidden_b: torch.Tensor, relevance=None):
+    def select(self, hidden_a: torch.Tensor, hidden_b: torch.Tensor):
         """The fused selection of this model's heads on two batches of pooled states."""
         from ramo.ops import rule_head_select
 
         return rule_head_select(hidden_a, hidden_b, self.heads.weight, self.heads.bias,
-                                relevance, k=self.k, discrepancy_weight=self.discrepancy_weight,
-                                relevance_weight=self.relevance_weight)
+                                k=self.k)
 
     @torch.inference_mode()
     def compare(self, tokenizer, prompts, responses_a, responses_b, *, batch_size: int = 16,
