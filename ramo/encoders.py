@@ -37,6 +37,13 @@ def load_encoder(name_or_path: str | os.PathLike = DEFAULT, *, device: str | tor
     return AutoModel.from_pretrained(path).to(device).eval(), AutoTokenizer.from_pretrained(path)
 
 
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, D]: the mean of each sequence's hidden states [B, L, D] over its real tokens
+    (attention_mask [B, L]), padding on either side."""
+    mask = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
 @torch.inference_mode()
 def embed(texts: list[str], model, tokenizer, *, batch_size: int = 64,
           max_length: int = 256) -> torch.Tensor:
@@ -47,8 +54,6 @@ def embed(texts: list[str], model, tokenizer, *, batch_size: int = 64,
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
                           max_length=max_length, return_tensors="pt").to(device)
-        hidden = model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        pooled = mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
         out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
     return torch.cat(out) if out else torch.zeros(0, model.config.hidden_size)

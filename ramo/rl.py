@@ -48,18 +48,17 @@ def train_policy(policy: str | os.PathLike, reward: str | os.PathLike,
 
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from ramo.io.atomic import atomic_dir, write_json
     from ramo.progress import show_loss_on_bar
     from ramo.rewards import RamoReward
+    from ramo.tokenization import load_tokenizer
 
     set_seed(seed)
     scorer = RamoReward.from_pretrained(reward, adapter=adapter)
-    tokenizer = AutoTokenizer.from_pretrained(policy, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(policy, padding_side="left")
     chat = bool(getattr(tokenizer, "chat_template", None))
     if any(r.messages is not None for r in rows) and not chat:
         raise ValueError(f"{os.fspath(prompts)}: conversational prompts need a chat template, "
@@ -229,14 +228,13 @@ def generate(policy: str | os.PathLike, prompts, *, max_new_tokens: int = 64,
     template, text prompts as one user turn) through the chat template with the generation
     prompt, as GRPO renders them; text prompts of a model without one as they are."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from ramo.io.conversations import as_messages
     from ramo.progress import bar
+    from ramo.tokenization import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(policy, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(policy, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(policy).eval()
     chat = bool(getattr(tokenizer, "chat_template", None))
     if not chat and any(not isinstance(p, str) for p in prompts):

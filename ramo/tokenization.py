@@ -15,11 +15,14 @@ from collections.abc import Sequence
 import torch
 
 
-def load_tokenizer(path: str | os.PathLike, name: str | os.PathLike | None = None):
-    """The model's tokenizer, padding with its EOS token when it has no pad token (decoders)."""
+def load_tokenizer(path: str | os.PathLike, name: str | os.PathLike | None = None,
+                   padding_side: str | None = None):
+    """The model's tokenizer, padding with its EOS token when it has no pad token (decoders);
+    on `padding_side` when given ("left" for generation)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, **({"padding_side": padding_side} if padding_side else {}))
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"{name or path}: the tokenizer has neither a pad nor an EOS token "

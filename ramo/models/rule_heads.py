@@ -153,11 +153,12 @@ class RuleHeadRewardModel(torch.nn.Module):
         states = out.last_hidden_state
         if self.pooling == "first":
             return states[:, 0]
-        mask = attention_mask.to(states.dtype)
         if self.pooling == "mean":
-            return (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+            from ramo.encoders import mean_pool
+
+            return mean_pool(states, attention_mask)
         # "last": the last real token, whichever side the padding is on.
-        positions = torch.arange(mask.shape[1], device=mask.device)
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         last = (attention_mask.bool() * positions).argmax(1)
         return states[torch.arange(states.shape[0], device=states.device), last]
 
