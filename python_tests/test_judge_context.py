@@ -174,6 +174,47 @@ def test_rate_on_overflow_error_names_the_pairs_and_writes_nothing(tmp_path, jud
     assert not out.exists()
 
 
+@pytest.mark.parametrize("on_overflow", ["truncate", "error"])
+def test_rate_refuses_a_max_length_too_short_before_making_the_store(tmp_path, judge_dir, capsys,
+                                                                     on_overflow):
+    """Whatever on_overflow, a max_length that leaves no room for the judge's instructions is
+    refused before the store is made: a store bound to it would refuse the corrected rerun
+    as "another template"."""
+    out = tmp_path / "r.sqlite"
+    assert _rate(tmp_path, judge_dir, out, "--max-length", "5", "--on-overflow",
+                 on_overflow) == 2
+    err = capsys.readouterr().err
+    assert "max_length 5 leaves 0 tokens for the conversation after the judge's " \
+        "instructions" in err and "--max-length" in err, err
+    assert not out.exists()
+    assert _rate(tmp_path, judge_dir, out) == 0
+    assert out.is_file()
+
+
+def test_check_context_measures_the_room_like_the_cut(parts):
+    """The shortest max_length check_context accepts is one under which every conversation
+    can be cut (check_room and fit_conversation share the bound)."""
+    from ramo.io import as_rules
+
+    rules = as_rules(RULES)
+    lengths = range(20, 200)
+    accepted = next(n for n in lengths if _accepts(_judge(parts, max_length=n), rules))
+    assert all(_accepts(_judge(parts, max_length=n), rules) for n in range(accepted, accepted + 5))
+    _, cut = _judge(parts, max_length=accepted).rate_unit(PROMPT, LONG, RULES)
+    assert cut is not None and cut.kept < accepted
+    with pytest.raises(ValueError, match="tokens for the conversation after the judge's"):
+        _judge(parts, max_length=accepted - 1).rate_unit(PROMPT, LONG, RULES)
+
+
+def _accepts(judge, rules) -> bool:
+    try:
+        judge.check_context([{"id": "a", "prompt": PROMPT, "response_a": "no",
+                              "response_b": "yes"}], rules)
+    except ValueError:
+        return False
+    return True
+
+
 def test_merge_carries_the_cuts(tmp_path, parts):
     from ramo.io import as_pairs, as_rules
     from ramo.rate import open_store, rate

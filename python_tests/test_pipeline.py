@@ -183,6 +183,27 @@ def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
      "evaluation.max_length must be an integer or null, got True (bool)"),
     ({"judge": {"engine_options": [1]}},
      "judge.engine_options must be a mapping or null, got [1] (list)"),
+    # every setting's value by its step's own checks, before an earlier step writes anything
+    ({"select": {"relevance": "foo"}}, "select.relevance must be one of"),
+    ({"rm": {"margin": "bad"}}, "rm.margin must be one of"),
+    ({"rm": {"epochs": -1}}, "rm.epochs must be a positive number, got -1"),
+    ({"adapter": {"batch_size": 0}}, "adapter.batch_size must be a positive integer, got 0"),
+    ({"adapter": {"lora": -2}}, "adapter.lora must be a positive integer rank or None"),
+    ({"judge": {"normalize": "all"}}, "judge.normalize must be 'vocab' or 'choices'"),
+    ({"judge": {"template": "rule-middle"}}, "judge: unknown judge template 'rule-middle'"),
+    ({"judge": {"engine": "onnx"}}, "judge.engine must be one of transformers, vllm"),
+    ({"judge": {"on_overflow": "drop"}}, "judge.on_overflow must be 'truncate' or 'error'"),
+    ({"judge": {"batch_size": -3}}, "judge.batch_size must be a positive int, not -3"),
+    ({"judge": {"max_length": -3}}, "judge.max_length must be a positive integer, not -3"),
+    ({"judge": {"dtype": "float64"}},
+     "judge.dtype must be one of float32, bfloat16, float16, not 'float64'"),
+    ({"judge": {"device": "foo"}}, "judge.device 'foo': not a device torch knows"),
+    ({"evaluation": {"weights": "equal"}}, "evaluation.weights must be one of"),
+    ({"evaluation": {"batch_size": -3}}, "evaluation.batch_size must be a positive integer"),
+    # the paths must be text
+    ({"run_dir": ["a", "b"]}, "`run_dir` must be a path (a string), got ['a', 'b'] (list)"),
+    ({"pairs": 5}, "`pairs` must be a path (a string), got 5 (int)"),
+    ({"eval": {"file": "x"}}, "`eval` must be a path (a string)"),
 ])
 def test_config_errors_write_nothing(tmp_path, models, capsys, override, message):
     config = _config(tmp_path, models, **override)
@@ -321,3 +342,97 @@ def test_settings_of_speed_and_place_may_change(tmp_path, models):
     assert "evaluation.batch_size" not in evaluation and "rm.learning_rate" in evaluation
     assert pipeline.step_settings("adapter-train")["select.k"] == 2
     assert pipeline.step_settings("label") == {} == pipeline.step_settings("report")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("rm: {learning_rate: .inf}", "rm.learning_rate must hold finite numbers only, got inf"),
+    ("select: {relevance_weight: -.inf}", "select.relevance_weight must hold finite numbers"),
+    ("select: {discrepancy_weight: .nan}", "select.discrepancy_weight must hold finite"),
+    ("judge: {engine_options: {gpu_memory_utilization: .inf}}",
+     "judge.engine_options must hold finite numbers only"),
+])
+def test_non_finite_numbers_are_refused_before_anything_is_written(tmp_path, capsys, setting,
+                                                                   message):
+    _jsonl(tmp_path / "pairs.jsonl", _pairs(0, 4))
+    (tmp_path / "config.yaml").write_text(f"pairs: pairs.jsonl\n{setting}\n")
+    assert main(["pipeline", "--config", str(tmp_path / "config.yaml"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_null_rule_pool_is_the_default_one(tmp_path):
+    from ramo.pipeline import Config
+
+    assert Config.from_dict({"pairs": "p.jsonl", "rules": None}, tmp_path).rules == "default"
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("", "no steps given; the steps are rate,select,"),
+    (" , ", "no steps given"),
+    ("label,select", "steps label,select: name each step once, in the pipeline's order: "
+                     "select,label"),
+    ("select,select", "name each step once"),
+    ("select,sort", "unknown steps ['sort']"),
+])
+def test_steps_in_another_order_or_none_are_refused(tmp_path, models, capsys, steps, message):
+    config = _config(tmp_path, models)
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--steps", steps]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pairs_in_a_folder_of_shards_are_digested(tmp_path, models):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    from ramo.pipeline import Config, Pipeline
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    rows = _pairs(0, 10)
+    for n, part in enumerate((rows[:6], rows[6:])):
+        pq.write_table(pa.Table.from_pylist(part), shards / f"part-{n}.parquet")
+
+    def pipeline():
+        return Pipeline(Config.from_file(_config(tmp_path, models, pairs="shards")))
+
+    def digests():
+        return pipeline().input_digests("select")["pairs"]
+
+    read = pipeline()
+    read.check_inputs()  # the folder is read as `ramo select` reads it
+    assert [p.id for p in read.pairs] == [r["id"] for r in rows]
+    first = digests()
+    assert len(first) == 64 and digests() == first
+    (shards / ".DS_Store").write_bytes(b"not data")
+    assert digests() == first
+    (shards / "part-1.parquet").rename(shards / "part-2.parquet")  # same bytes, another name
+    renamed = digests()
+    assert renamed != first
+    pq.write_table(pa.Table.from_pylist(rows[6:9]), shards / "part-2.parquet")
+    assert digests() not in (first, renamed)
+
+
+def test_a_small_pool_is_reported_and_a_short_max_length_refused_before_the_store(
+        tmp_path, models, capsys):
+    """A judge.max_length that leaves no room for the judge's instructions is refused before
+    the ratings store is made (a store made under it would refuse the corrected rerun); a
+    pool of fewer rules than the study's k = 5 still gets its report."""
+    small = {"rules": _jsonl(tmp_path / "small.jsonl", RULES[:3]), "new_pairs": None,
+             "eval": None}
+    config = _config(tmp_path, models, **small,
+                     judge={"model": models["judge"], "batch_size": 4, "max_length": 5})
+    steps = ["--steps", "rate,select,report"]
+    assert main(["pipeline", "--config", str(config), "--no-progress", *steps]) == 2
+    err = capsys.readouterr().err
+    assert "max_length 5 leaves 0 tokens for the conversation" in err
+    assert "judge.max_length in a pipeline config" in err
+    run = tmp_path / "run"
+    assert not (run / "ratings.sqlite").exists() and not (run / "steps").exists()
+
+    config = _config(tmp_path, models, **small, judge={"model": models["judge"],
+                                                      "batch_size": 4})
+    assert main(["pipeline", "--config", str(config), "--no-progress", *steps]) == 0
+    report = (run / "report.md").read_text()
+    assert "## Selection study" in report
+    assert "At k = 2 (select.k) the method's labels are" in report

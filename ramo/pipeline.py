@@ -14,21 +14,31 @@ Steps, in order (each one a library function: ramo/steps.py):
 Each step writes its outputs atomically and then a record, steps/<step>.json (the config
 settings it used, the sha256 of the input files it read, counts, seconds); a step whose
 record exists is skipped, so a stopped run resumes where it stopped (and the rating inside
-the rate step resumes per response). A rerun whose config changed a setting that a done step
-used (say select.k), or whose input files (rules, pairs, new_pairs, eval) differ in content
-from those a done step read (an optional one added or removed included), is refused before
-anything runs, naming them: use a new run_dir, or delete the records of the steps from the
-first changed one on to redo them. Settings of speed and place (judge.device,
-judge.batch_size, judge.engine_options, evaluation.batch_size) may change between runs. One
-pipeline at a time runs in a run folder (it holds .ramo-pipeline.lock); at its start it
-removes the temporaries that a killed run left there.
+the rate step resumes per response). The report is the exception: it is cheap, and rebuilt
+from the run folder's files on every run that names it. `--steps` runs a subset, each step
+named once and in the order above (another order is refused: a step reads what the earlier
+ones wrote). A rerun whose config changed a setting that a done step used (say select.k),
+or whose input files (rules, pairs, new_pairs, eval) differ in content from those a done
+step read (an optional one added or removed included), is refused before anything runs,
+naming them: use a new run_dir, or delete the records of the steps from the first changed
+one on to redo them. Pairs given as a folder (Parquet / Arrow shards, a datasets folder)
+are digested over every file under it but hidden ones, by relative name, size and bytes.
+Settings of speed and place (judge.device, judge.batch_size, judge.engine_options,
+evaluation.batch_size) may change between runs. One pipeline at a time runs in a run folder
+(it holds .ramo-pipeline.lock); at its start it removes the temporaries that a killed run
+left there.
 
-Config (YAML or JSON); paths are relative to the config file; only `pairs` is required;
-every setting is type-checked (a number may be written as text, e.g. 2e-5):
+Config (YAML or JSON); paths are relative to the config file; only `pairs` is required.
+Before anything is written the paths must be text, every setting is type-checked (a number
+may be written as text, e.g. 2e-5; inf and NaN are refused), and its value is checked by
+its step's own checks (choices such as select.relevance, ranges such as rm.epochs > 0;
+judge.dtype is float32, bfloat16 or float16); what needs the judge loaded (its context
+limit, room for its instructions within judge.max_length) is checked before the ratings
+store is opened:
 
     run_dir: run                # default: the config file's folder / "run"
     rules: default              # a rule pool file, or ramo's default pool
-    pairs: pairs.jsonl          # rated on every rule
+    pairs: pairs.jsonl          # rated on every rule (a file, or a folder of shards)
     new_pairs: new.jsonl        # optional: labeled through the adapter (k rules per side)
     eval: eval.jsonl            # optional: RewardBench-schema evaluation set
     judge: {...}                # sections of settings: any subset of those listed below
@@ -173,7 +183,20 @@ def _check_setting(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
         expected = " or ".join(words[kind] for kind in kinds
                                if not (kind is int and float in kinds))
         raise ValueError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if not _finite(value):  # YAML's .inf and .nan: no step means them, no JSON record holds them
+        raise ValueError(f"{name} must hold finite numbers only, got {value!r}")
     return value
+
+
+def _finite(value: Any) -> bool:
+    """No inf or NaN in the value, nor in a mapping's or list's values (engine_options)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
 
 
 @dataclass
@@ -201,9 +224,19 @@ class Config:
         if not raw.get("pairs"):
             raise ValueError(f"{where}: `pairs` (the preference pairs to rate) is required")
 
-        def path(key):
+        def text(key):
+            """The key's path as written; None when not given (null or empty)."""
             value = raw.get(key)
-            return None if value in (None, "") else (base / str(value))
+            if value is None or value == "":
+                return None
+            if not isinstance(value, (str, os.PathLike)):
+                raise ValueError(f"{where}: `{key}` must be a path (a string), got {value!r} "
+                                 f"({type(value).__name__})")
+            return str(value)
+
+        def path(key):
+            value = text(key)
+            return None if value is None else base / value
 
         given_sections = {}
         for name, defaults in sections().items():
@@ -214,7 +247,7 @@ class Config:
             if bad:
                 raise ValueError(f"{where}: unknown {name} settings {bad}; they are {sorted(defaults)}")
             given_sections[name] = {**defaults, **given}
-        rules = str(raw.get("rules", "default"))
+        rules = text("rules") or "default"
         return cls(pairs=path("pairs"), run_dir=path("run_dir") or base / "run",
                    rules=rules if rules == "default" else str(base / rules),
                    new_pairs=path("new_pairs"), eval=path("eval"), **given_sections)
@@ -314,8 +347,8 @@ class Pipeline:
         return json.loads(json.dumps(out))  # as the record reads back
 
     def input_digests(self, step: str) -> dict[str, str | None]:
-        """{"pairs": sha256 of the file's bytes, ...} for the inputs `step` reads (None for
-        one not configured), as its record stores them."""
+        """{"pairs": sha256 of the file's bytes (a folder's files: `_sha256`), ...} for the
+        inputs `step` reads (None for one not configured), as its record stores them."""
         from ramo.io.rules import rule_pool_path
 
         names = STEP_INPUTS[step]
@@ -386,27 +419,67 @@ class Pipeline:
                 f"delete the records {', '.join(records)}{stores} to redo those steps")
 
     def check_inputs(self) -> None:
-        """Type-checks the settings and loads (and so validates) every input before the first
-        step writes anything."""
+        """Type-checks the settings, checks their values (`check_values`) and loads (and so
+        validates) every input before the first step writes anything."""
         self.check_settings()
         self.rules, self.pairs, self.new_pairs
-        from ramo.adapter.train import check_holdout
         from ramo.select import check_k
 
         check_k(self.config.select["k"], self.rules, "select.k")
+        self.check_values()
         ids = {p.id for p in self.pairs}
         both = sorted(ids & {p.id for p in self.new_pairs})
         if both:
             raise ValueError(f"pair ids in both pairs and new_pairs: {both[:5]}")
-        check_holdout(self.config.adapter["holdout"], "adapter.holdout")
         if self.config.eval is not None:
             from ramo.evaluation import load_eval_pairs
 
             load_eval_pairs(self.config.eval)
 
+    def check_values(self) -> None:
+        """Each section's values (choices and ranges) by its step's own checks, without
+        loading a model: a bad one is refused before the first step writes anything, not
+        when its step runs, after earlier steps wrote their outputs. Checks that need the
+        model (a judge.max_length past the judge's context, or too short for its
+        instructions) come when it loads, before the ratings store is opened."""
+        from ramo.adapter.train import check_holdout, check_training_options
+        from ramo.evaluation import WEIGHTS
+        from ramo.models.lora import check_rank
+        from ramo.relevance import SOURCES
+        from ramo.reward.train import check_training_arguments, train_reward_model
+        from ramo.steps import check_judge_settings, defaults
+
+        config = self.config
+        with _naming("judge", config.judge):
+            check_judge_settings(config.judge)
+        with _naming("select", config.select):
+            if config.select["relevance"] not in SOURCES:  # as ramo.select.select_blocks
+                raise ValueError(f"relevance must be one of {SOURCES}, not "
+                                 f"{config.select['relevance']!r}")
+        adapter = config.adapter
+        with _naming("adapter", adapter):
+            check_training_options(k=config.select["k"], n_rules=len(self.rules),
+                                   **{key: adapter[key] for key in
+                                      ("epochs", "learning_rate", "batch_size", "max_length")})
+            check_rank(adapter["lora"])
+            check_holdout(adapter["holdout"])
+        with _naming("rm", config.rm):
+            check_training_arguments({**defaults(train_reward_model), **config.rm},
+                                     self.path("rm"))
+        evaluation = config.evaluation
+        with _naming("evaluation", evaluation):  # as ramo.evaluation.evaluate
+            if evaluation["weights"] not in WEIGHTS:
+                raise ValueError(f"weights must be one of {WEIGHTS}, not "
+                                 f"{evaluation['weights']!r}")
+            for key in ("batch_size", "max_length"):
+                value = evaluation[key]
+                if value is not None and value < 1:
+                    raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
     # ---- running -------------------------------------------------------------------------
 
     def run(self, steps: tuple[str, ...] = STEPS) -> None:
+        check_steps(steps)
         self.check_inputs()
         for step in STEPS:  # now, with the inputs just read: not when a later record is written
             self.input_digests(step)
@@ -569,12 +642,42 @@ class Pipeline:
         return {"files": [str(p) for p in paths]}
 
 
+@contextmanager
+def _naming(section: str, values: dict) -> Iterator[None]:
+    """A step's own check of a section's values, its ValueError naming the section: the
+    steps' messages start with the setting's name ('epochs must be ...': 'rm.epochs must
+    be ...')."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        raise ValueError(f"{section}.{text}" if text.split(" ")[0] in values
+                         else f"{section}: {text}") from None
+
+
 def _sha256(path: Path) -> str:
+    """sha256 of a file's bytes. Of a folder (pairs as Parquet / Arrow shards, or a datasets
+    folder): of every file under it but hidden ones, in the order of their relative names,
+    each name and size before its bytes, so that a file renamed, added or removed changes
+    it as an edit does."""
     digest = hashlib.sha256()
+    if not path.is_dir():
+        _digest_file(digest, path)
+        return digest.hexdigest()
+    names = sorted(file.relative_to(path).as_posix() for file in path.rglob("*")
+                   if file.is_file())
+    for name in names:
+        if any(part.startswith(".") for part in name.split("/")):
+            continue  # .DS_Store, a .git folder: not data
+        digest.update(f"{name}\0{(path / name).stat().st_size}\0".encode())
+        _digest_file(digest, path / name)
+    return digest.hexdigest()
+
+
+def _digest_file(digest, path: Path) -> None:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -601,9 +704,22 @@ def describe_sections() -> str:
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
-    """Steps named in a comma-separated list, checked against STEPS."""
-    steps = tuple(s.strip() for s in text.split(",") if s.strip())
+    """Steps named in a comma-separated list, checked (`check_steps`)."""
+    return check_steps(tuple(s.strip() for s in text.split(",") if s.strip()))
+
+
+def check_steps(steps: tuple[str, ...]) -> tuple[str, ...]:
+    """The steps, when there is one at least, each is one of STEPS, named once, and they come
+    in the pipeline's order; else ValueError. Another order is refused, not reordered: a
+    step reads what the earlier ones wrote, so `label,select` asks for something else than
+    the run would do."""
+    if not steps:
+        raise ValueError(f"no steps given; the steps are {','.join(STEPS)}")
     bad = [s for s in steps if s not in STEPS]
-    if bad or not steps:
-        raise ValueError(f"unknown steps {bad}; the steps are {', '.join(STEPS)}")
-    return steps
+    if bad:
+        raise ValueError(f"unknown steps {bad}; the steps are {','.join(STEPS)}")
+    ordered = sorted(set(steps), key=STEPS.index)
+    if list(steps) != ordered:
+        raise ValueError(f"steps {','.join(steps)}: name each step once, in the pipeline's "
+                         f"order: {','.join(ordered)}")
+    return tuple(steps)

@@ -117,27 +117,30 @@ def _selection_study(p, plots_dir):
     beside the same study on a synthetic set whose judge has signal, for scale."""
     if not p.record("select"):
         return "", []
-    from ramo.study import (labeled_ratings, selection_study, study_markdown, study_plot,
+    from ramo.study import (KS, labeled_ratings, selection_study, study_markdown, study_plot,
                             synthetic_set)
 
     labeled = [x for x in p.pairs if x.label is not None]
     if not labeled:
         return "", []
     scores, relevance, labels, _ = labeled_ratings(labeled, p.rules, p.path("ratings.sqlite"))
-    rows = selection_study(scores, labels, relevance)
+    # The run's own k is studied too, so that the verdict below has its row whatever the
+    # pool's size (the study caps every k at the pool's R rules, as select.k is).
+    k = min(p.record("select")["settings"]["k"], len(p.rules))
+    rows = selection_study(scores, labels, relevance, ks=sorted({*KS, k}))
     synthetic = synthetic_set(noise=0.15)
     synthetic_rows = selection_study(synthetic.scores, synthetic.labels, synthetic.relevance)
     plots = [study_plot(plots_dir / "selection_study.png", rows, PLOTS["selection_study"]),
              study_plot(plots_dir / "selection_study_synthetic.png", synthetic_rows,
                         PLOTS["selection_study_synthetic"])]
-    method = next(r for r in rows if r.strategy == "max-discrepancy + relevance" and r.k == 5)
+    method = next(r for r in rows if r.strategy == "max-discrepancy + relevance" and r.k == k)
     verdict = ("above chance" if method.low > 0.5 else
                "not distinguishable from chance (its 95% interval includes 50%)")
     lines = ["## Selection study", "",
              f"Each strategy picks k rules per pair and labels the pair by the summed score "
              f"difference over them; the table gives the agreement of that label with the "
              f"{len(labeled)} rated pairs' own labels, in percent [95% bootstrap interval] "
-             "(`ramo study selection`). At k = 5 the method's labels are "
+             f"(`ramo study selection`). At k = {k} (select.k) the method's labels are "
              f"{100 * method.agreement:.1f}% [{100 * method.low:.1f}, {100 * method.high:.1f}]: "
              f"{verdict}.", "", study_markdown(rows),
              f"![{PLOTS['selection_study']}](plots/selection_study.png)", "",

@@ -29,6 +29,8 @@ from typing import Any
 JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None, "engine": "transformers",
                  "engine_options": None}
 JUDGE_OPTIONS = ("template", "normalize", "batch_size", "max_length", "on_overflow")
+# The dtypes a judge runs in (the CLI's --dtype choices; the vLLM engine runs in these too).
+JUDGE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def defaults(function: Callable, names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -51,6 +53,28 @@ def judge_defaults() -> dict[str, Any]:
     return {**JUDGE_LOADING, **defaults(RuleJudge.__init__, JUDGE_OPTIONS)}
 
 
+def check_judge_settings(settings: dict[str, Any]) -> None:
+    """The judge settings that need no model checked (ValueError naming the setting): its
+    dtype, device, engine, template (a file is read) and RuleJudge's options. The pipeline checks
+    them before its first step; `load_judge` on every load."""
+    from ramo.device import default_device
+    from ramo.judge.models import ENGINES
+    from ramo.judge.rule_judge import check_options
+    from ramo.judge.templates import get_template
+
+    settings = {**judge_defaults(), **settings}
+    if settings["dtype"] not in JUDGE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(JUDGE_DTYPES)}, not "
+                         f"{settings['dtype']!r}")
+    if settings["engine"] not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not "
+                         f"{settings['engine']!r}")
+    get_template(settings["template"])
+    check_options(**{name: settings[name] for name in JUDGE_OPTIONS if name != "template"})
+    if settings["device"]:
+        default_device(settings["device"])  # a name torch knows, a GPU that is there
+
+
 def load_judge(settings: dict[str, Any], **options):
     """A RuleJudge from judge settings (`judge_defaults` keys; missing ones take their
     defaults) on this rank's device (`ramo.device.default_device`), with no bar of its own:
@@ -61,6 +85,7 @@ def load_judge(settings: dict[str, Any], **options):
     from ramo.device import default_device
 
     settings = {**judge_defaults(), **settings}
+    check_judge_settings(settings)
     return RuleJudge.from_pretrained(
         settings["model"], dtype=getattr(torch, settings["dtype"]),
         device=default_device(settings["device"]), engine=settings["engine"],

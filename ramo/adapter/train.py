@@ -56,8 +56,8 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
 
     started = time.perf_counter()
     rules = list(rules)
-    _check_options(k=k, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                   max_length=max_length, n_rules=len(rules))
+    check_training_options(k=k, epochs=epochs, learning_rate=learning_rate,
+                           batch_size=batch_size, max_length=max_length, n_rules=len(rules))
     check_rank(lora)
     check_output_dir(out_dir)
     pairs = as_pairs(pairs)
@@ -140,7 +140,10 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
                         "total_s": saved - started}}
 
 
-def _check_options(*, k, epochs, learning_rate, batch_size, max_length, n_rules) -> None:
+def check_training_options(*, k, epochs, learning_rate, batch_size, max_length,
+                           n_rules) -> None:
+    """The adapter's training options (ValueError naming the option): by `train_adapter`,
+    and by the pipeline before its first step writes anything."""
     if n_rules == 0:
         raise ValueError("the rule pool is empty")
     for name, value in (("k", k), ("batch_size", batch_size), ("max_length", max_length)):

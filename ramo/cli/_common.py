@@ -20,12 +20,12 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *,
     same way. `judge_settings` and `judge_options` read them back."""
     from ramo.judge.models import ENGINES
     from ramo.judge.templates import TEMPLATES
-    from ramo.steps import judge_defaults
+    from ramo.steps import JUDGE_DTYPES, judge_defaults
 
     d = judge_defaults()
     parser.add_argument("--judge", default=d["model"],
                         help="judge: a local folder, a hub id, or 'default' (SmolLM2-135M-Instruct)")
-    parser.add_argument("--dtype", default=d["dtype"], choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", default=d["dtype"], choices=JUDGE_DTYPES,
                         help="the judge's weights and compute dtype (default %(default)s)")
     parser.add_argument("--device", default=d["device"],
                         help="cpu or cuda (default: cuda:LOCAL_RANK when CUDA is there, else cpu)")

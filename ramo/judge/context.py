@@ -62,10 +62,11 @@ def rule_room(max_length: int) -> int:
     return min(RULE_ROOM, max_length // 4)
 
 
-def fit_conversation(renderer, prompt: str, response: str, *, length: int,
-                     limit: int) -> tuple[str, str, Truncation]:
+def fit_conversation(renderer, prompt: str, response: str, *, length: int, max_length: int,
+                     room: int) -> tuple[str, str, Truncation]:
     """(prompt, response) cut in their middles so that the judge's prompt without a rule
-    (`bare_length`) is at most `limit` tokens; `length` is its length uncut.
+    (`bare_length`) is at most max_length - `room` (the rule's) tokens; `length` is its
+    length uncut.
 
     The cut falls at the tokenizer's own token boundaries (character offsets of a fast
     tokenizer; decoded pieces otherwise). Re-tokenising the joined text can merge tokens
@@ -76,13 +77,10 @@ def fit_conversation(renderer, prompt: str, response: str, *, length: int,
     parts = [_token_spans(tokenizer, prompt), _token_spans(tokenizer, response)]
     sizes = [len(p) for p in parts]
     marker = len(_token_spans(tokenizer, MARKER))
-    fixed = length - sum(sizes)  # the instructions and template, roughly
-    target = limit - fixed
-    if target < 2 * (marker + 2):
-        raise ValueError(
-            f"max_length leaves {max(target, 0)} tokens for the conversation after the "
-            f"judge's instructions ({fixed} tokens) and the room for the rule; use a larger "
-            "max_length or a judge with a longer context")
+    limit = max_length - room
+    # length less the conversation: the instructions and template, roughly
+    target = _conversation_room(tokenizer, fixed=length - sum(sizes), max_length=max_length,
+                                room=room)
     for _ in range(16):
         shares = _shares(sizes, target)
         texts = [text if share >= size else _cut_middle(text, spans, max(share - marker, 0))
@@ -92,6 +90,31 @@ def fit_conversation(renderer, prompt: str, response: str, *, length: int,
             return texts[0], texts[1], Truncation(tokens=length, kept=kept)
         target -= kept - limit
     raise RuntimeError(f"could not cut the conversation to {limit} tokens")  # never seen
+
+
+def check_room(renderer, *, max_length: int, room: int) -> None:
+    """ValueError when max_length leaves no room for a conversation after the judge's
+    instructions (measured around a one-word conversation) and `room` tokens for the rule:
+    found before anything is rated, since every conversation that needs a cut would fail."""
+    probe = "x"
+    fixed = bare_length(renderer, probe, probe) - 2 * len(_token_spans(renderer.tokenizer, probe))
+    _conversation_room(renderer.tokenizer, fixed=fixed, max_length=max_length, room=room)
+
+
+def _conversation_room(tokenizer, *, fixed: int, max_length: int, room: int) -> int:
+    """The tokens left for the conversation after `fixed` tokens of instructions and `room`
+    for the rule; ValueError when too few for a conversation cut in its middle (MARKER and
+    two tokens of each part on either side)."""
+    target = max_length - room - fixed
+    need = 2 * (len(_token_spans(tokenizer, MARKER)) + 2)
+    if target < need:
+        raise ValueError(
+            f"max_length {max_length} leaves {max(target, 0)} tokens for the conversation after "
+            f"the judge's instructions ({fixed} tokens) and the room for the rule ({room}), "
+            f"fewer than the {need} it needs; give a larger max_length (--max-length, or "
+            "judge.max_length in a pipeline config), none for the judge's own limit, or a "
+            "judge with a longer context")
+    return target
 
 
 def bare_length(renderer, prompt: str, response: str) -> int:

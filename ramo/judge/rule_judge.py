@@ -32,11 +32,26 @@ import torch
 from ramo.io import as_pairs, as_rules
 from ramo.judge import answers as _answers
 from ramo.judge import prefix_attention
-from ramo.judge.context import (MARKER, ContextOverflowError, Truncation, context_limit,
-                                fit_conversation, rule_room)
+from ramo.judge.context import (MARKER, ContextOverflowError, Truncation, check_room,
+                                context_limit, fit_conversation, rule_room)
 from ramo.judge.templates import JudgeTemplate, TemplateRenderer, get_template
 from ramo.ops import JudgeScores, judge_scores
 from ramo.ratings import FIELDS, Ratings
+
+
+def check_options(*, normalize: str = "vocab", batch_size: int = 16,
+                  max_length: int | None = None, on_overflow: str = "truncate") -> None:
+    """RuleJudge's options that need no model, checked (ValueError naming the option): by
+    the judge itself, and by the pipeline before its first step writes anything."""
+    if normalize not in ("vocab", "choices"):
+        raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+    if max_length is not None and (isinstance(max_length, bool)
+                                   or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
+    if on_overflow not in ("truncate", "error"):
+        raise ValueError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
 
 
 def _text_of(item, what: str) -> str:
@@ -82,10 +97,8 @@ class RuleJudge:
                  use_chat_template: bool | None = None, share_prefix: bool | None = None,
                  backend: str | None = None, progress: bool = True, engine=None,
                  max_length: int | None = None, on_overflow: str = "truncate"):
-        if normalize not in ("vocab", "choices"):
-            raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        check_options(normalize=normalize, batch_size=batch_size, max_length=max_length,
+                      on_overflow=on_overflow)
         if (model is None) == (engine is None):
             raise ValueError("give a causal LM (model) or an engine that runs one, not both")
         self.engine = engine
@@ -110,18 +123,13 @@ class RuleJudge:
         self._set_context(max_length, on_overflow)
 
     def _set_context(self, max_length: int | None, on_overflow: str) -> None:
-        if on_overflow not in ("truncate", "error"):
-            raise ValueError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
         if self.engine is not None:
             own = self.engine.context_limit()
         else:
             own = context_limit(self.model.config, self.tokenizer)
-        if max_length is not None:
-            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-                raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
-            if own is not None and max_length > own:
-                raise ValueError(f"max_length {max_length} is more than the judge's context "
-                                 f"limit of {own} tokens")
+        if max_length is not None and own is not None and max_length > own:
+            raise ValueError(f"max_length {max_length} is more than the judge's context "
+                             f"limit of {own} tokens")
         self._own_limit = own
         self.max_length = own if max_length is None else max_length
         self.on_overflow = on_overflow
@@ -222,15 +230,21 @@ class RuleJudge:
         return None if self._fits(length, room) else length
 
     def check_context(self, pairs: Sequence, rules: Sequence) -> None:
-        """With on_overflow="error": ContextOverflowError naming the pairs whose conversation
-        does not fit max_length with room for the longest of `rules`, before anything is
-        rated or written. Nothing to check with on_overflow="truncate"."""
-        if self.on_overflow != "error" or self.max_length is None:
-            return
+        """Before anything is rated or written (a store records its max_length, so a run
+        refused later would leave one bound to it): ValueError when max_length leaves no
+        room for a conversation after the instructions and the longest of `rules`, whatever
+        on_overflow; with on_overflow="error", ContextOverflowError naming the pairs whose
+        conversation does not fit max_length with room for that rule."""
         rules = as_rules(rules)
+        if self.max_length is None or not rules:
+            return
         # The rule that needs the most room after the conversation, found once (each call
         # renders the rules it is given).
         longest = [max(rules, key=lambda rule: len(self.tokenizer(rule.text)["input_ids"]))]
+        room = self._render([longest[0].text], "x", "x")[3]
+        check_room(self._renderer, max_length=self.max_length, room=room)
+        if self.on_overflow != "error":
+            return
         over = [(pair.id, side, length) for pair in as_pairs(pairs)
                 for side, text in enumerate((pair.response_a, pair.response_b))
                 if (length := self.overflow(pair.prompt, text, longest)) is not None]
@@ -268,7 +282,8 @@ class RuleJudge:
                 f"(max_length) and leaves no room for the rule ({room} tokens); "
                 "on_overflow='truncate' would cut it in the middle")
         prompt, response, cut = fit_conversation(self._renderer, prompt, response,
-                                                 length=length, limit=self.max_length - room)
+                                                 length=length, max_length=self.max_length,
+                                                 room=room)
         return *self._renderer.ids(prompt, response, texts), cut
 
     def rate(self, pairs: Sequence, rules: Sequence) -> Ratings:

@@ -116,7 +116,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     }
     if heads not in ("single", "rules"):
         raise ValueError(f"heads must be 'single' or 'rules', not {heads!r}")
-    _check_arguments(arguments, out_dir)
+    check_training_arguments(arguments, out_dir)
 
     # Everything about the input is checked before the model is loaded.
     if from_file:
@@ -267,9 +267,10 @@ def _with_margins(preferences: list, margin: str, source: str) -> list:
     return preferences
 
 
-def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+def check_training_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+    """`train_reward_model`'s arguments `a` (ValueError naming the argument): by it, and by
+    the pipeline before its first step writes anything."""
     from ramo.io.atomic import check_output_dir
-
     from ramo.models.lora import check_rank
 
     check_rank(a["lora"])
