@@ -208,20 +208,10 @@ class RatingStore:
                 if con.in_transaction:
                     con.execute("ROLLBACK")  # it only read
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY_DIRECTORY:
-                # A WAL database is read through its -shm index, which sqlite keeps next to
-                # the file; a read-only connection can create it only in a writable folder.
-                raise StoreError(
-                    f"cannot read ratings store {self.path} read-only: its folder is not "
-                    f"writable and {self.path.name}-shm, which sqlite needs beside a WAL "
-                    "database, does not exist and cannot be created; copy the store to a "
-                    "writable folder") from exc
-            if getattr(exc, "sqlite_errorcode", None) == _SQLITE_READONLY_ROLLBACK:
-                raise StoreError(
-                    f"cannot read ratings store {self.path} read-only: a writer was stopped "
-                    f"in the middle of a commit and left {self.path.name}-journal, which only "
-                    "a writer can roll back, and its folder is not writable; copy the store "
-                    "with its -journal file to a writable folder and read it there") from exc
+            reason = _READ_ONLY_BLOCKED.get(getattr(exc, "sqlite_errorcode", None))
+            if reason:
+                raise StoreError(f"cannot read ratings store {self.path} read-only: "
+                                 + reason.format(name=self.path.name)) from exc
             raise  # locked past the timeout...: not a statement about the file
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a ratings store: {exc}") from exc
@@ -934,6 +924,15 @@ def refuse_shared_across_hosts(path: Path) -> None:
 # names them from Python 3.11 on.
 _SQLITE_READONLY_DIRECTORY = getattr(sqlite3, "SQLITE_READONLY_DIRECTORY", 1544)
 _SQLITE_READONLY_ROLLBACK = getattr(sqlite3, "SQLITE_READONLY_ROLLBACK", 776)
+# Why a read-only open failed, by that code: both need a folder the reader may write.
+_READ_ONLY_BLOCKED = {
+    # A WAL database is read through its -shm index, which sqlite keeps next to the file.
+    _SQLITE_READONLY_DIRECTORY: "its folder is not writable and {name}-shm, which sqlite needs "
+    "beside a WAL database, does not exist and cannot be created; copy the store to a "
+    "writable folder",
+    _SQLITE_READONLY_ROLLBACK: "a writer was stopped in the middle of a commit and left "
+    "{name}-journal, which only a writer can roll back, and its folder is not writable; copy "
+    "the store with its -journal file to a writable folder and read it there"}
 
 
 def _tidy_wal(path: Path) -> None:
