@@ -355,6 +355,46 @@ class _Config:
     _attn_implementation = "eager"
 
 
+class _WithConfig:
+    """A model of this config that goes through transformers' attention interface."""
+    _supports_attention_backend = True
+
+    def __init__(self, config):
+        self.config = config
+
+
+@pytest.mark.parametrize("make_config", [
+    lambda v: __import__("transformers").GPTNeoConfig(
+        vocab_size=v, hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=1024,
+        attention_types=[[["global"], 2]]),
+    lambda v: __import__("transformers").BloomConfig(vocab_size=v, hidden_size=64, n_layer=2,
+                                                      n_head=4)], ids=["gpt-neo", "bloom"])
+def test_a_model_with_its_own_attention_takes_the_cached_path(model_and_tokenizers, make_config):
+    """GPT-Neo and Bloom attend by their own code, not transformers' attention interface:
+    the packed path's attention would not reach them (suffixes attending to each other, not
+    to the prefix); they take the cached path, to the naive loop's scores."""
+    from transformers import AutoModelForCausalLM
+
+    from ramo.judge import prefix_attention
+
+    _, tok, _ = model_and_tokenizers
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(make_config(len(tok))).eval()
+    boost = [tok.convert_tokens_to_ids(w) for w in ("Yes", "No", "Irrelevant")]
+    with torch.no_grad():
+        model.get_output_embeddings().weight[boost] *= 30.0
+    assert not prefix_attention.supports(model, 100)
+    judge = RuleJudge(model, tok, batch_size=2, progress=False, normalize="choices")
+    ids = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
+    pair = PAIRS[0]
+    got = judge.rate_response(pair["prompt"], pair["response_b"], RULES)
+    for r, rule in enumerate(RULES):
+        want = naive_judge_scores(model, judge.render(pair["prompt"], pair["response_b"], rule),
+                                  ids)
+        total = want["p_yes"] + want["p_no"] + want["p_other"]
+        assert abs(got.score[r].item() - (want["p_yes"] - want["p_no"]) / total) < 2e-5
+
+
 def test_judge_attends_to_the_prefix_in_place_where_it_can(model_and_tokenizers, monkeypatch):
     from ramo.judge import prefix_attention
 
@@ -367,15 +407,15 @@ def test_judge_attends_to_the_prefix_in_place_where_it_can(model_and_tokenizers,
     pair = PAIRS[0]
     got = judge.rate_response(pair["prompt"], pair["response_b"], RULES)
     assert used and model.config._attn_implementation != prefix_attention.NAME
-    assert prefix_attention.supports(model.config, 10 ** 6)
+    assert prefix_attention.supports(model, 10 ** 6)
     # A sliding window shorter than the sequence, soft-capped logits, or values of another
     # head size than the keys: the cached path.
     for change in ({"sliding_window": 8}, {"attn_logit_softcapping": 30.0},
                    {"v_head_dim": model.config.head_dim // 2}):
         config = type(model.config)(**{**model.config.to_dict(), **change})
-        assert not prefix_attention.supports(config, 100)
+        assert not prefix_attention.supports(_WithConfig(config), 100)
     used.clear()
-    monkeypatch.setattr(prefix_attention, "supports", lambda config, length: False)
+    monkeypatch.setattr(prefix_attention, "supports", lambda model, length: False)
     cached = judge.rate_response(pair["prompt"], pair["response_b"], RULES)
     assert not used  # the cached path, to the same scores
     assert (got.score - cached.score).abs().max().item() < 2e-6

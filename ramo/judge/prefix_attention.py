@@ -21,9 +21,10 @@ fp64 models): exactly softmax attention over the concatenated keys. Nothing of s
 x P is written. Grouped-query heads are the kernel's (query head i uses key head i // (h /
 hkv)).
 
-Used on the CPU for models whose attention is plain scaled dot-product attention over every
-earlier position with values as wide as the keys: no logit soft-capping, no sliding window
-shorter than prefix + suffix, no separate value head size (`supports`).
+Used on the CPU for models whose attention goes through transformers' attention interface
+and is plain scaled dot-product attention over every earlier position with values as wide as
+the keys: no logit soft-capping, no sliding window shorter than prefix + suffix, no separate
+value head size (`supports`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ _PREFIX: contextvars.ContextVar = contextvars.ContextVar("ramo_shared_prefix_kv"
 _registered = False
 
 
-def supports(config, length: int) -> bool:
-    """Whether a model of this config attends like this module over `length` positions."""
+def supports(model, length: int) -> bool:
+    """Whether the model attends like this module over `length` positions. Only a model whose
+    attention goes through transformers' attention interface takes this one: others (Bloom,
+    GPT-Neo, MPT, Falcon with ALiBi) ignore the setting, and their packed suffixes would
+    attend to each other instead of the prefix."""
+    if not getattr(type(model), "_supports_attention_backend", False):
+        return False
+    config = model.config
     if getattr(config, "attn_logit_softcapping", None) or getattr(config, "use_sinks", False):
         return False
     value_dim = getattr(config, "v_head_dim", None)

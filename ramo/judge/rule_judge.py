@@ -328,7 +328,7 @@ class RuleJudge:
         out = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True)
         prefix_kv = [(layer[0], layer[1]) for layer in _output_cache(out)]
         longest = len(prefix) + max(len(s) for s in suffixes)
-        if device.type == "cpu" and prefix_attention.supports(self.model.config, longest):
+        if device.type == "cpu" and prefix_attention.supports(self.model, longest):
             return self._last_hidden_packed(len(prefix), prefix_kv, suffixes)
 
         def run(ids: torch.Tensor) -> torch.Tensor:
