@@ -4,6 +4,8 @@ clear error."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -353,6 +355,50 @@ def test_prefix_attention_equals_eager_attention(dtype, heads):
 
 class _Config:
     _attn_implementation = "eager"
+
+
+@pytest.mark.parametrize("config", [{"final_logit_softcapping": 30.0}, {"logits_scaling": 8.0}],
+                         ids=["softcapping", "granite-scaling"])
+def test_a_judge_whose_head_does_more_than_a_linear_map_is_refused(model_and_tokenizers, config):
+    """judge_scores computes softmax(hidden @ W.T + b): a head that caps or scales its logits
+    (Gemma 2, Granite) would get other probabilities, silently."""
+    model, tok, _ = model_and_tokenizers
+    changed = copy.deepcopy(model)
+    for name, value in config.items():
+        setattr(changed.config, name, value)
+    with pytest.raises(ValueError, match=f"applies {next(iter(config))}="):
+        RuleJudge(changed, tok, progress=False)
+
+
+def test_a_plain_tokenizer_that_appends_eos_keeps_it_out_of_the_prompt(model_and_tokenizers):
+    """A post-processor "<s> $A </s>" adds a BOS before a text and an EOS after it: the
+    judge's prompt starts with the BOS, and no EOS ends its prefix before the rule."""
+    from tokenizers.processors import TemplateProcessing
+
+    model, _, plain = model_and_tokenizers
+    tok = copy.deepcopy(plain)
+    bos, eos = tok.convert_tokens_to_ids("<s>"), tok.convert_tokens_to_ids("</s>")
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    judge = RuleJudge(model, tok, batch_size=2, progress=False)
+    ids = judge.render(PAIRS[0]["prompt"], PAIRS[0]["response_a"], RULES[0])
+    assert ids[0] == bos and eos not in ids and ids.count(bos) == 1
+    got = judge.rate_response(PAIRS[0]["prompt"], PAIRS[0]["response_a"], RULES[:2])
+    answer = {a: judge.answer_token_ids(a) for a in ("yes", "no", "irrelevant")}
+    for r, rule in enumerate(RULES[:2]):
+        want = naive_judge_scores(model, judge.render(PAIRS[0]["prompt"],
+                                                      PAIRS[0]["response_a"], rule), answer)
+        assert abs(got.score[r].item() - want["score"]) < 2e-5
+
+
+def test_a_rule_line_may_name_the_answer_words(model_and_tokenizers):
+    model, tok, _ = model_and_tokenizers
+    template = JudgeTemplate(name="asking", body=RULE_LAST.body,
+                             rule_line=" {rule}: {yes} or {no}")
+    judge = RuleJudge(model, tok, template=template, batch_size=2, progress=False)
+    text = tok.decode(judge.render("how do", "sorry", "be honest"))
+    assert "be honest : Yes or No" in text, text
+    assert judge.template_fingerprint()
 
 
 class _WithConfig:

@@ -239,8 +239,9 @@ class RuleJudge:
         if self.max_length is None or not rules:
             return
         # The rule that needs the most room after the conversation, found once (each call
-        # renders the rules it is given).
-        longest = [max(rules, key=lambda rule: len(self.tokenizer(rule.text)["input_ids"]))]
+        # renders the rules it is given), measured as the judge reads it (its lead-in off).
+        longest = [max(rules, key=lambda rule: len(self.tokenizer(
+            self._renderer.rule_line(rule.text), add_special_tokens=False)["input_ids"]))]
         room = self._render([longest[0].text], "x", "x")[3]
         check_room(self._renderer, max_length=self.max_length, room=room)
         if self.on_overflow != "error":
@@ -430,7 +431,8 @@ def _right_pad(seqs: list[list[int]], device) -> tuple[torch.Tensor, torch.Tenso
 def _check_lm_head(model) -> None:
     """judge_scores computes softmax(hidden @ W.T + b); refuse heads that do more."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+    for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling",
+                 "output_multiplier_scale"):
         if getattr(config, attr, None) not in (None, 1, 1.0):
             raise ValueError(f"the judge's LM head applies {attr}={getattr(config, attr)!r}, "
                              "which ramo's judge_scores does not model; use another judge")

@@ -13,6 +13,7 @@ kept only so that both templates go through one code path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -198,9 +199,7 @@ class TemplateRenderer:
     def texts(self, prompt: str, response: str) -> tuple[str, str]:
         """The text before the rule line and the text after it (rule line excluded)."""
         text = _fill(self.template.body, {
-            "prompt": prompt, "response": response, "rule": _RULE_SLOT,
-            "yes": self.answer_words["yes"], "no": self.answer_words["no"],
-            "irrelevant": self.answer_words["irrelevant"]})
+            "prompt": prompt, "response": response, "rule": _RULE_SLOT, **self.answer_words})
         if self.use_chat:
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
@@ -210,19 +209,32 @@ class TemplateRenderer:
         return head, tail
 
     def _encode(self, text: str, first: bool) -> list[int]:
-        # A chat template writes its own special tokens; a plain document gets the tokenizer's
-        # usual ones (a BOS, say) at the very start only.
-        special = first and not self.use_chat
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        # A chat template writes its own special tokens; a plain document gets those the
+        # tokenizer puts before a text (a BOS, say), at the very start only.
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._leading_specials + ids if first and not self.use_chat else ids
+
+    @functools.cached_property
+    def _leading_specials(self) -> list[int]:
+        """The special tokens the tokenizer adds before a text, not those after it: an EOS that
+        its post-processor appends would otherwise end the prefix, before the rule."""
+        bare = self.tokenizer("x", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        starts = [i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare]
+        return list(full[:starts[0]]) if starts else []
 
     def ids(self, prompt: str, response: str, rules: list[str]) -> tuple[list[int], list[list[int]]]:
         """(prefix ids, one suffix's ids per rule): the template and the conversation are
         rendered once per response, whatever the number of rules."""
         head, tail = self.texts(prompt, response)
-        suffixes = [self._encode(_fill(self.template.rule_line,
-                                       {"rule": self.template.rule_text(rule)}) + tail, first=False)
-                    for rule in rules]
+        suffixes = [self._encode(self.rule_line(rule) + tail, first=False) for rule in rules]
         return self._encode(head, first=True), suffixes
+
+    def rule_line(self, rule: str) -> str:
+        """A rule as the judge reads it: its text (less the lead-in) in the rule line, whose
+        answer words are filled as the body's are."""
+        return _fill(self.template.rule_line,
+                     {"rule": self.template.rule_text(rule), **self.answer_words})
 
     def fingerprint(self, answer_ids: dict[str, list[int]], normalize: str) -> str:
         data = {
