@@ -187,6 +187,20 @@ def test_empty_batch(backend):
     assert out.preference.dtype == torch.int8
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_a_negative_zero_weight_after_a_positive_one(backend):
+    """-0.0 == 0.0 as numbers, but the criterion's sign bits follow the weight: a call with
+    -0.0 after one with 0.0 must not reuse what was prepared for 0.0 (bit-equal to the
+    reference, signs included)."""
+    device = device_for(backend)
+    a = torch.tensor([[1.0, 2.0, 3.0]], device=device)
+    b = torch.tensor([[3.0, 1.0, 3.0]], device=device)
+    for weight in (0.0, -0.0, 0.0):
+        got = ramo.select_rules(a, b, k=3, discrepancy_weight=weight, backend=backend)
+        want = ramo.select_rules(a, b, k=3, discrepancy_weight=weight, backend="reference")
+        assert torch.equal(torch.signbit(got.criterion).cpu(), torch.signbit(want.criterion))
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS + [pytest.param("reference", id="reference")])
 def test_padding_and_ties_by_hand(backend):
     device = device_for(backend)

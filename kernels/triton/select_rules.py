@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import struct
 import warnings
 
 import torch
@@ -264,14 +265,13 @@ def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -
 
 
 @functools.lru_cache(maxsize=64)
-def _params_tensor(discrepancy_weight: float, relevance_weight: float, tie_tolerance: float,
-                   acc: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The three weights on the device, each rounded to the accumulation dtype once, as
-    torch.tensor(w, dtype=acc) does. Cached: copying a fresh tensor to a GPU on every call
-    waits for the work queued before it, and calls mostly repeat the same weights. The
-    kernels only read it."""
-    return torch.tensor([discrepancy_weight, relevance_weight, tie_tolerance], dtype=acc,
-                        device=device)
+def _params_tensor(weights: bytes, acc: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The three weights (discrepancy, relevance, tie tolerance; packed "<3d") on the device,
+    each rounded to the accumulation dtype once, as torch.tensor(w, dtype=acc) does. Cached:
+    copying a fresh tensor to a GPU on every call waits for the work queued before it, and
+    calls mostly repeat the same weights. Keyed by their bytes, not their values: -0.0 ==
+    0.0, but the criterion's sign bit follows the weight's. The kernels only read it."""
+    return torch.tensor(struct.unpack("<3d", weights), dtype=acc, device=device)
 
 
 def select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight, relevance_weight,
@@ -290,8 +290,8 @@ def select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight, re
     if n == 0:
         return indices, crit, reward_a, reward_b, margin, preference
 
-    params = _params_tensor(float(discrepancy_weight), float(relevance_weight),
-                            float(tie_tolerance), acc, device)
+    params = _params_tensor(struct.pack("<3d", discrepancy_weight, relevance_weight,
+                                        tie_tolerance), acc, device)
     bad = torch.empty((n,), dtype=torch.int32, device=device)
     has_rel = relevance is not None
     has_valid = valid is not None
