@@ -26,8 +26,6 @@ RAMO_HD acc_t neg_inf() {
 
 RAMO_HD float exp_acc(float x) { return expf(x); }
 RAMO_HD double exp_acc(double x) { return exp(x); }
-RAMO_HD float log_acc(float x) { return logf(x); }
-RAMO_HD double log_acc(double x) { return log(x); }
 
 // Running softmax normaliser of a row: sum of exp(logit - max) over the logits seen so far.
 // The empty state, and a state that has seen only -inf logits (masked tokens), is

@@ -123,11 +123,11 @@ def check_selection_arguments(op: str, n: int, r: int, device, device_of: str, r
         if t.device != device:
             raise ValueError(f"{op}: {device_of} is on {device} but {name} is on {t.device}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
-        raise ValueError(f"{op}: k must be an integer in [1, R={r}], got {k!r}")
+        raise ValueError(f"{op}: k must be a Python int in [1, R={r}], got {k!r}")
     for name, w in (("discrepancy_weight", discrepancy_weight),
                     ("relevance_weight", relevance_weight), ("tie_tolerance", tie_tolerance)):
         if not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"{op}: {name} must be a finite number, got {w!r}")
+            raise ValueError(f"{op}: {name} must be a finite Python int or float, got {w!r}")
     if tie_tolerance < 0:
         raise ValueError(f"{op}: tie_tolerance must be >= 0, got {tie_tolerance}")
 
