@@ -154,8 +154,8 @@ def load_template(path: str | os.PathLike) -> JudgeTemplate:
     .yml: an object with "body" and optionally "name" (default: the file's stem),
     "rule_line" (default " {rule}"), "answer_lead" (default "\\nAnswer:") and
     "rule_lead_in" (a fixed opening of every rule text the judge should not see). The body
-    holds {prompt}, {response} and {rule} once each, and may use {yes}, {no} and
-    {irrelevant} for the answer words; other braces are kept as written. ValueError names
+    holds {prompt}, {response} and {rule} once each; it and the rule_line may use {yes},
+    {no} and {irrelevant} for the answer words; other braces are kept as written. ValueError names
     the file and the field.
     """
     path = Path(path)
