@@ -204,7 +204,9 @@ def test_rules_malformed_yaml(tmp_path):
     pytest.importorskip("yaml")
     path = tmp_path / "p.yaml"
     path.write_text("- id: a\n  text: x\n- id: [b\n", encoding="utf-8")
-    assert "malformed YAML" in load_error(load_rules, path)
+    message = load_error(load_rules, path)
+    assert "malformed YAML" in message and "\n" not in message  # one line, as the CLI prints
+    assert "line 4, column 1: malformed YAML: while parsing a flow sequence" in message, message
 
 
 def test_rules_error_lists_every_problem_of_a_row(tmp_path):

@@ -204,9 +204,13 @@ def read_yaml(path: str | os.PathLike, *, typed: bool = False) -> Any:
         with Path(path).open("r", encoding="utf-8-sig") as f:
             return yaml.load(f, Loader=loader)
     except yaml.YAMLError as e:
+        # One line: PyYAML's own message spans several (context, marks, problem).
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ValueError(f"{os.fspath(path)}: {where}malformed YAML: {e}") from e
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        detail = "; ".join(part for part in (getattr(e, "context", None),
+                                              getattr(e, "problem", None)) if part)
+        raise ValueError(f"{os.fspath(path)}: {where}malformed YAML: "
+                         f"{detail or ' '.join(str(e).split())}") from e
     except UnicodeDecodeError as e:
         where = f"{os.fspath(path)}: not valid UTF-8"
         raise ValueError(f"{where} ({e.reason} at byte {e.start})") from e
