@@ -324,8 +324,8 @@ def test_adapter_apply_takes_the_judge_flags_of_rate(tmp_path, files, monkeypatc
     class Loaded(Exception):
         pass
 
-    def load_judge(settings, **options):
-        seen.update(settings=settings, options=options)
+    def load_judge(settings):
+        seen.update(settings=settings)
         raise Loaded
 
     monkeypatch.setattr(RuleAdapter, "from_pretrained", classmethod(lambda cls, *a, **k: Adapter()))
@@ -336,9 +336,10 @@ def test_adapter_apply_takes_the_judge_flags_of_rate(tmp_path, files, monkeypatc
               "--template", "rule-first", "--normalize", "choices", "--answer-word",
               "irrelevant=NA", "--answer-ids", "yes=5,6", "--judge-batch-size", "3",
               "--batch-size", "7"])
-    assert {k: seen["settings"][k] for k in ("template", "normalize", "batch_size")} == {
-        "template": "rule-first", "normalize": "choices", "batch_size": 3}
-    assert seen["options"] == {"answer_words": {"irrelevant": "NA"}, "answer_ids": {"yes": [5, 6]}}
+    assert {k: seen["settings"][k] for k in ("template", "normalize", "batch_size",
+                                             "answer_words", "answer_ids")} == {
+        "template": "rule-first", "normalize": "choices", "batch_size": 3,
+        "answer_words": {"irrelevant": "NA"}, "answer_ids": {"yes": [5, 6]}}
 
 
 def test_rate_and_apply_define_the_judge_flags_once():

@@ -198,6 +198,11 @@ def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
     ({"judge": {"dtype": "float64"}},
      "judge.dtype must be one of float32, bfloat16, float16, not 'float64'"),
     ({"judge": {"device": "foo"}}, "judge.device 'foo': not a device torch knows"),
+    ({"judge": {"model": "m", "answer_ids": {"maybe": [3]}}},
+     "judge.answer_ids names unknown answer 'maybe'"),
+    ({"judge": {"model": "m", "answer_ids": {"yes": []}}}, "judge: answer_ids['yes'] = []: give"),
+    ({"judge": {"model": "m", "answer_words": "NA"}},
+     "judge.answer_words must be a mapping or null"),
     ({"evaluation": {"weights": "equal"}}, "evaluation.weights must be one of"),
     ({"evaluation": {"batch_size": -3}}, "evaluation.batch_size must be a positive integer"),
     # the paths must be text
@@ -223,6 +228,19 @@ def test_bad_pairs_file_is_named_with_its_line(tmp_path, models, capsys):
 
 
 # ---- settings type-checked up front; records compared with the config (CLI review) ----------
+
+def test_the_judge_takes_its_answers_from_the_config(tmp_path, models):
+    """judge.answer_words / judge.answer_ids, as `ramo rate`'s --answer-word / --answer-ids,
+    for a judge whose answer words are not one token each."""
+    from ramo.pipeline import Config, Pipeline
+
+    config = _config(tmp_path, models, judge={"model": models["judge"], "batch_size": 4,
+                                              "answer_ids": {"irrelevant": [3, 5]}})
+    pipeline = Pipeline(Config.from_file(config))
+    pipeline.check_inputs()
+    assert pipeline.judge.answer_token_ids("irrelevant") == [3, 5]
+    assert pipeline.step_settings("rate")["judge.answer_ids"] == {"irrelevant": [3, 5]}
+
 
 def test_numbers_written_as_text_are_read_as_numbers(tmp_path, models):
     """PyYAML reads 2e-5 as text (YAML 1.1 wants a dot): a float setting takes it as a number,

@@ -29,6 +29,9 @@ from typing import Any
 JUDGE_LOADING = {"model": "default", "dtype": "float32", "device": None, "engine": "transformers",
                  "engine_options": None}
 JUDGE_OPTIONS = ("template", "normalize", "batch_size", "max_length", "on_overflow")
+# The answers' words and token ids; None: the judge's own (the embedded judge reads
+# "Irrelevant" from its first token), so they are passed only when given.
+JUDGE_ANSWERS = ("answer_words", "answer_ids")
 # The dtypes a judge runs in (the CLI's --dtype choices; the vLLM engine runs in these too).
 JUDGE_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -50,7 +53,7 @@ def defaults(function: Callable, names: Sequence[str] | None = None) -> dict[str
 def judge_defaults() -> dict[str, Any]:
     from ramo.judge import RuleJudge
 
-    return {**JUDGE_LOADING, **defaults(RuleJudge.__init__, JUDGE_OPTIONS)}
+    return {**JUDGE_LOADING, **defaults(RuleJudge.__init__, JUDGE_OPTIONS + JUDGE_ANSWERS)}
 
 
 def check_judge_settings(settings: dict[str, Any]) -> None:
@@ -70,12 +73,13 @@ def check_judge_settings(settings: dict[str, Any]) -> None:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not "
                          f"{settings['engine']!r}")
     get_template(settings["template"])
-    check_options(**{name: settings[name] for name in JUDGE_OPTIONS if name != "template"})
+    check_options(**{name: settings[name] for name in JUDGE_OPTIONS + JUDGE_ANSWERS
+                     if name != "template"})
     if settings["device"]:
         default_device(settings["device"])  # a name torch knows, a GPU that is there
 
 
-def load_judge(settings: dict[str, Any], **options):
+def load_judge(settings: dict[str, Any]):
     """A RuleJudge from judge settings (`judge_defaults` keys; missing ones take their
     defaults) on this rank's device (`ramo.device.default_device`), with no bar of its own:
     the steps show their own."""
@@ -90,4 +94,5 @@ def load_judge(settings: dict[str, Any], **options):
         settings["model"], dtype=getattr(torch, settings["dtype"]),
         device=default_device(settings["device"]), engine=settings["engine"],
         engine_options=settings["engine_options"], progress=False,
-        **{name: settings[name] for name in JUDGE_OPTIONS}, **options)
+        **{name: settings[name] for name in JUDGE_OPTIONS},
+        **{name: settings[name] for name in JUDGE_ANSWERS if settings[name] is not None})

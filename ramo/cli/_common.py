@@ -17,7 +17,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser, *,
     (--judge, --dtype, --device, --engine, --engine-option, --max-length, --on-overflow) and
     how it rates (--template, --normalize, the batch size under `batch_size_flags`,
     --answer-word, --answer-ids), so that every command that runs the judge can run it the
-    same way. `judge_settings` and `judge_options` read them back."""
+    same way. `judge_settings` reads them back."""
     from ramo.judge.models import ENGINES
     from ramo.judge.templates import TEMPLATES
     from ramo.steps import JUDGE_DTYPES, judge_defaults
@@ -69,19 +69,13 @@ def judge_settings(args: argparse.Namespace) -> dict:
              "normalize": "normalize", "batch_size": "judge_batch_size"}
     settings = {key: getattr(args, flag) for key, flag in names.items()}
     settings["engine_options"] = dict(args.engine_options) or None
+    # --answer-word / --answer-ids (ValueError naming the flag for a malformed one)
+    settings["answer_words"] = (_assignments(args.answer_word, "--answer-word", str)
+                                if args.answer_word else None)
+    settings["answer_ids"] = (_assignments(args.answer_ids, "--answer-ids",
+                                           lambda v: [int(i) for i in v.split(",")])
+                              if args.answer_ids else None)
     return settings
-
-
-def judge_options(args: argparse.Namespace) -> dict:
-    """load_judge's answer_words / answer_ids from --answer-word / --answer-ids (ValueError
-    naming the flag for a malformed one)."""
-    options = {}
-    if args.answer_word:
-        options["answer_words"] = _assignments(args.answer_word, "--answer-word", str)
-    if args.answer_ids:
-        options["answer_ids"] = _assignments(
-            args.answer_ids, "--answer-ids", lambda v: [int(i) for i in v.split(",")])
-    return options
 
 
 def _assignments(items: list[str], flag: str, parse) -> dict:

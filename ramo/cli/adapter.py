@@ -131,7 +131,7 @@ def apply(args: argparse.Namespace) -> int:
 
     from ramo.adapter.apply import apply_adapter
     from ramo.adapter.model import RuleAdapter
-    from ramo.cli._common import judge_options, judge_settings
+    from ramo.cli._common import judge_settings
     from ramo.io import load_pairs, load_rules, write_selections
     from ramo.io.atomic import check_output
     from ramo.device import default_device
@@ -142,13 +142,13 @@ def apply(args: argparse.Namespace) -> int:
     # loads.
     check_output(args.out, "--out", {"--pairs": args.pairs, "--rules": args.rules,
                                      "--ratings": args.ratings}, jsonl=True)
-    options = judge_options(args)
+    settings = judge_settings(args)
     pairs = load_pairs(args.pairs)
     adapter = RuleAdapter.from_pretrained(args.adapter, device=default_device(args.device))
     rules = load_rules(args.rules)
     adapter.check_rules(rules)
     k = adapter.resolve_k(args.k)
-    judge = load_judge(judge_settings(args), **options)
+    judge = load_judge(settings)
     judge.check_context(pairs, rules)
     with open_store(args.ratings, judge) if args.ratings else nullcontext() as store:
         selections = apply_adapter(adapter, judge, pairs, rules, k=k, store=store,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ramo.cli._common import (PAIRS_HELP, add_judge_arguments, add_no_progress,
-                              add_pairs_and_rules, finite_number, judge_options, judge_settings,
+                              add_pairs_and_rules, finite_number, judge_settings,
                               positive)
 
 _PAIRS = PAIRS_HELP
@@ -61,11 +61,11 @@ def rate(args: argparse.Namespace) -> int:
         check_export(args.export)
         check_output(args.export, "--export", {"--out": args.out, "--pairs": args.pairs,
                                                "--rules": args.rules})
-    options = judge_options(args)
+    settings = judge_settings(args)
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
     rank, world = _dist()
-    judge = load_judge(judge_settings(args), **options)
+    judge = load_judge(settings)
     judge.check_context(pairs, rules)
     shards = shard_folder(args.out)
     progress = not args.no_progress

@@ -11,6 +11,24 @@ ANSWERS = ("yes", "no", "irrelevant")
 DEFAULT_WORDS = {"yes": "Yes", "no": "No", "irrelevant": "Irrelevant"}
 
 
+def check_answers(words: dict | None, ids: dict | None) -> None:
+    """ValueError unless `words` maps answers to words (`answer_words`) and `ids` answers to
+    one or more non-negative token ids: what can be checked without the tokenizer."""
+    for name, given in (("answer_words", words), ("answer_ids", ids)):
+        if given is not None and not isinstance(given, dict):
+            raise ValueError(f"{name} must be a mapping of answers ({', '.join(ANSWERS)}), "
+                             f"got {given!r}")
+    answer_words(words)
+    for answer, chosen in (ids or {}).items():
+        if answer not in ANSWERS:
+            raise ValueError(f"answer_ids names unknown answer {answer!r}; the answers are "
+                             f"{ANSWERS}")
+        if (not isinstance(chosen, (list, tuple)) or not chosen
+                or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in chosen)):
+            raise ValueError(f"answer_ids[{answer!r}] = {chosen!r}: give a list of one or more "
+                             "token ids")
+
+
 def answer_words(words: dict[str, str] | None) -> dict[str, str]:
     out = dict(DEFAULT_WORDS)
     for answer, word in (words or {}).items():
@@ -24,18 +42,15 @@ def answer_words(words: dict[str, str] | None) -> dict[str, str]:
 
 def resolve_answer_ids(tokenizer, words: dict[str, str],
                        overrides: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
-    """{answer: sorted token ids}; `overrides` replaces the lookup for the answers it names."""
+    """{answer: sorted token ids}; `overrides` (checked by `check_answers`) replaces the lookup
+    for the answers it names, each id in the tokenizer's vocabulary."""
     overrides = dict(overrides or {})
-    unknown = set(overrides) - set(ANSWERS)
-    if unknown:
-        raise ValueError(f"answer_ids names unknown answers {sorted(unknown)}; "
-                         f"the answers are {ANSWERS}")
     vocab = len(tokenizer)
     ids = {}
     for answer in ANSWERS:
         if answer in overrides:
             chosen = sorted({int(i) for i in overrides[answer]})
-            if not chosen or any(i < 0 or i >= vocab for i in chosen):
+            if any(i >= vocab for i in chosen):
                 raise ValueError(f"answer_ids[{answer!r}] = {overrides[answer]!r}: give one or more "
                                  f"token ids in [0, {vocab})")
         else:

@@ -40,9 +40,12 @@ from ramo.ratings import FIELDS, Ratings
 
 
 def check_options(*, normalize: str = "vocab", batch_size: int = 16,
-                  max_length: int | None = None, on_overflow: str = "truncate") -> None:
+                  max_length: int | None = None, on_overflow: str = "truncate",
+                  answer_words: dict | None = None, answer_ids: dict | None = None) -> None:
     """RuleJudge's options that need no model, checked (ValueError naming the option): by
-    the judge itself, and by the pipeline before its first step writes anything."""
+    the judge itself, and by the pipeline before its first step writes anything. The answer
+    ids' range needs the tokenizer: checked when the judge is built."""
+    _answers.check_answers(answer_words, answer_ids)
     if normalize not in ("vocab", "choices"):
         raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -98,7 +101,7 @@ class RuleJudge:
                  backend: str | None = None, progress: bool = True, engine=None,
                  max_length: int | None = None, on_overflow: str = "truncate"):
         check_options(normalize=normalize, batch_size=batch_size, max_length=max_length,
-                      on_overflow=on_overflow)
+                      on_overflow=on_overflow, answer_words=answer_words, answer_ids=answer_ids)
         if (model is None) == (engine is None):
             raise ValueError("give a causal LM (model) or an engine that runs one, not both")
         self.engine = engine
