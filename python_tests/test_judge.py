@@ -173,8 +173,9 @@ def test_a_template_file_reproduces_a_prompt(tmp_path, model_and_tokenizers):
 
 
 @pytest.mark.parametrize("name, text, match", [
-    ("no_rule.txt", "{prompt} {response}", r"\{rule\} exactly once \(it holds it 0 times\)"),
-    ("two_prompts.txt", "{prompt} {prompt} {response} {rule}", r"\{prompt\} exactly once"),
+    ("no_rule.txt", "{prompt} {response}", r"exactly once each; it holds \{rule\} 0 times"),
+    ("two_prompts.txt", "{prompt} {prompt} {response} {rule}", r"it holds \{prompt\} 2 times"),
+    ("bare.txt", "{prompt} only", r"it holds \{response\} 0 times, \{rule\} 0 times"),
     ("list.json", '["{prompt} {response} {rule}"]', "holds an object with 'body'"),
     ("typo.json", '{"body": "{prompt} {response} {rule}", "rule_lines": "x"}',
      r"unknown keys \['rule_lines'\]"),

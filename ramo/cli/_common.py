@@ -130,9 +130,9 @@ def add_lora_argument(parser: argparse.ArgumentParser, default: int | None) -> N
     """--lora R, the same for every trainer (ramo.models.lora)."""
     parser.add_argument("--lora", type=positive, default=default, metavar="R",
                         help="train LoRA adapters of rank R on the backbone's linear layers "
-                        "(a new head in full) instead of every weight; merged into the weights "
-                        "before saving, so the folder loads as usual (needs peft: pip install "
-                        "'ramo[lora]')")
+                        "(a head the model adds, in full) instead of every weight; merged into "
+                        "the weights before saving, so the folder loads as usual (needs peft: "
+                        "pip install 'ramo[lora]')")
 
 
 def _engine_option(text: str) -> tuple[str, object]:

@@ -99,7 +99,8 @@ def train(args: argparse.Namespace) -> int:
         regression_weight=(1.0 if args.regression_weight is None else args.regression_weight)
         if args.ratings else 0.0)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained on {summary['pairs']} pairs: {summary['steps']} steps of "
+        steps = summary["steps"]
+        print(f"trained on {summary['pairs']} pairs: {steps} step{'s' * (steps != 1)} of "
               f"{summary['global_batch_size']} pairs, final loss {summary['final_loss']:.4f} "
               f"(mean {summary['train_loss']:.4f}), {summary['runtime_s']:.1f} s; "
               f"saved to {args.out}")
@@ -198,6 +199,7 @@ def explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=positive, default=None,
                         help="tokens per prompt + response (default: as the model was trained, "
                         f"from its ramo_training.json; {max_length} without one)")
+    add_no_progress(parser)
 
 
 def explain(args: argparse.Namespace) -> int:

@@ -134,10 +134,11 @@ def check_template(template: JudgeTemplate, where: str | None = None) -> JudgeTe
     for field in ("name", "body", "rule_line", "answer_lead", "rule_lead_in"):
         if not isinstance(getattr(template, field), str):
             raise ValueError(f"{where}: {field!r} must be a string")
-    for slot in ("{prompt}", "{response}", "{rule}"):
-        if template.body.count(slot) != 1:
-            raise ValueError(f"{where}: its body must hold {slot} exactly once "
-                             f"(it holds it {template.body.count(slot)} times)")
+    wrong = [f"{slot} {template.body.count(slot)} times"
+             for slot in ("{prompt}", "{response}", "{rule}") if template.body.count(slot) != 1]
+    if wrong:
+        raise ValueError(f"{where}: its body must hold {{prompt}}, {{response}} and {{rule}} "
+                         f"exactly once each; it holds {', '.join(wrong)}")
     if "{rule}" not in template.rule_line:
         raise ValueError(f"{where}: 'rule_line' must hold {{rule}}")
     return template
