@@ -946,14 +946,7 @@ def _tidy_wal(path: Path) -> None:
     wal = Path(f"{path}-wal")
     if not wal.is_file() or wal.stat().st_size:
         return
-    try:
-        con = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        pass
+    _read_once(path, timeout=0)
 
 
 def _roll_back_hot_journal(path: Path, timeout: float) -> None:
@@ -964,6 +957,13 @@ def _roll_back_hot_journal(path: Path, timeout: float) -> None:
     writer would: the killed transaction is undone, the committed ones are kept. The journal
     of a writer still at work is not hot, and sqlite leaves it alone. In a read-only folder
     nothing can be done; the read-only open then says so."""
+    _read_once(path, timeout)
+
+
+def _read_once(path: Path, timeout: float) -> None:
+    """One ordinary (writable) connection that reads once and closes, for what sqlite does
+    only then: roll back a hot journal on the first read, remove an empty WAL's files on the
+    last close. Errors are left to the caller's next open to report."""
     try:
         con = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         try:
