@@ -22,9 +22,10 @@ processes), the largest |score difference| to the naive loop on the ratings both
 the FLOP ceiling: the FLOPs a method must spend per rating (2 x non-embedding parameters per
 token processed, 4 x query heads x head size per layer for each earlier position a token
 attends to, and 2 x V x D per position whose logits it computes; padding is not counted) at
-the GEMM rate. That rate is a 2048^3 matmul in the judge's dtype (--dtype) timed right before and right after every
-timed call, each call's ceiling taken at the mean of the two: a minute-long call on a
-shared machine is judged against the machine as it was during that minute. The slow
+the GEMM rate. That rate is a 2048^3 matmul in the judge's dtype (--dtype) timed right
+before and right after every timed call, each call's ceiling taken at the mean of the two: a
+minute-long call on a shared machine is judged against the machine as it was during that
+minute. The slow
 baselines rate a sample of the rules (the same first rules of every response); their rates
 are per rating, so the ratios hold.
 

@@ -143,14 +143,20 @@ def test_rm_train_heads_rules_then_eval_and_explain(tmp_path, backbone, capsys):
     assert "p1" in shown and "selected" in shown and "rule number" in shown
 
 
-@pytest.mark.parametrize("lora", [[], ["--lora", "4"]], ids=["full", "lora"])
-def test_rm_train_heads_rules_with_gradient_checkpointing(tmp_path, backbone, lora):
+def _short_rule_head_training(tmp_path, backbone, max_steps: int) -> list[str]:
+    """`ramo rm train --heads rules` on 4 written pairs, k 2, batches of 2, without --out."""
     data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
     rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+    return ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
+            "--rules", str(rules), "-k", "2", "--batch-size", "2", "--max-steps",
+            str(max_steps), "--no-progress"]
+
+
+@pytest.mark.parametrize("lora", [[], ["--lora", "4"]], ids=["full", "lora"])
+def test_rm_train_heads_rules_with_gradient_checkpointing(tmp_path, backbone, lora):
     out = tmp_path / "rm"
-    assert main(["rm", "train", "--data", str(data), "--out", str(out), "--model", str(backbone),
-                 "--heads", "rules", "--rules", str(rules), "-k", "2", "--batch-size", "2",
-                 "--max-steps", "2", "--gradient-checkpointing", "--no-progress", *lora]) == 0
+    assert main(_short_rule_head_training(tmp_path, backbone, 2)
+                + ["--out", str(out), "--gradient-checkpointing", *lora]) == 0
     record = json.loads((out / "ramo_training.json").read_text())
     assert record["arguments"]["gradient_checkpointing"] is True
     assert len(record["loss_history"]) == 2
@@ -159,11 +165,7 @@ def test_rm_train_heads_rules_with_gradient_checkpointing(tmp_path, backbone, lo
 
 def test_lengths_past_the_positions_are_refused_and_explain_reads_the_trained_one(
         tmp_path, backbone, capsys):
-    data = write_jsonl(tmp_path / "train.jsonl", _pairs(4))
-    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
-    common = ["rm", "train", "--data", str(data), "--model", str(backbone), "--heads", "rules",
-              "--rules", str(rules), "-k", "2", "--batch-size", "2", "--max-steps", "1",
-              "--no-progress"]
+    common = _short_rule_head_training(tmp_path, backbone, 1)
     assert main(common + ["--out", str(tmp_path / "long"), "--max-length", "513"]) == 2
     assert "max_length = 513 is more than the model's 512 positions" in capsys.readouterr().err
     assert not (tmp_path / "long").exists()

@@ -59,8 +59,9 @@ def select_store(pairs: Sequence[Pair], rules: Sequence[Rule], ratings, out, *,
     pairs at a time (`select_blocks` over `RatingStore.score_blocks`): memory stays one
     block's whatever the store's size. The file is written atomically, so a missing rating,
     or a pair whose text changed since it was rated, found in a late block leaves none
-    behind; a rule whose text changed since it was rated is refused before any block. progress: a bar over the pairs, moved a block at a time. settings:
-    `select_blocks`'. Returns `counts`."""
+    behind; a rule whose text changed since it was rated is refused before any block.
+    progress: a bar over the pairs, moved a block at a time. settings: `select_blocks`'.
+    Returns `counts`."""
     from ramo.io import write_selections
     from ramo.progress import bar
     from ramo.ratings import RatingStore, require_complete_blocks

@@ -40,7 +40,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=positive, default=d["max_length"],
                         help="tokens per prompt + response; the response is kept first "
                         f"(default {d['max_length']})")
-    parser.add_argument("--center-rewards", type=finite_number, default=d["center_rewards_coefficient"],
+    parser.add_argument("--center-rewards", type=finite_number,
+                        default=d["center_rewards_coefficient"],
                         metavar="C",
                         help="add C * mean((r_chosen + r_rejected)^2) to the loss (e.g. 0.01)")
     parser.add_argument("--margin", default=d["margin"], choices=["none", "raw"],

@@ -90,11 +90,11 @@ def _check_bindings_agree(target: Path, stores: Sequence[RatingStore]) -> None:
                 if first_key != key:
                     raise refused(f"rule {rule_id!r}", first_path, store.path)
             for chunk in batched(store.units()):
-                try:
-                    if out is not None:
+                if out is not None:
+                    try:
                         out.check_units(chunk)
-                except ValueError as exc:
-                    raise ValueError(f"{store.path}: {exc}; nothing was merged") from None
+                    except ValueError as exc:
+                        raise ValueError(f"{store.path}: {exc}; nothing was merged") from None
                 seen.execute("DELETE FROM chunk")
                 seen.executemany("INSERT INTO chunk VALUES (?, ?, ?)", chunk)
                 clash = seen.execute(
@@ -106,11 +106,11 @@ def _check_bindings_agree(target: Path, stores: Sequence[RatingStore]) -> None:
                                   stores[clash[2]].path, store.path)
                 seen.execute("INSERT OR IGNORE INTO units SELECT pair_id, side, response, ?"
                              " FROM chunk", (index,))
-        try:
-            if out is not None:
+        if out is not None:
+            try:
                 out.check_rules([(rule_id, key) for rule_id, (key, _) in rules.items()])
-        except ValueError as exc:
-            raise ValueError(f"{exc}; nothing was merged") from None
+            except ValueError as exc:
+                raise ValueError(f"{exc}; nothing was merged") from None
     finally:
         seen.close()
         if out is not None:

@@ -172,7 +172,13 @@ class RatingStore:
         if path.stat().st_size == 0:  # sqlite would read it as a database with no tables
             raise StoreError(f"{path} is an empty file, not a ratings store")
         if Path(f"{path}-journal").is_file():
-            _roll_back_hot_journal(path, timeout)
+            # A single-writer store (a rank's shard) whose writer was killed mid-commit leaves
+            # a hot journal, which only a connection that may write can roll back (a read-only
+            # one fails: "attempt to write a readonly database"); an ordinary connection's
+            # first read rolls it back, as the next writer would: the killed transaction
+            # undone, the committed ones kept. A journal of a writer still at work is not hot
+            # and is left alone; in a read-only folder the read-only open then says why.
+            _read_once(path, timeout)
         store = cls.__new__(cls)
         store.path, store._read_only, store._con = path, True, None
         # mode=ro: sqlite refuses every write, so a reader can never create the store, lock
@@ -373,7 +379,8 @@ class RatingStore:
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS given_{table} ({', '.join(keys)}, {bound},"
                     f" pos INTEGER, PRIMARY KEY ({', '.join(keys)})) WITHOUT ROWID")
         con.execute(f"DELETE FROM {given}")
-        con.executemany(f"INSERT OR IGNORE INTO {given} VALUES ({', '.join('?' * (len(keys) + 2))})",
+        places = ", ".join("?" * (len(keys) + 2))
+        con.executemany(f"INSERT OR IGNORE INTO {given} VALUES ({places})",
                         ((*row, pos) for pos, row in enumerate(rows)))
         on = " AND ".join(f"b.{key} = g.{key}" for key in keys)
         return con.execute(f"SELECT {', '.join('g.' + key for key in keys)} FROM {given} g"
@@ -947,17 +954,6 @@ def _tidy_wal(path: Path) -> None:
     if not wal.is_file() or wal.stat().st_size:
         return
     _read_once(path, timeout=0)
-
-
-def _roll_back_hot_journal(path: Path, timeout: float) -> None:
-    """Before a read-only open of a store with a rollback journal beside it: a single-writer
-    store (a rank's shard) whose writer was killed mid-commit leaves a hot journal, which only
-    a connection that may write can roll back (a read-only one fails: "attempt to write a
-    readonly database"). One ordinary connection reads once, which rolls it back, as the next
-    writer would: the killed transaction is undone, the committed ones are kept. The journal
-    of a writer still at work is not hot, and sqlite leaves it alone. In a read-only folder
-    nothing can be done; the read-only open then says so."""
-    _read_once(path, timeout)
 
 
 def _read_once(path: Path, timeout: float) -> None:
