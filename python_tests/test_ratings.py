@@ -1,5 +1,5 @@
 """What a rating is (ramo/ratings/ratings.py): store rows from one response's scores, and the
-dense Ratings view with its sparse side (rows, missing), completeness check and pair relevance."""
+dense Ratings view with its completeness check and pair relevance."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from python_tests.rating_rows import dense, missing, sparse
 from ramo.ratings import COLUMNS, FIELDS, Rating, Ratings, response_rows
 
 PAIRS, RULES = ("a", "b", "c"), ("r0", "r1", "r2", "r3")
@@ -53,82 +54,38 @@ def test_response_rows(dtype):
         response_rows("p", 0, ["x", "y"], scores)
 
 
-def test_from_rows_fills_listed_keys_and_nan_elsewhere():
-    keys = [("b", 1, "r2"), ("a", 0, "r0"), ("a", 1, "r3"), ("c", 0, "r1")]
-    rows = _rows(keys) + _rows([("zz", 0, "r0"), ("a", 0, "unasked")])  # ignored: not listed
-    ratings = Ratings.from_rows([tuple(r) for r in rows], list(PAIRS), list(RULES))
-    assert ratings.pair_ids == PAIRS and ratings.rule_ids == RULES and len(ratings) == 3
-    for f in FIELDS:
-        value = getattr(ratings, f)
-        assert value.shape == (3, 2, 4) and value.dtype == torch.float32
-    expected_valid = torch.zeros(3, 2, 4, dtype=torch.bool)
-    for p, s, r in keys:
-        expected_valid[PAIRS.index(p), s, RULES.index(r)] = True
-    assert torch.equal(ratings.valid, expected_valid)
-    for row in rows[:len(keys)]:
-        i, j = PAIRS.index(row.pair_id), RULES.index(row.rule_id)
-        for f in FIELDS:  # rounded once, float64 -> float32
-            assert getattr(ratings, f)[i, row.side, j] == torch.tensor(getattr(row, f)).float()
-    for f in FIELDS:
-        assert torch.isnan(getattr(ratings, f)[~expected_valid]).all()
-
-
-def test_rows_missing_and_round_trip():
-    keys = [("c", 0, "r1"), ("a", 1, "r3"), ("a", 0, "r0"), ("b", 1, "r2")]
-    ratings = Ratings.from_rows(_rows(keys), PAIRS, RULES)
-    order = [(p, s, r) for p in PAIRS for s in (0, 1) for r in RULES]
-    got = list(ratings.rows())
-    assert [row[:3] for row in got] == sorted(keys, key=order.index)  # pair, side, rule order
-    assert all(type(row) is Rating for row in got)
-    assert ratings.missing() == [k for k in order if k not in keys]
-    assert _same(Ratings.from_rows(ratings.rows(), ratings.pair_ids, ratings.rule_ids), ratings)
-    # A permuted view: the same ratings in another order of pairs and rules.
-    flipped = Ratings.from_rows(ratings.rows(), PAIRS[::-1], RULES[::-1])
-    assert torch.equal(flipped.score.flip(0, 2).nan_to_num(), ratings.score.nan_to_num())
-
-
 def test_require_complete():
-    full = Ratings.from_rows(_rows([(p, s, r) for p in PAIRS[:2] for s in (0, 1) for r in RULES]),
-                             PAIRS[:2], RULES)
-    assert full.require_complete("somewhere") is full and full.missing() == []
-    assert Ratings.from_rows([], [], RULES).require_complete("x").score.shape == (0, 2, 4)
+    full = dense(_rows([(p, s, r) for p in PAIRS[:2] for s in (0, 1) for r in RULES]),
+                 PAIRS[:2], RULES)
+    assert full.require_complete("somewhere") is full and missing(full) == []
+    assert dense([], [], RULES).require_complete("x").score.shape == (0, 2, 4)
     with pytest.raises(ValueError) as err:
-        Ratings.from_rows(full.rows(), ["a", "zz"], RULES).require_complete("store.db")
+        dense(sparse(full), ["a", "zz"], RULES).require_complete("store.db")
     assert str(err.value) == ("8 of 16 ratings are missing from store.db: ('zz', 0, 'r0'), "
                               "('zz', 0, 'r1'), ('zz', 0, 'r2'), ('zz', 0, 'r3'), ('zz', 1, 'r0') "
                               "and 3 more")
     with pytest.raises(ValueError) as err:  # five or fewer: all named, no "and 0 more"
-        Ratings.from_rows(list(full.rows())[1:], PAIRS[:2], RULES).require_complete("s")
+        dense(list(sparse(full))[1:], PAIRS[:2], RULES).require_complete("s")
     assert str(err.value) == "1 of 16 ratings are missing from s: ('a', 0, 'r0')"
 
 
 def test_pair_relevance():
     keys = [(p, s, r) for p in PAIRS for s in (0, 1) for r in RULES]
     keys.remove(("b", 1, "r2"))
-    ratings = Ratings.from_rows(_rows(keys), PAIRS, RULES)
+    ratings = dense(_rows(keys), PAIRS, RULES)
     relevance = ratings.pair_relevance()
     assert relevance.shape == (3, 4) and relevance.dtype == torch.float32
     assert math.isnan(relevance[1, 2]) and torch.isnan(relevance).sum() == 1
     assert torch.equal(relevance[0], (ratings.relevance[0, 0] + ratings.relevance[0, 1]) / 2)
 
 
-def test_bad_input_is_refused():
-    with pytest.raises(ValueError, match="pair_ids lists 'a' twice"):
-        Ratings.from_rows([], ["a", "b", "a"], RULES)
-    with pytest.raises(ValueError, match="rule_ids lists 'r0' twice"):
-        Ratings.from_rows([], PAIRS, ["r0", "r0"])
-    with pytest.raises(ValueError, match=r"\('a', 0, 'r0'\) is given twice"):
-        Ratings.from_rows(_rows([("a", 0, "r0"), ("a", 0, "r0")]), PAIRS, RULES)
-    with pytest.raises(ValueError, match="side must be 0 or 1"):
-        Ratings.from_rows(_rows([("a", 2, "r0")]), PAIRS, RULES)
-    with pytest.raises(ValueError, match="8 values"):
-        Ratings.from_rows([("a", 0, "r0", 0.5)], PAIRS, RULES)
+def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"Ratings.p_yes has shape \(3, 4\); expected \(3, 2, 4\)"):
         Ratings(PAIRS, RULES, *(torch.zeros(3, 4) for _ in FIELDS))
 
 
 def test_frozen_and_repr():
-    ratings = Ratings.from_rows(_rows([("a", 0, "r0")]), list(PAIRS), list(RULES))
+    ratings = dense(_rows([("a", 0, "r0")]), list(PAIRS), list(RULES))
     assert isinstance(ratings.pair_ids, tuple)
     with pytest.raises(AttributeError):
         ratings.score = ratings.p_yes

@@ -34,6 +34,7 @@ from ramo.ratings import (
     read_ratings,
     response_key,
 )
+from python_tests.rating_rows import dense, missing, sparse
 from ramo.io import Pair, Rule, as_pairs
 from ramo.ratings.rows import BATCH_ROWS
 
@@ -385,16 +386,16 @@ def test_scores_of_a_partly_rated_store(tmp_path):
                         assert all(math.isnan(v) for v in got)
                     else:
                         assert got == [float(torch.tensor(v).float()) for v in values]
-        missing = ratings.missing()
-        assert missing == [(p, side, r) for p in pairs for side in (0, 1) for r in rules
+        absent = missing(ratings)
+        assert absent == [(p, side, r) for p in pairs for side in (0, 1) for r in rules
                            if (p, side, r) not in stored]
-        assert len(missing) == 2 + 4 + 8 + 0 + 4  # p3 side 0, p3 side 1, p4, p1, p2 side 0
+        assert len(absent) == 2 + 4 + 8 + 0 + 4  # p3 side 0, p3 side 1, p4, p1, p2 side 0
         # The sparse view is the stored rows of these pairs and rules, in the arguments' order.
-        assert list(ratings.rows()) == [
+        assert list(sparse(ratings)) == [
             Rating(p, side, r, *(float(torch.tensor(v).float()) for v in stored[(p, side, r)]))
             for p in pairs for side in (0, 1) for r in rules if (p, side, r) in stored]
-        assert _same(Ratings.from_rows(store.read(), pairs, rules), ratings)
-        assert sorted({(p, side) for p, side, _ in missing}) == sorted(
+        assert _same(dense(store.read(), pairs, rules), ratings)
+        assert sorted({(p, side) for p, side, _ in absent}) == sorted(
             store.missing_units(pairs, rules))
         with pytest.raises(ValueError, match=r"18 of 32 ratings are missing"):
             ratings.require_complete(str(store.path))
@@ -407,18 +408,16 @@ def test_open_existing_reads_and_never_writes(tmp_path):
     db = tmp_path / "r.db"
     with _open(db, judge_info={"model": "tiny"}) as store:
         add(store, unit_rows("p1", 0) + unit_rows("p1", 1) + unit_rows("p2", 0))
-        assert not store.read_only
         written = store.read()
     before = db.read_bytes()
     with RatingStore.open_existing(db) as reader:
-        assert reader.read_only
         assert (reader.judge_fingerprint, reader.template_fingerprint) == (JUDGE, TEMPLATE)
         assert reader.judge_info == {"model": "tiny"}
         assert reader.read() == written and reader.count() == len(written)
         assert reader.missing_units(["p2", "p1"], RULES) == [("p2", 1)]
         assert reader.completed_pairs(RULES) == {"p1"}
         assert _same(reader.scores(pairs_of(["p1", "p2"]), rules_of(RULES)),
-                     Ratings.from_rows(written, ["p1", "p2"], RULES))
+                     dense(written, ["p1", "p2"], RULES))
         assert reader.export(tmp_path / "out.jsonl") == tmp_path / "out.jsonl"
         with pytest.raises(StoreError, match=r"r\.db was opened read-only"):
             add(reader, unit_rows("p2", 1))

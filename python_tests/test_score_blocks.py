@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 from python_tests.encoder_models import tiny_encoder_dir
+from python_tests.rating_rows import dense, sparse
 from python_tests.test_ratings_store import (RULES, _open, _same, add, pairs_of, rules_of,
                                               unit_rows)
 
@@ -60,7 +61,7 @@ def test_score_blocks_equal_scores(partly_rated, block_pairs):
         whole = store.scores(pairs_of(PAIRS), rules_of(ORDER))
         blocks = list(store.score_blocks(pairs_of(PAIRS), rules_of(ORDER), block_pairs))
         assert not store._db.in_transaction  # the read transaction ended with the last block
-        expected = Ratings.from_rows(store.read(), PAIRS, ORDER)
+        expected = dense(store.read(), PAIRS, ORDER)
     size = block_pairs or len(PAIRS)
     assert [len(b) for b in blocks] == [min(size, len(PAIRS) - i)
                                         for i in range(0, len(PAIRS), size)]
@@ -153,7 +154,7 @@ def _rated(n: int, r: int, seed: int) -> tuple[list[Pair], list[Rule], Ratings]:
     rows = [(p.id, side, rule.id, 0.5, 0.25, 0.25, float(scores[i, side, j]),
              float(relevance[i, side, j]))
             for i, p in enumerate(pairs) for side in (0, 1) for j, rule in enumerate(rules)]
-    return pairs, rules, Ratings.from_rows(rows, [p.id for p in pairs], [r.id for r in rules])
+    return pairs, rules, dense(rows, [p.id for p in pairs], [r.id for r in rules])
 
 
 def _blocks(ratings: Ratings, size: int) -> list[Ratings]:
@@ -202,7 +203,7 @@ def _files(tmp_path, pairs: list[Pair], rules: list[Rule], ratings: Ratings, lea
         json.dumps({"id": r.id, "text": r.text}) + "\n" for r in rules))
     db = tmp_path / "ratings.sqlite"
     with _open(db) as store:
-        add(store, [row for row in ratings.rows() if row[:3] not in leave_out], pairs=pairs)
+        add(store, [row for row in sparse(ratings) if row[:3] not in leave_out], pairs=pairs)
     return tmp_path / "pairs.jsonl", tmp_path / "rules.jsonl", db
 
 

@@ -125,38 +125,6 @@ class Ratings:
     # ---- building ------------------------------------------------------------------------------
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Sequence], pair_ids: Sequence[str],
-                  rule_ids: Sequence[str]) -> Ratings:
-        """The dense view of rows (Ratings, or tuples in COLUMNS order) on these pairs and rules.
-
-        Rows of pairs or rules not listed are ignored, so a whole store's rows can be given.
-        Raises ValueError when pair_ids or rule_ids repeat an id, a row's side is not 0 or 1,
-        or two rows have the same key.
-        """
-        pair_ids, rule_ids = _unique("pair_ids", pair_ids), _unique("rule_ids", rule_ids)
-        pair_pos = {p: i for i, p in enumerate(pair_ids)}
-        rule_pos = {r: j for j, r in enumerate(rule_ids)}
-        n_rules = len(rule_ids)
-        flat, flat_rows = [], []
-        for row in rows:
-            pair_id, side, rule_id, *row_values = row
-            if len(row_values) != len(FIELDS):
-                raise ValueError(f"a rating row has {len(COLUMNS)} values "
-                                 f"({', '.join(COLUMNS)}), got {len(row_values) + 3}")
-            i, j = pair_pos.get(pair_id), rule_pos.get(rule_id)
-            if i is None or j is None:
-                continue
-            if side not in (0, 1) or isinstance(side, bool):
-                raise ValueError(f"rating {(pair_id, side, rule_id)}: side must be 0 or 1")
-            flat.append((i * 2 + side) * n_rules + j)
-            flat_rows.append((flat[-1], *row_values))
-        if len(set(flat)) != len(flat):
-            seen: set[int] = set()
-            twice = next(f for f in flat if f in seen or seen.add(f))
-            raise ValueError(f"rating {_key(pair_ids, rule_ids, twice)} is given twice")
-        return cls._from_flat(pair_ids, rule_ids, [flat_rows])
-
-    @classmethod
     def _from_flat(cls, pair_ids: Sequence[str], rule_ids: Sequence[str],
                    batches: Iterable[Sequence[Sequence[float]]]) -> Ratings:
         """Build from batches of rows (flat index, *FIELDS values), the index
@@ -184,17 +152,6 @@ class Ratings:
     def valid(self) -> torch.Tensor:
         """bool [N, 2, R]: True where the (pair, side, rule) is rated."""
         return ~torch.isnan(self.score)
-
-    def rows(self) -> Iterator[Rating]:
-        """The rated entries as store rows, in (pair order, side, rule order): the sparse view."""
-        flat = torch.nonzero(self.valid.flatten()).flatten()
-        columns = torch.stack([getattr(self, name).flatten()[flat] for name in FIELDS], dim=1)
-        for f, values in zip(flat.tolist(), columns.double().tolist()):
-            yield Rating(*_key(self.pair_ids, self.rule_ids, f), *values)
-
-    def missing(self) -> list[tuple[str, int, str]]:
-        """The (pair_id, side, rule_id) keys not rated, in (pair order, side, rule order)."""
-        return self._missing_keys(None)
 
     def _missing_keys(self, limit: int | None) -> list[tuple[str, int, str]]:
         flat = torch.nonzero(~self.valid.flatten()).flatten()[:limit].tolist()
@@ -247,17 +204,6 @@ def missing_error(n_missing: int, n_total: int, shown: Sequence[tuple[str, int, 
     more = f" and {n_missing - len(shown)} more" if n_missing > len(shown) else ""
     return ValueError(f"{n_missing} of {n_total} ratings are missing from {where}: "
                       f"{', '.join(map(str, shown))}{more}")
-
-
-def _unique(what: str, ids: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(ids, str):
-        raise ValueError(f"{what} must be a sequence of ids, not the string {ids!r}")
-    ids = tuple(ids)
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        twice = next(i for i in ids if i in seen or seen.add(i))
-        raise ValueError(f"{what} lists {twice!r} twice")
-    return ids
 
 
 def _key(pair_ids: Sequence[str], rule_ids: Sequence[str], flat: int) -> tuple[str, int, str]:

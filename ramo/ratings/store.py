@@ -294,11 +294,6 @@ class RatingStore:
     # ---- properties ----------------------------------------------------------------------------
 
     @property
-    def read_only(self) -> bool:
-        """True for a store opened with `open_existing`: it can be read, not added to."""
-        return self._read_only
-
-    @property
     def judge_fingerprint(self) -> str:
         return self._meta["judge_fingerprint"]
 
