@@ -160,7 +160,7 @@ def test_missing_units_and_completed_pairs(tmp_path):
         add(store, unit_rows("p4", 0, ["other"]))   # a rule not asked about is ignored
         assert store.missing_units(["p3", "p1", "p2", "p4"], RULES) == [
             ("p3", 0), ("p3", 1), ("p2", 0), ("p4", 0), ("p4", 1)]
-        assert store.missing_units(["p3", "p1", "p2"], RULES[:50], sides=(0,)) == [("p2", 0)]
+        assert store.missing_units(["p3", "p1", "p2"], RULES[:50]) == [("p3", 1), ("p2", 0)]
         assert store.missing_units([], RULES) == []
         assert store.completed_pairs(RULES) == {"p1"}
         assert store.completed_pairs(["other"]) == set()

@@ -29,12 +29,13 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     return str(package.get_model_path())
 
 
-def load_encoder(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device = "cpu"):
-    """(AutoModel, tokenizer) in eval mode."""
+def load_encoder(name_or_path: str | os.PathLike = DEFAULT):
+    """(AutoModel, tokenizer) in eval mode, on the CPU: the encoder embeds a few hundred rule
+    texts and prompts once, which a GPU would not repay."""
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve(name_or_path)
-    return AutoModel.from_pretrained(path).to(device).eval(), AutoTokenizer.from_pretrained(path)
+    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

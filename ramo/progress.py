@@ -21,11 +21,11 @@ def hide_library_bars() -> None:
             getattr(sys.modules[module], switch)()
 
 
-def bar(total: int, enabled: bool, *, unit: str, desc: str, initial: int = 0, **kwargs):
+def bar(total: int, enabled: bool, *, unit: str, desc: str):
     """A tqdm bar; a disabled one (every call does nothing) when progress is off."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit=unit, desc=desc, disable=not enabled, **kwargs)
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled)
 
 
 def rating_bar(total_units: int, rules: int, enabled: bool, initial: int = 0):

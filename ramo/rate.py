@@ -44,6 +44,11 @@ def bind(store, pairs: Sequence[Pair], indices: Sequence[int]) -> dict[tuple[int
     return keys
 
 
+# Units (responses) per store transaction: a kill loses at most this many responses' work,
+# and a transaction per response would cost a disk sync each.
+COMMIT_EVERY = 4
+
+
 def check_commit_every(commit_every) -> None:
     """ValueError unless commit_every (units per transaction) is a positive integer."""
     if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
@@ -51,7 +56,7 @@ def check_commit_every(commit_every) -> None:
 
 
 def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Sequence[Rule]]], *,
-               store=None, commit_every: int = 4, progress: bool = True,
+               store=None, commit_every: int = COMMIT_EVERY, progress: bool = True,
                done: int = 0) -> Iterator[tuple[int, int, object]]:
     """Rates each unit (pair index, side, rules) and yields (pair index, side, JudgeScores).
 
@@ -92,7 +97,7 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
 
 def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
          indices: Sequence[int] | None = None, share: tuple[int, int] = (0, 1),
-         rated_elsewhere=None, commit_every: int = 4, progress: bool = True) -> int:
+         rated_elsewhere=None, commit_every: int = COMMIT_EVERY, progress: bool = True) -> int:
     """The rate step: rates each distinct response of `pairs[indices]` (all by default) that
     the store lacks on some rule, once, into the store. Returns the number rated now.
 

@@ -21,15 +21,13 @@ SOURCES = ("judge", "embedding", "none")
 
 
 def embedding_relevance(prompts: Sequence[str], rule_texts: Sequence[str], *,
-                        encoder: str | os.PathLike = "default", batch_size: int = 64,
-                        max_length: int = 256) -> torch.Tensor:
+                        encoder: str | os.PathLike = "default") -> torch.Tensor:
     """[N, R] float32: cosine similarity of each prompt with each rule text."""
     from ramo.encoders import embed, load_encoder
 
     if not rule_texts:
         raise ValueError("embedding relevance needs at least one rule")
     model, tokenizer = load_encoder(encoder)
-    kwargs = {"batch_size": batch_size, "max_length": max_length}
-    rules = embed(list(rule_texts), model, tokenizer, **kwargs)
-    prompts = embed(list(prompts), model, tokenizer, **kwargs)
+    rules = embed(list(rule_texts), model, tokenizer)
+    prompts = embed(list(prompts), model, tokenizer)
     return prompts @ rules.T

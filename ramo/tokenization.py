@@ -132,11 +132,12 @@ _NO_LIMIT = 1 << 40
 DEFAULT_LENGTH_CAP = 2048
 
 
-def input_limit(model, tokenizer, cap: int = DEFAULT_LENGTH_CAP) -> int:
+def input_limit(model, tokenizer) -> int:
     """The longest input the model takes: its position embeddings and the tokenizer's
-    model_max_length where they say (a tokenizer without a limit says 10^30), at most cap."""
+    model_max_length where they say (a tokenizer without a limit says 10^30), at most
+    DEFAULT_LENGTH_CAP."""
     config = getattr(model, "config", None)
-    limits = [cap]
+    limits = [DEFAULT_LENGTH_CAP]
     positions = getattr(config, "max_position_embeddings", None) if config is not None else None
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)

@@ -45,14 +45,14 @@ class AppliedSelections(list):
 
 
 def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], *,
-                  k: int | None = None, store=None, progress: bool = True, batch_size: int = 32,
-                  commit_every: int = 4) -> AppliedSelections:
+                  k: int | None = None, store=None, progress: bool = True,
+                  batch_size: int = 32) -> AppliedSelections:
     """Selections for `pairs` from the adapter's k rules, rated by `judge`.
 
     adapter: a `RuleAdapter` over exactly `rules` (else ValueError). judge: a `RuleJudge` (or
     anything with its `rate_response`, `fingerprint`, `template_fingerprint`). store: an
-    open `RatingStore` of that judge (else StoreMismatchError), or None. batch_size: pairs per adapter forward pass.
-    commit_every: responses per store transaction.
+    open `RatingStore` of that judge (else StoreMismatchError), or None. batch_size: pairs per
+    adapter forward pass.
 
     Each response is rated on its pair's k rules only (those not in the store, when there is
     one), through the one rating loop (`ramo.rate.rate_units`). The label comes from
@@ -86,8 +86,8 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     scores = torch.zeros(n, 2, k)
     column = [{j: c for c, j in enumerate(row)} for row in picked_rows]
     index = {r.id: j for j, r in enumerate(rules)}
-    rated_units = rate_units(judge, pairs, units, store=store, commit_every=commit_every,
-                             progress=progress, done=2 * n - len(units))
+    rated_units = rate_units(judge, pairs, units, store=store, progress=progress,
+                             done=2 * n - len(units))
     for (i, side, unit_rules), (_, _, rated_now) in zip(units, rated_units, strict=True):
         scores[i, side, [column[i][index[r.id]] for r in unit_rules]] = rated_now.score.float().cpu()
     if store is not None:  # the store is the truth, fresh or reused

@@ -157,10 +157,10 @@ def check_training_options(*, k, epochs, learning_rate, batch_size, max_length,
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
-def check_holdout(holdout, name: str = "holdout") -> None:
+def check_holdout(holdout) -> None:
     """The share held out must be in [0, 1): a run that holds out every pair trains nothing."""
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {holdout!r}")
+        raise ValueError(f"holdout must be in [0, 1), got {holdout!r}")
 
 
 def split_holdout(pairs: Sequence[Pair], holdout: float, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -86,13 +86,6 @@ def check_side(value: Any) -> int:
     return int(value)
 
 
-def check_sides(sides: Sequence[int]) -> list[int]:
-    sides = [check_side(s) for s in sides]
-    if not sides or len(set(sides)) != len(sides):
-        raise ValueError(f"sides must list 0 and/or 1 once each, got {sides!r}")
-    return sides
-
-
 def check_float(name: str, value: Any) -> float:
     # float("0.5") would work; a string here means the caller mixed up its columns.
     if isinstance(value, (bool, str, bytes)):

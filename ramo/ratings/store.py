@@ -58,7 +58,7 @@ from typing import Any
 from ramo.ratings.export import export_rows
 from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key, rule_rows
 from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_float, check_id,
-                               check_rows, check_side, check_sides, from_json, to_json)
+                               check_rows, check_side, from_json, to_json)
 
 # 1: ratings keyed by (pair_id, side, rule_id); 2: keyed by (response, rule_id).
 SCHEMA_VERSION = "2"
@@ -587,16 +587,15 @@ class RatingStore:
         """Every (pair_id, side, rule_id) rating, sorted by those keys."""
         return [Rating(*row) for row in self._db.execute(_SELECT_ALL)]
 
-    def missing_units(self, pair_ids: Sequence[str], rule_ids: Sequence[str],
-                      sides: Sequence[int] = (0, 1)) -> list[tuple[str, int]]:
+    def missing_units(self, pair_ids: Sequence[str],
+                      rule_ids: Sequence[str]) -> list[tuple[str, int]]:
         """The (pair_id, side) units that lack a rating for at least one of rule_ids.
 
-        In the order of pair_ids, then sides: what a resumed rating loop still has to do.
+        In the order of pair_ids, then side: what a resumed rating loop still has to do.
         Ratings of rules not in rule_ids are ignored. A unit that has some of the rules
         (stored when the pool was smaller) is listed; its stored rows are kept, so add the
         new ones with skip_existing=True or only the missing rules.
         """
-        sides = check_sides(sides)
         pair_ids = self._load_ids("want_pairs", "pair_ids", pair_ids, allow_empty=True)
         n_rules = len(self._load_ids("want_rules", "rule_ids", rule_ids))
         complete = {(pos, side) for pos, side, n in self._db.execute(
@@ -605,7 +604,7 @@ class RatingStore:
             " JOIN ratings r ON r.response = u.response"
             " JOIN temp.want_rules w ON w.id = r.rule_id"
             " GROUP BY p.pos, u.side") if n == n_rules}
-        return [(pair_id, side) for pos, pair_id in enumerate(pair_ids) for side in sides
+        return [(pair_id, side) for pos, pair_id in enumerate(pair_ids) for side in (0, 1)
                 if (pos, side) not in complete]
 
     def completed_pairs(self, rule_ids: Sequence[str]) -> set[str]:
