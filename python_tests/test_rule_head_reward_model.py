@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from ramo.cli import main
 from ramo.models import RuleHeadRewardModel
 from ramo.ops import rule_head_select
 
+ROOT = Path(__file__).resolve().parents[1]
 RULE_IDS = ["r1", "r2", "r3", "r4", "r5", "r6"]
 RULES = [{"id": r, "text": f"rule number {i}"} for i, r in enumerate(RULE_IDS)]
 
@@ -51,6 +56,15 @@ def test_single_response_scores(model):
     rules = torch.tensor([[0, 2, 5], [1, 1, 3]])
     picked = net(**batch, rules=rules).logits[:, 0]
     assert torch.allclose(picked, out.scores.gather(1, rules).sum(-1))
+    for bad in (rules[:1], rules[:, None], torch.tensor([[0.9, 1.0, 2.0]] * 2), rules.bool(),
+                torch.zeros(2, 0, dtype=torch.long), [[0, 1, 2], [0, 1, 2]]):
+        with pytest.raises(ValueError, match=r"rules must be an integer tensor of shape \[2, k\]"):
+            net(**batch, rules=bad)
+    for bad in (rules - 1, rules + 1):
+        with pytest.raises(ValueError, match=r"rules holds an index outside \[0, 6\)"):
+            net(**batch, rules=bad)
+    with pytest.raises(ValueError, match="pairs=True takes an even number of rows"):
+        net(**_batch(tok, ["one row"]), pairs=True)
 
 
 def test_compare_is_the_training_selection(model):
@@ -243,3 +257,71 @@ def test_regression_onto_judge_ratings(tmp_path, backbone, capsys):
                                  regression_weight=5.0, batch_size=4, max_steps=1,
                                  progress=False)
     assert len(summary["loss_history"]) == 1
+
+
+def test_rm_train_heads_rules_under_torchrun_matches_one_process(tmp_path, backbone):
+    """Two CPU ranks with 2 pairs each follow the one-process run with batches of 4: the heads
+    are used inside the DDP-wrapped forward, so their gradients are reduced across ranks
+    (before, the run stopped at step 2 on parameters DDP never saw a gradient for)."""
+    data = write_jsonl(tmp_path / "train.jsonl", _pairs(8))
+    rules = write_jsonl(tmp_path / "rules.jsonl", RULES)
+
+    def train(out, batch_size, launcher=()):
+        command = [*launcher, "ramo", "rm", "train", "--data", str(data), "--out", str(out),
+                   "--model", str(backbone), "--heads", "rules", "--rules", str(rules),
+                   "-k", "2", "--batch-size", str(batch_size), "--max-steps", "2",
+                   "--lr", "1e-3", "--no-progress"]
+        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                              "PYTHONPATH": str(ROOT)}, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return RuleHeadRewardModel.from_pretrained(out)[0].heads
+
+    one = train(tmp_path / "one", 4)
+    ranks = train(tmp_path / "ranks", 2, ["torch.distributed.run", "--standalone",
+                                          "--nproc_per_node", "2", "-m"])
+    assert not torch.equal(one.weight, RuleHeadRewardModel.from_backbone(
+        backbone, RULE_IDS, seed=0, k=2)[0].heads.weight)  # it trained
+    torch.testing.assert_close(ranks.weight, one.weight, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ranks.bias, one.bias, atol=1e-5, rtol=0)
+
+
+def test_rm_train_from_a_rule_head_folder_goes_on_with_its_heads(tmp_path, backbone, capsys):
+    first, second = tmp_path / "rm1", tmp_path / "rm2"
+    assert main(_short_rule_head_training(tmp_path, backbone, 2) + ["--out", str(first)]) == 0
+    command = _short_rule_head_training(tmp_path, backbone, 1)
+    command[command.index("--model") + 1] = str(first)
+    assert main(command + ["--out", str(second), "--lr", "1e-12"]) == 0
+    before = RuleHeadRewardModel.from_pretrained(first)[0].heads
+    after = RuleHeadRewardModel.from_pretrained(second)[0].heads
+    torch.testing.assert_close(after.weight, before.weight, atol=1e-6, rtol=0)  # not new heads
+
+    fewer = write_jsonl(tmp_path / "fewer.jsonl", RULES[:5])
+    command[command.index("--rules") + 1] = str(fewer)
+    capsys.readouterr()
+    assert main(command + ["--out", str(tmp_path / "rm3")]) == 2
+    assert "has heads for 6 rules (r1, r2, r3, ...) that are not the pool's 5" in (
+        capsys.readouterr().err)
+
+
+def test_rule_head_trainer_save_model_writes_a_loadable_folder(tmp_path, backbone):
+    from transformers import TrainingArguments
+
+    from ramo.models import load_any_reward_model
+    from ramo.reward import PreferenceCollator, PreferenceDataset, preferences_from_pairs
+    from ramo.reward.trainer import RuleHeadTrainer
+
+    net, tok = RuleHeadRewardModel.from_backbone(backbone, RULE_IDS, seed=0, k=3)
+    preferences = preferences_from_pairs(_pairs(2))
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=2,
+                             max_steps=1, report_to=[], remove_unused_columns=False,
+                             use_cpu=True, disable_tqdm=True, save_strategy="no")
+    trainer = RuleHeadTrainer(model=net, args=args,
+                              train_dataset=PreferenceDataset(preferences, tok, 64),
+                              data_collator=PreferenceCollator(tok), processing_class=tok,
+                              progress=False)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    loaded, _ = load_any_reward_model(tmp_path / "saved")
+    assert isinstance(loaded, RuleHeadRewardModel)
+    torch.testing.assert_close(loaded.heads.weight, net.heads.weight, atol=0, rtol=0)

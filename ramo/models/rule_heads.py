@@ -112,6 +112,9 @@ class RuleHeadRewardModel(torch.nn.Module):
     def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
         from safetensors.torch import save_file
 
+        if hasattr(self.backbone, "peft_config"):
+            raise ValueError("the backbone carries LoRA adapters: merge them first "
+                             "(ramo.models.lora.merge_lora), or from_pretrained cannot read it")
         folder = Path(folder)
         self.backbone.save_pretrained(folder, **kwargs)
         save_file({"weight": self.heads.weight.detach().contiguous(),
@@ -163,19 +166,46 @@ class RuleHeadRewardModel(torch.nn.Module):
         return states[torch.arange(states.shape[0], device=states.device), last]
 
     def forward(self, input_ids, attention_mask, rules: torch.Tensor | None = None,
-                pooled_only: bool = False, **inputs) -> RuleHeadOutput:
-        """rules: None, or [B, k] rule indices whose heads are summed for each row.
-        pooled_only: return only `hidden` (logits and scores None): training passes it to
-        `rule_head_select`, which computes the heads' scores itself."""
+                pairs: bool = False, **inputs):
+        """RuleHeadOutput of each row; rules: None, or an integer [B, k] tensor of rule
+        indices whose heads are summed for each row.
+
+        pairs=True: rows 0..B/2-1 are the A sides of B/2 pairs and the rest their B sides, in
+        the same order; returns the pairs' RuleHeadSelection (`select`). Training goes this
+        way, so that the heads are used inside the forward pass that DDP wraps (else their
+        gradients are never reduced across ranks) and their scores are computed once, by the
+        fused op."""
         hidden = self.pool(input_ids, attention_mask, **inputs)
-        if pooled_only:
-            return RuleHeadOutput(None, hidden, None)
+        if pairs:
+            if rules is not None or hidden.shape[0] % 2:
+                raise ValueError("pairs=True takes an even number of rows (A sides, then B "
+                                 "sides) and no rules")
+            half = hidden.shape[0] // 2
+            return self.select(hidden[:half], hidden[half:])
         scores = self.heads(hidden)
         if rules is None:
             logits = scores.mean(-1, keepdim=True) * self.k
         else:
-            logits = scores.gather(1, rules.to(scores.device).long()).sum(-1, keepdim=True)
+            logits = scores.gather(1, self._check_rules(rules, hidden.shape[0]).to(
+                scores.device)).sum(-1, keepdim=True)
         return RuleHeadOutput(logits, hidden, scores)
+
+    def _check_rules(self, rules, rows: int) -> torch.Tensor:
+        """rules as given, unless it is not an integer [rows, k] tensor of indices in [0, R):
+        then ValueError (gather would read a shorter tensor's rows for the first rows only,
+        or truncate floats to indices)."""
+        n_rules = len(self.rule_ids)
+        if (not isinstance(rules, torch.Tensor) or rules.dim() != 2 or rules.shape[0] != rows
+                or rules.shape[1] < 1 or rules.dtype.is_floating_point or rules.dtype.is_complex
+                or rules.dtype == torch.bool):
+            what = (f"a {rules.dtype} tensor of shape {tuple(rules.shape)}"
+                    if isinstance(rules, torch.Tensor) else type(rules).__name__)
+            raise ValueError(f"rules must be an integer tensor of shape [{rows}, k] (k >= 1, "
+                             f"one row of rule indices per input row), got {what}")
+        if rules.numel() and (int(rules.min()) < 0 or int(rules.max()) >= n_rules):
+            raise ValueError(f"rules holds an index outside [0, {n_rules}): "
+                             f"{int(rules.min())}..{int(rules.max())}")
+        return rules.long()
 
     def select(self, hidden_a: torch.Tensor, hidden_b: torch.Tensor):
         """The fused selection of this model's heads on two batches of pooled states."""

@@ -141,8 +141,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         rated_scores = (None if ratings is None
                         else _rated_scores(ratings, preferences, pool))
         extra = {"regression_weight": regression_weight}
-        net, tokenizer = RuleHeadRewardModel.from_backbone(model, [r.id for r in pool],
-                                                           seed=seed, k=k)
+        net, tokenizer = _rule_head_model(model, [r.id for r in pool], seed=seed, k=k)
     else:
         if ratings is not None:
             raise ValueError("ratings (regression onto the judge) needs heads='rules'")
@@ -182,9 +181,11 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
             # Without use_cpu, accelerate treats torchrun ranks on a CPU-only machine as
             # independent single processes; with it, they join one gloo DDP job.
             use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-            # A sequence classifier uses every parameter in each forward; the search for unused
-            # ones would cost a graph traversal per step (and a warning per rank).
-            ddp_find_unused_parameters=False)
+            # A sequence classifier uses every parameter in each forward, so the search for
+            # unused ones would cost a graph traversal per step (and a warning per rank) for
+            # nothing. Rule heads read the backbone's hidden states, not a pooler the backbone
+            # may have (BERT's), whose parameters then get no gradient under DDP.
+            ddp_find_unused_parameters=heads == "rules")
         trainer = trainer_class(
             model=net, args=args,
             train_dataset=PreferenceDataset(preferences, tokenizer, max_length, rated_scores),
@@ -226,6 +227,23 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     # Other ranks return only once the folder is there, so any rank may read it next.
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def _rule_head_model(name_or_path, rule_ids: list[str], *, seed: int, k: int):
+    """(RuleHeadRewardModel, tokenizer): a rule-head folder goes on training with its heads
+    (which must be this pool's, in its order); any other model is a backbone for new heads."""
+    from ramo.models import RuleHeadRewardModel
+    from ramo.models.rule_heads import is_rule_head_folder
+
+    if name_or_path == "default" or not is_rule_head_folder(name_or_path):
+        return RuleHeadRewardModel.from_backbone(name_or_path, rule_ids, seed=seed, k=k)
+    net, tokenizer = RuleHeadRewardModel.from_pretrained(name_or_path)
+    if net.rule_ids != rule_ids:
+        raise ValueError(f"{name_or_path} has heads for {len(net.rule_ids)} rules "
+                         f"({', '.join(net.rule_ids[:3])}, ...) that are not the pool's "
+                         f"{len(rule_ids)} in its order; give the pool it was trained on")
+    net.k = k
+    return net, tokenizer
 
 
 def _rated_scores(path, preferences, rules) -> dict:

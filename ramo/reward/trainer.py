@@ -75,15 +75,26 @@ class RuleHeadTrainer(RewardTrainer):
         super().__init__(*args, **kwargs)
         self.regression_weight = regression_weight
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The caller's save writes the folder `RuleHeadRewardModel.from_pretrained` and
+        `load_any_reward_model` read (the Trainer's own, for a model that is not a
+        PreTrainedModel, is a bare state dict). Checkpoints, the Trainer's internal calls,
+        keep the state dict, which resume_from_checkpoint reads."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        if self.args.should_save:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         margin = inputs.pop("margin", None)
         rated = inputs.pop("rated_scores", None)
-        # Through the (possibly DDP-wrapped) model's forward, so DDP sees the pass; the heads'
-        # scores are left to the fused op, which computes them once.
-        hidden = model(**inputs, pooled_only=True).hidden
-        half = hidden.shape[0] // 2
-        selection = self.accelerator.unwrap_model(model).select(hidden[:half], hidden[half:])
+        # Through the (possibly DDP-wrapped) model's forward, heads and all, so that DDP
+        # reduces the heads' gradients too.
+        selection = model(**inputs, pairs=True)
         loss = bradley_terry_loss(selection.reward_a, selection.reward_b, margin,
                                   self.center_rewards_coefficient)
         if rated is not None and self.regression_weight:
