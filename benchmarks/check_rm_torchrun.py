@@ -36,7 +36,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _worker(args: argparse.Namespace) -> None:
-    from ramo.reward import load_preferences, train_reward_model
+    from ramo.io import load_preferences
+    from ramo.reward import train_reward_model
 
     pairs = load_preferences(DATA)[:args.pairs]
     with tempfile.TemporaryDirectory() as scratch:

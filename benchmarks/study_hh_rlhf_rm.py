@@ -65,7 +65,8 @@ def main() -> int:
     from ramo.evaluation import evaluate
     from ramo.io import load_pairs
     from ramo.io.atomic import write_json, write_text
-    from ramo.reward import load_reward_model, train_reward_model
+    from ramo.models import load_reward_model
+    from ramo.reward import train_reward_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

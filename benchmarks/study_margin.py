@@ -58,7 +58,8 @@ def main() -> int:
     from ramo.io.atomic import write_json, write_text
     from ramo.label import label
     from ramo.rate import open_store, rate
-    from ramo.reward import load_reward_model, train_reward_model
+    from ramo.models import load_reward_model
+    from ramo.reward import train_reward_model
     from ramo.select import select
     from ramo.steps import load_judge
     from ramo.study import bootstrap

@@ -68,7 +68,7 @@ def test_summarize_weights_subsets_by_count_and_counts_ties_wrong():
 
 def test_score_responses_keeps_input_order_across_batches(tokenizer):
     from ramo.evaluation import score_responses
-    from ramo.reward import encode
+    from ramo.tokenization import encode
 
     responses = [" ".join(["no"] * n) for n in (3, 9, 0, 5, 1, 7, 2)]
     prompts = ["what is private data"] * len(responses)
@@ -85,7 +85,8 @@ def test_score_responses_equals_the_training_forward(model_dir, tokenizer):
     from transformers import AutoModelForSequenceClassification
 
     from ramo.evaluation import score_responses
-    from ramo.reward import Preference, PreferenceCollator, PreferenceDataset
+    from ramo.io import Preference
+    from ramo.reward import PreferenceCollator, PreferenceDataset
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     prefs = [Preference("0", "how do i make a bomb", "sorry no", "here is how to make a bomb"),

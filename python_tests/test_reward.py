@@ -98,7 +98,7 @@ def test_bradley_terry_loss_matches_hand_computation():
 # ---- loading ----------------------------------------------------------------------------
 
 def test_load_preferences_reads_margin_rule_ids_and_ab_rows(tmp_path):
-    from ramo.reward import load_preferences
+    from ramo.io import load_preferences
 
     rows = [{**ROWS[0], "margin": 1.5, "rule_ids": ["r1", "r2"]},
             {"id": "x", "prompt": "p", "response_a": "worse", "response_b": "better", "label": 1,
@@ -123,7 +123,7 @@ def test_load_preferences_reads_margin_rule_ids_and_ab_rows(tmp_path):
      r"line 1: no preference"),
 ])
 def test_load_preferences_names_the_bad_line(tmp_path, lines, message):
-    from ramo.reward import load_preferences
+    from ramo.io import load_preferences
 
     with pytest.raises(ValueError, match=message):
         load_preferences(write_jsonl(tmp_path / "bad.jsonl", lines))
@@ -132,7 +132,7 @@ def test_load_preferences_names_the_bad_line(tmp_path, lines, message):
 # ---- encoding and batching --------------------------------------------------------------
 
 def test_encode_text_pair_keeps_the_response_first(tokenizer):
-    from ramo.reward import encode
+    from ramo.tokenization import encode
 
     prompt, response = " ".join(["how do i make a bomb"] * 4), "sorry i can not help with that"
     full = encode(tokenizer, prompt, response, 512)
@@ -157,7 +157,7 @@ def test_encode_text_pair_keeps_the_response_first(tokenizer):
 def test_encode_python_tokenizer_matches_fast(tokenizer, tmp_path):
     from transformers import BertTokenizerLegacy
 
-    from ramo.reward import encode
+    from ramo.tokenization import encode
 
     (tmp_path / "vocab.txt").write_text("\n".join(_vocab()) + "\n")
     slow = BertTokenizerLegacy(vocab_file=str(tmp_path / "vocab.txt"))
@@ -170,7 +170,7 @@ def test_encode_python_tokenizer_matches_fast(tokenizer, tmp_path):
 def test_encode_chat_template_keeps_bos_and_the_end():
     from python_tests.judge_models import tiny_tokenizer
 
-    from ramo.reward import encode
+    from ramo.tokenization import encode
 
     tok = tiny_tokenizer(chat=True)
     prompt, response = "how do I make a bomb", "sorry I can not help with that"
@@ -182,7 +182,9 @@ def test_encode_chat_template_keeps_bos_and_the_end():
 
 
 def test_collator_stacks_chosen_then_rejected(tokenizer):
-    from ramo.reward import Preference, PreferenceCollator, PreferenceDataset, encode
+    from ramo.io import Preference
+    from ramo.tokenization import encode
+    from ramo.reward import PreferenceCollator, PreferenceDataset
 
     prefs = [Preference(str(i), r["prompt"], r["chosen"], r["rejected"], margin=float(i))
              for i, r in enumerate(ROWS)]
@@ -267,7 +269,8 @@ def test_decoder_with_chat_template_gets_a_pad_token_id(tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from python_tests.judge_models import tiny_tokenizer
-    from ramo.reward import load_reward_model, train_reward_model
+    from ramo.models import load_reward_model
+    from ramo.reward import train_reward_model
 
     tok = tiny_tokenizer(chat=True)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
@@ -288,7 +291,7 @@ def test_decoder_with_chat_template_gets_a_pad_token_id(tmp_path):
 
 
 def test_load_reward_model_errors(tmp_path, model_dir):
-    from ramo.reward import load_reward_model
+    from ramo.models import load_reward_model
 
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         load_reward_model(tmp_path / "missing")
@@ -479,7 +482,7 @@ def test_encode_renders_a_conversation(tokenizer):
     from python_tests.judge_models import tiny_tokenizer
 
     from ramo.io.conversations import conversation_text
-    from ramo.reward import encode
+    from ramo.tokenization import encode
 
     turns = ({"role": "user", "content": "tell me a joke"},
              {"role": "assistant", "content": "why did the cat sit on the computer"},
@@ -495,3 +498,48 @@ def test_encode_renders_a_conversation(tokenizer):
     # A text-pair model reads the conversation as its transcript.
     assert encode(tokenizer, turns, response, 64) == encode(tokenizer, conversation_text(turns),
                                                             response, 64)
+
+
+def test_trainer_from_default_arguments_evaluates_its_loss(model_dir, tmp_path):
+    """From one's own code: default TrainingArguments (remove_unused_columns=True would drop
+    the pairs' columns), and evaluate() reports the Bradley-Terry loss of the eval set."""
+    from transformers import TrainingArguments
+
+    from ramo.io import preferences_from_pairs
+    from ramo.models import load_reward_model
+    from ramo.reward import PreferenceCollator, PreferenceDataset, bradley_terry_loss
+    from ramo.reward.trainer import RewardTrainer
+
+    net, tok = load_reward_model(model_dir, seed=0)
+    preferences = preferences_from_pairs(many_rows(4))
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=2,
+                             per_device_eval_batch_size=3, max_steps=1, report_to=[],
+                             use_cpu=True, disable_tqdm=True, save_strategy="no")
+    trainer = RewardTrainer(model=net, args=args,
+                            train_dataset=PreferenceDataset(preferences, tok, 64),
+                            eval_dataset=PreferenceDataset(preferences[:3], tok, 64),
+                            data_collator=PreferenceCollator(tok), processing_class=tok,
+                            progress=False)
+    trainer.train()
+    got = trainer.evaluate()["eval_loss"]
+    batch = PreferenceCollator(tok)([PreferenceDataset(preferences[:3], tok, 64)[i]
+                                     for i in range(3)])
+    with torch.no_grad():
+        rewards = net.eval()(**batch).logits[:, 0]
+    assert got == pytest.approx(float(bradley_terry_loss(rewards[:3], rewards[3:])), abs=1e-6)
+
+
+def test_disable_dropout_reaches_llama_attention():
+    """Llama-family attention applies its float attention_dropout itself, with no nn.Dropout."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from ramo.reward.trainer import disable_dropout
+
+    torch.manual_seed(0)
+    net = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, attention_dropout=0.5, num_labels=1,
+        pad_token_id=0)).train()
+    ids = torch.randint(1, 64, (2, 8))
+    disable_dropout(net)
+    assert torch.equal(net(ids).logits, net(ids).logits)

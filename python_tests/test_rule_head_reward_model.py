@@ -69,7 +69,7 @@ def test_single_response_scores(model):
 
 def test_compare_is_the_training_selection(model):
     net, tok = model
-    from ramo.reward import encode
+    from ramo.tokenization import encode
     from ramo.tokenization import pad
 
     prompts, a, b = ["q one", "q two", "q three"], ["yes here", "no", "safe answer"], \
@@ -308,7 +308,8 @@ def test_rule_head_trainer_save_model_writes_a_loadable_folder(tmp_path, backbon
     from transformers import TrainingArguments
 
     from ramo.models import load_any_reward_model
-    from ramo.reward import PreferenceCollator, PreferenceDataset, preferences_from_pairs
+    from ramo.io import preferences_from_pairs
+    from ramo.reward import PreferenceCollator, PreferenceDataset
     from ramo.reward.trainer import RuleHeadTrainer
 
     net, tok = RuleHeadRewardModel.from_backbone(backbone, RULE_IDS, seed=0, k=3)

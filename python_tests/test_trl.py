@@ -96,7 +96,8 @@ TRL_ROWS = {
 @pytest.mark.parametrize("storage", ["jsonl", "datasets folder"])
 def test_trl_data_set_trains_in_ramo_rm_train(tmp_path, kind, storage):
     datasets = pytest.importorskip("datasets")
-    from ramo.reward import load_reward_model, train_reward_model
+    from ramo.models import load_reward_model
+    from ramo.reward import train_reward_model
 
     tok = tiny_tokenizer(chat=True)
     tiny_reward_llama(tok).save_pretrained(tmp_path / "llama")

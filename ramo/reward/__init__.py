@@ -10,15 +10,9 @@ import importlib
 
 _NAMES = {
     "bradley_terry_loss": "ramo.reward.loss",
-    "Preference": "ramo.io.preferences",
-    "load_preferences": "ramo.io.preferences",
-    "preferences_from_pairs": "ramo.io.preferences",
-    "encode": "ramo.tokenization",
-    "pad": "ramo.tokenization",
     "PreferenceDataset": "ramo.reward.data",
     "PreferenceCollator": "ramo.reward.data",
     "RewardTrainer": "ramo.reward.trainer",
-    "load_reward_model": "ramo.models.sequence_classifier",
     "disable_dropout": "ramo.reward.trainer",
     "train_reward_model": "ramo.reward.train",
 }

@@ -57,7 +57,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
         folder or a hub id of any AutoModelForSequenceClassification architecture.
     batch_size: pairs per device per step (each pair is two sequences in one forward pass);
         the global batch is batch_size x gradient_accumulation_steps x ranks.
-    max_length: tokens per (prompt, response) sequence (see `ramo.reward.encode`).
+    max_length: tokens per (prompt, response) sequence (see `ramo.tokenization.encode`).
     epochs / max_steps: how long; max_steps, when given, wins (as in TrainingArguments).
     center_rewards_coefficient: see `bradley_terry_loss`.
     margin: "none" (the default, as the paper's reward model trains: a margin column is

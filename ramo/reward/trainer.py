@@ -21,8 +21,12 @@ class RewardTrainer(Trainer):
     (`ramo.reward.data.PreferenceCollator`) with an optional `margin` [B].
 
     The model must give one score per row: any AutoModelForSequenceClassification with
-    num_labels=1. Use TrainingArguments(remove_unused_columns=False), or the Trainer drops
-    `margin` before the loss sees it.
+    num_labels=1. The arguments' remove_unused_columns is set to False: the Trainer would
+    otherwise drop the batches' `chosen`, `rejected` and `margin` before the collator sees
+    them.
+
+    evaluate() reports `eval_loss`, the Bradley-Terry loss of the eval set, and
+    `compute_metrics` gets [B, 2] (chosen, rejected) rewards as predictions with labels 0.
 
     loss_history: [{"step", "loss"}] as logged by the Trainer (every `logging_steps`
     optimiser steps): the mean over the step's micro-batches and, under torchrun, over the
@@ -36,8 +40,22 @@ class RewardTrainer(Trainer):
     def __init__(self, *args, center_rewards_coefficient: float | None = None,
                  progress: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.args.remove_unused_columns = False
         self.center_rewards_coefficient = center_rewards_coefficient
         show_loss_on_bar(self, progress)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """(loss, [B, 2] rewards, zeros [B]): the batches carry no `labels`, so the Trainer's
+        own step would compute no loss at all (and load_best_model_at_end could not run)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        loss = loss.detach()
+        if prediction_loss_only:
+            return loss, None, None
+        rewards = torch.stack([outputs["rewards_chosen"], outputs["rewards_rejected"]], 1)
+        return loss, rewards.detach(), torch.zeros(rewards.shape[0], dtype=torch.long,
+                                                     device=rewards.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -117,7 +135,9 @@ def head_regression_loss(scores: torch.Tensor, judge: torch.Tensor) -> torch.Ten
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every nn.Dropout's p to 0 (the saved config is unchanged).
+    """Set every nn.Dropout's p to 0, and every attention module's float `attention_dropout`
+    (Llama-family attention applies it itself, with no nn.Dropout), to 0.0; the saved config
+    is unchanged.
 
     A reward model compares two forward passes; dropout makes them noisy in different ways,
     and it makes runs with different numbers of ranks draw different masks. TRL's reward
@@ -126,6 +146,8 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 __all__ = ["RewardTrainer", "RuleHeadTrainer", "disable_dropout", "head_regression_loss"]
