@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,23 @@ def test_disable_dropout_reaches_llama_attention():
     ids = torch.randint(1, 64, (2, 8))
     disable_dropout(net)
     assert torch.equal(net(ids).logits, net(ids).logits)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("learning_rate", float("inf"), "learning_rate must be a positive number, got inf"),
+    ("epochs", float("inf"), "epochs must be a positive number, got inf"),
+    ("center_rewards_coefficient", float("nan"),
+     "center_rewards_coefficient must be a finite number >= 0, got nan"),
+    ("regression_weight", -1.0, "regression_weight must be a finite number >= 0, got -1.0"),
+    ("max_steps", 0, "max_steps must be a positive integer, got 0"),
+])
+def test_training_arguments_refused_before_the_model_loads(tmp_path, name, value, message):
+    """Non-finite numbers compared silently (NaN < 0 is False) and failed after training,
+    when the record's JSON was written; a negative regression weight trained away from the
+    judge."""
+    from ramo.reward import train_reward_model
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_reward_model(ROWS, tmp_path / "rm", model=tmp_path / "no-such-model",
+                           **{name: value})
+    assert not (tmp_path / "rm").exists()

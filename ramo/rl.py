@@ -105,24 +105,19 @@ def train_policy(policy: str | os.PathLike, reward: str | os.PathLike,
 
 
 def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
+    from ramo.checks import non_negative_number, positive_integer, positive_number
     from ramo.io.atomic import check_output_dir
-
     from ramo.models.lora import check_rank
 
     for name in ("steps", "prompts_per_step", "max_completion_length"):
-        value = a[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_integer(name, a[name])
     n = a["num_generations"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"num_generations must be an integer >= 2 (GRPO compares each "
                          f"completion with its group's), got {n!r}")
-    for name, low in (("learning_rate", 0.0), ("temperature", 0.0)):
-        value = a[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if isinstance(a["beta"], bool) or not isinstance(a["beta"], (int, float)) or a["beta"] < 0:
-        raise ValueError(f"beta must be a number >= 0, got {a['beta']!r}")
+    positive_number("learning_rate", a["learning_rate"])
+    positive_number("temperature", a["temperature"])
+    non_negative_number("beta", a["beta"])
     check_rank(a["lora"])
     for name in ("policy", "reward"):
         if not Path(a[name]).is_dir():

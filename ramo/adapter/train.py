@@ -11,7 +11,6 @@ adapter on the held-out ones (ramo/adapter/evaluate.py).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import tempfile
@@ -146,15 +145,14 @@ def check_training_options(*, k, epochs, learning_rate, batch_size, max_length,
     and by the pipeline before its first step writes anything."""
     if n_rules == 0:
         raise ValueError("the rule pool is empty")
+    from ramo.checks import positive_integer, positive_number
+
     for name, value in (("k", k), ("batch_size", batch_size), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_integer(name, value)
     if k > n_rules:
         raise ValueError(f"k = {k} is more than the pool's R = {n_rules} rules")
-    for name, value in (("epochs", epochs), ("learning_rate", learning_rate)):
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value) or value <= 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    positive_number("epochs", epochs)
+    positive_number("learning_rate", learning_rate)
 
 
 def check_holdout(holdout) -> None:

@@ -132,7 +132,6 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
 
     if heads == "rules":
         from ramo.io import load_rules
-        from ramo.models import RuleHeadRewardModel
         from ramo.reward.trainer import RuleHeadTrainer as trainer_class
 
         pool = load_rules(rules) if isinstance(rules, (str, os.PathLike)) else list(rules or ())
@@ -288,20 +287,21 @@ def _with_margins(preferences: list, margin: str, source: str) -> list:
 def check_training_arguments(a: dict, out_dir: str | os.PathLike) -> None:
     """`train_reward_model`'s arguments `a` (ValueError naming the argument): by it, and by
     the pipeline before its first step writes anything."""
+    from ramo.checks import non_negative_number, positive_integer, positive_number
     from ramo.io.atomic import check_output_dir
     from ramo.models.lora import check_rank
 
     check_rank(a["lora"])
     if a["margin"] not in MARGINS:
         raise ValueError(f"margin must be one of {MARGINS}, not {a['margin']!r}")
-    positive = {"batch_size": int, "gradient_accumulation_steps": int, "max_length": int,
-                "logging_steps": int, "epochs": (int, float), "learning_rate": (int, float)}
-    for name, kind in positive.items():
-        value = a[name]
-        if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if a["max_steps"] is not None and (not isinstance(a["max_steps"], int) or a["max_steps"] < 1):
-        raise ValueError(f"max_steps must be a positive integer or None, got {a['max_steps']!r}")
-    if a["center_rewards_coefficient"] is not None and a["center_rewards_coefficient"] < 0:
-        raise ValueError("center_rewards_coefficient must be >= 0")
+    for name in ("batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
+        positive_integer(name, a[name])
+    if a["max_steps"] is not None:
+        positive_integer("max_steps", a["max_steps"])
+    for name in ("epochs", "learning_rate"):
+        positive_number(name, a[name])
+    if a["center_rewards_coefficient"] is not None:
+        non_negative_number("center_rewards_coefficient", a["center_rewards_coefficient"])
+    # A negative weight would train the heads away from the judge's scores.
+    non_negative_number("regression_weight", a["regression_weight"])
     check_output_dir(out_dir)
