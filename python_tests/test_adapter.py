@@ -138,6 +138,7 @@ def test_predict_is_top_k_with_the_lower_rule_first_on_ties(backbone):
     adapter = _adapter_with_bias(backbone, [0.5, 1.0, 1.0, 0.2, 1.0, 0.5], k=3)
     assert adapter.predict(PAIRS[:2]).tolist() == [[1, 2, 4]] * 2
     assert adapter.predict(PAIRS[:1], k=5).tolist() == [[1, 2, 4, 0, 5]]
+    assert adapter.predict([]).shape == (0, 3)  # not the tokenizer's IndexError
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

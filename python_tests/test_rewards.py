@@ -76,6 +76,8 @@ def test_conversational_prompts_and_completions(single):
     transcript = f"Human: hi\n\nAssistant: hello\n\nHuman: {PROMPTS[0]}"
     assert reward([turns], [COMPLETIONS[0]]) == [direct(model, tokenizer, transcript,
                                                         COMPLETIONS[0], 64)]
+    # Checked messages are a tuple (what `ramo rl eval` hands on from a prompts file).
+    assert reward([tuple(turns)], [COMPLETIONS[0]]) == reward([turns], [COMPLETIONS[0]])
 
 
 def test_rule_head_reward_sums_the_adapters_rules(rule_heads):
@@ -129,6 +131,12 @@ def test_bad_inputs_and_wrong_models(tmp_path, single, rule_heads):
         tiny_classifier_dir(tmp_path / "three", num_labels=3))
     with pytest.raises(ValueError, match="not a reward model: .* this one 3"):
         RamoReward(three, tokenizer)
+    positions = model.config.max_position_embeddings  # refused up front, not mid-run
+    with pytest.raises(ValueError, match=f"max_length = {positions + 1} is more than the model's"):
+        RamoReward(model, tokenizer, max_length=positions + 1)
+    heads, head_tokenizer, _ = rule_heads
+    with pytest.raises(ValueError, match="is more than the model's"):
+        heads.score(head_tokenizer, PROMPTS, COMPLETIONS, max_length=positions + 1)
     heads, head_tokenizer, adapter = rule_heads
     with pytest.raises(ValueError, match="this is a single-score model"):
         RamoReward(model, tokenizer, adapter=adapter)

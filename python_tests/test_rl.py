@@ -87,6 +87,18 @@ def test_is_refusal():
     assert not is_refusal("x" * 120 + " I cannot")  # only the opening words count
 
 
+def test_rl_eval_reads_conversational_prompts(tmp_path, parts):
+    """As `ramo rl train` does (they reached the reward as a tuple of messages, refused)."""
+    from ramo.cli import main
+
+    policy, rm = parts
+    out = tmp_path / "eval"
+    assert main(["rl", "eval", "--policy", str(policy), "--reward", str(rm), "--prompts",
+                 str(write_prompts(tmp_path / "p.jsonl", True)), "--out", str(out),
+                 "--max-new-tokens", "3", "--no-progress"]) == 0
+    assert len(json.loads((out / "rl_eval.json").read_text())["replies"]) == 1
+
+
 def test_rl_eval_scores_each_policys_replies(tmp_path, parts, capsys):
     from ramo.cli import main
     from ramo.rewards import RamoReward

@@ -108,8 +108,9 @@ def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str
     """
     from ramo.models.eval_mode import evaluating
     from ramo.progress import bar as progress_bar
-    from ramo.tokenization import encode, pad
+    from ramo.tokenization import check_max_length, encode, pad
 
+    check_max_length(model, max_length)
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     if batch_size < 1:

@@ -51,9 +51,13 @@ class RamoReward:
         elif adapter is not None and list(adapter.rule_ids) != list(model.rule_ids):
             raise ValueError(f"the adapter's {len(adapter.rule_ids)} rules are not the reward "
                              f"model's {len(model.rule_ids)} (ids and order must match)")
-        for name, value in (("batch_size", batch_size), ("max_length", max_length)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        from ramo.checks import positive_integer
+        from ramo.tokenization import check_max_length
+
+        positive_integer("batch_size", batch_size)
+        positive_integer("max_length", max_length)
+        # Here, not at the first long completion in the middle of an RL run.
+        check_max_length(model, max_length)
         self.model, self.tokenizer, self.adapter = model.eval(), tokenizer, adapter
         self.k = None if adapter is None else adapter.resolve_k(k)
         self.batch_size, self.max_length = batch_size, max_length

@@ -258,10 +258,10 @@ class RuleAdapter:
         """float32 [N, R] on the CPU: one logit per (pair, rule)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        encoded = encode_pairs(self.tokenizer, pairs, self.max_length)
         out = torch.empty(len(pairs), self.num_rules, dtype=torch.float32)
-        if not len(pairs):
+        if not len(pairs):  # before the tokenizer, which refuses an empty batch
             return out
+        encoded = encode_pairs(self.tokenizer, pairs, self.max_length)
         device = next(self.model.parameters()).device
         keys = list(encoded.keys())
         # Batches of similar length: little padding, and the same logits (padding is masked).

@@ -33,9 +33,10 @@ def check_messages(value: Any, name: str) -> tuple[Messages | None, list[str]]:
     are null (Arrow and Parquet give every struct the union of all rows' keys): ramo would
     drop them, and a tool call or a name quietly lost changes what a model reads.
     """
-    if not isinstance(value, list) or not value:
+    # A tuple too: checked messages are one (Prompt.model_prompt hands them on as they are).
+    if not isinstance(value, (list, tuple)) or not value:
         return None, [f"{name!r} must be a non-empty list of messages, got {type_name(value)}"
-                      + (" (empty)" if isinstance(value, list) else "")]
+                      + (" (empty)" if isinstance(value, (list, tuple)) else "")]
     messages, issues = [], []
     for i, message in enumerate(value):
         where = f"{name!r} message {i}"

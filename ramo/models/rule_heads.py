@@ -218,8 +218,9 @@ class RuleHeadRewardModel(torch.nn.Module):
     def compare(self, tokenizer, prompts, responses_a, responses_b, *, batch_size: int = 16,
                 max_length: int = 256):
         """RuleHeadSelection of every pair (on the CPU), as in training, in eval mode."""
-        from ramo.tokenization import encode, pad
+        from ramo.tokenization import check_max_length, encode, pad
 
+        check_max_length(self, max_length)
         device = next(self.parameters()).device
         parts = []
         with evaluating(self):
@@ -243,8 +244,9 @@ class RuleHeadRewardModel(torch.nn.Module):
         """float32 [N] on the CPU: each response's `forward` score, on the rules of its row of
         `rules` ([N, k] indices; None: the fixed aggregation over all heads). The inputs are
         `ramo.tokenization.encode`d, as in training; batches in the given order."""
-        from ramo.tokenization import encode, pad
+        from ramo.tokenization import check_max_length, encode, pad
 
+        check_max_length(self, max_length)
         if len(prompts) != len(responses) or (rules is not None and len(rules) != len(prompts)):
             raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses and "
                              f"{'no' if rules is None else len(rules)} rule rows: they must match")
