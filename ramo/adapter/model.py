@@ -118,32 +118,29 @@ def rule_indices(pair_ids: Sequence[str], targets: Sequence[Sequence[str]],
                  rule_ids: Sequence[str], *, source: str = "targets") -> list[list[int]]:
     """Each pair's rule ids as indices into rule_ids, in their order.
 
-    Raises ValueError naming the pairs (up to 5) with an unknown or repeated rule id.
+    Raises ValueError naming the pairs (the first few) with an unknown or repeated rule id.
     """
+    from ramo.io._problems import Problems
+
     if len(targets) != len(pair_ids):
         raise ValueError(f"{source}: {len(targets)} rule lists for {len(pair_ids)} pairs")
     index = {rid: j for j, rid in enumerate(rule_ids)}
-    out, problems = [], []
+    out, problems = [], Problems(source)
     for pair_id, target in zip(pair_ids, targets):
+        where = f"pair {pair_id!r}"
         if isinstance(target, str) or not isinstance(target, Sequence):
-            problems.append(f"pair {pair_id!r}: expected a list of rule ids, got "
-                            f"{type(target).__name__}")
+            problems.add(where, f"expected a list of rule ids, got {type(target).__name__}")
             continue
         unknown = [rid for rid in target if rid not in index]
         repeated = sorted({rid for rid in target if list(target).count(rid) > 1})
         if unknown:
-            problems.append(f"pair {pair_id!r}: unknown rule id(s) "
-                            f"{', '.join(map(repr, unknown))} (not in the pool of "
-                            f"{len(rule_ids)} rules)")
+            problems.add(where, f"unknown rule id(s) {', '.join(map(repr, unknown))} (not in "
+                                f"the pool of {len(rule_ids)} rules)")
         elif repeated:
-            problems.append(f"pair {pair_id!r}: rule id(s) listed twice: "
-                            f"{', '.join(map(repr, repeated))}")
+            problems.add(where, f"rule id(s) listed twice: {', '.join(map(repr, repeated))}")
         else:
             out.append([index[rid] for rid in target])
-    if problems:
-        more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
-        head = f"{source}: " + (f"{len(problems)} bad pairs:\n  " if len(problems) > 1 else "")
-        raise ValueError(head + "\n  ".join(problems[:5]) + more)
+    problems.raise_if_any()
     return out
 
 

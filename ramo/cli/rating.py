@@ -119,12 +119,9 @@ def check_export(path: Path) -> None:
     if path.is_dir():
         raise ValueError(f"--export {path}: is a folder; give a file name")
     if kind == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
-        except ImportError:
-            raise ImportError("--export to .parquet needs pyarrow: pip install pyarrow "
-                              "(or export to .jsonl)") from None
+        from ramo.io.arrow import import_pyarrow
+
+        import_pyarrow("--export to .parquet (or to .jsonl)")
 
 
 def shard_folder(out: Path) -> Path:

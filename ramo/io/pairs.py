@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ramo.io.arrow import import_pyarrow
 from ramo.io._problems import Problems, coerce_id, type_name
 from ramo.io.conversations import (Messages, check_messages, conversation_text, response_of,
                                    split_conversations)
@@ -184,19 +185,9 @@ def _folder_records(folder: Path) -> list[tuple[str, Any]]:
     return records
 
 
-def _pyarrow(path: str | os.PathLike, what: str):
-    try:
-        import pyarrow
-    except ImportError as e:  # pyarrow is optional: only Parquet and Arrow files need it
-        raise ImportError(
-            f"{os.fspath(path)}: reading {what} needs pyarrow (pip install pyarrow)"
-        ) from e
-    return pyarrow
-
-
 def _read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
-    pa = _pyarrow(path, "Parquet")
-    import pyarrow.parquet as pq
+    pa = import_pyarrow(f"{os.fspath(path)}: reading Parquet")
+    pq = pa.parquet
 
     try:
         return pq.read_table(path).to_pylist()
@@ -206,8 +197,8 @@ def _read_parquet(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _read_arrow(path: str | os.PathLike) -> list[dict[str, Any]]:
     """An Arrow IPC file: the stream format `datasets` writes, or the random-access one."""
-    pa = _pyarrow(path, "Arrow")
-    import pyarrow.ipc as ipc
+    pa = import_pyarrow(f"{os.fspath(path)}: reading Arrow")
+    ipc = pa.ipc
 
     try:
         with pa.memory_map(os.fspath(path)) as source:

@@ -73,7 +73,7 @@ def _convert_gguf(source: Path, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def load_judge(name_or_path: str, *, dtype: torch.dtype = torch.float32,
+def load_judge_model(name_or_path: str, *, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu", engine: str = "transformers",
                engine_options: dict | None = None):
     """(model, tokenizer, RuleJudge defaults) for a folder, a hub id, or "default"; with

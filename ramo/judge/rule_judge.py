@@ -146,12 +146,12 @@ class RuleJudge:
         engine: "transformers" (the model runs here, on `device`) or "vllm" (a `VllmEngine`
         over a local folder, with `engine_options` for `vllm.LLM`; it places the model
         itself)."""
-        from ramo.judge.models import ENGINES, load_judge
+        from ramo.judge.models import ENGINES, load_judge_model
 
         if engine not in ENGINES:
             raise ValueError(f"unknown judge engine {engine!r}; the engines are {ENGINES}")
-        model, tokenizer, defaults = load_judge(name_or_path, dtype=dtype, device=device,
-                                                engine=engine, engine_options=engine_options)
+        model, tokenizer, defaults = load_judge_model(name_or_path, dtype=dtype, device=device,
+                                                      engine=engine, engine_options=engine_options)
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
         return cls(model, tokenizer, **kwargs)

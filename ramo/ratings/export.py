@@ -36,11 +36,10 @@ def export_format(path: str | os.PathLike) -> str:
 
 
 def _write_parquet(rows: Iterable[Sequence], tmp: Path) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pyarrow is an optional dependency (ramo[judge])
-        raise ImportError("exporting ratings to .parquet needs pyarrow: pip install pyarrow") from exc
+    from ramo.io.arrow import import_pyarrow
+
+    pa = import_pyarrow("exporting ratings to .parquet (or to .jsonl)")
+    pq = pa.parquet
 
     schema = pa.schema([("pair_id", pa.string()), ("side", pa.int64()), ("rule_id", pa.string())]
                        + [(name, pa.float64()) for name in COLUMNS[3:]])
