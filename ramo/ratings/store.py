@@ -57,12 +57,11 @@ from typing import Any
 
 from ramo.ratings.export import export_rows
 from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key, rule_rows
-from ramo.ratings.rows import (DuplicateRatingError, check_fingerprint, check_float, check_id,
-                               check_rows, check_side, from_json, to_json)
+from ramo.ratings.rows import (BATCH_ROWS, DuplicateRatingError, check_fingerprint,
+                               check_float, check_id, check_rows, check_side, from_json, to_json)
 
 # 1: ratings keyed by (pair_id, side, rule_id); 2: keyed by (response, rule_id).
 SCHEMA_VERSION = "2"
-_FETCH_ROWS = 65536
 # Ratings per block of `score_blocks`: 40 MiB of float32 fields, and a few fetches.
 _BLOCK_RATINGS = 1 << 21
 
@@ -695,17 +694,12 @@ class RatingStore:
         order), dense. One statement, so one snapshot, even while another process writes;
         the join gives each row its flat position in [N, 2, R] (the keys are unique, so none
         twice), and its rows go into the dense tensors a fetch at a time."""
-        cursor = self._db.execute(
+        return Ratings._from_flat(pair_ids, rule_ids, self._fetched(
             "SELECT (p.pos * 2 + u.side) * ? + w.pos, "
             + ", ".join(f"r.{name}" for name in FIELDS)
             + " FROM temp.want_pairs p CROSS JOIN units u ON u.pair_id = p.id"
             " JOIN ratings r ON r.response = u.response"
-            " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),))
-        try:
-            return Ratings._from_flat(pair_ids, rule_ids,
-                                      iter(lambda: cursor.fetchmany(_FETCH_ROWS), []))
-        finally:
-            cursor.close()
+            " JOIN temp.want_rules w ON w.id = r.rule_id", (len(rule_ids),)))
 
     def _load_ids(self, table: str, what: str, ids: Iterable[str],
                   allow_empty: bool = False) -> list[str]:
@@ -732,11 +726,16 @@ class RatingStore:
         return export_rows(self._iter_rows(), path)
 
     def _iter_rows(self, sql: str = _SELECT_ALL) -> Iterator[tuple]:
-        # One statement, one read transaction: under WAL it sees a single snapshot throughout.
-        cursor = self._db.execute(sql)
+        for batch in self._fetched(sql):
+            yield from batch
+
+    def _fetched(self, sql: str, parameters: Sequence = ()) -> Iterator[list[tuple]]:
+        """The statement's rows, BATCH_ROWS a fetch. One statement, one read transaction:
+        under WAL it sees a single snapshot throughout."""
+        cursor = self._db.execute(sql, parameters)
         try:
-            while batch := cursor.fetchmany(_FETCH_ROWS):
-                yield from batch
+            while batch := cursor.fetchmany(BATCH_ROWS):
+                yield batch
         finally:
             cursor.close()
 
