@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ramo.plots import save_figure
+from ramo.plots import pyplot, save_figure
 
 PLOTS = {
     "rule_frequency": "selected-rule frequency by category",
@@ -24,9 +24,6 @@ PLOTS = {
 
 def write_report(pipeline) -> list[Path]:
     """Writes report.md and the plots whose data exist; returns [report, *plots]."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
     from ramo.io.atomic import write_text
 
     plots_dir = pipeline.path("plots")
@@ -263,11 +260,9 @@ def _metric_rows(metrics: dict) -> dict[str, dict[str, float]]:
 # ---- plots ------------------------------------------------------------------------------------
 
 def _bar_plot(path, title, items, xlabel):
-    import matplotlib.pyplot as plt
-
     labels = [name for name, _ in items][::-1]
     values = [value for _, value in items][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
+    fig, ax = pyplot().subplots(figsize=(7, 0.3 * len(items) + 1.2))
     ax.barh(labels, values, color="#4c72b0")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
@@ -275,9 +270,7 @@ def _bar_plot(path, title, items, xlabel):
 
 
 def _histogram(path, title, series: dict[str, list[float]]):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     # The range follows the data: a weak judge's discrepancies can all lie below 0.05, and
     # on the full [0, 2] they would be one bar.
     top = max((v for values in series.values() for v in values), default=0.0) or 1.0
@@ -292,9 +285,7 @@ def _histogram(path, title, series: dict[str, list[float]]):
 
 
 def _line_plot(path, title, xs, ys):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     ax.plot(xs, ys, marker=".", color="#c44e52")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("Bradley-Terry loss")
@@ -304,11 +295,9 @@ def _line_plot(path, title, xs, ys):
 
 
 def _grouped_bars(path, title, series: dict[str, dict[str, float]], ylabel="", chance=None):
-    import matplotlib.pyplot as plt
-
     groups = list(dict.fromkeys(g for values in series.values() for g in values))
     width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4.2))
+    fig, ax = pyplot().subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4.2))
     for i, (name, values) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
         ax.bar(xs, [values.get(g, 0.0) for g in groups], width, label=name)

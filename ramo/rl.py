@@ -275,20 +275,15 @@ def evaluation_markdown(result: dict) -> str:
 def write_evaluation(result: dict, out_dir: str | os.PathLike) -> list[Path]:
     """rl_eval.json, rl_eval.md and rl_eval.png (the rates and mean rewards side by side),
     each written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ramo.io.atomic import write_json, write_text
-    from ramo.plots import save_figure
+    from ramo.plots import pyplot, save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "rl_eval.json", result)
     write_text(out / "rl_eval.md", evaluation_markdown(result))
     names = list(result["policies"])
-    fig, (rates, rewards) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (rates, rewards) = pyplot().subplots(1, 2, figsize=(9, 3.5))
     width = 0.8 / len(names)
     for n, name in enumerate(names):
         s = result["policies"][name]

@@ -236,14 +236,9 @@ def study_markdown(rows: Sequence[StudyRow]) -> str:
 
 def study_plot(path, rows: Sequence[StudyRow], title: str):
     """Agreement against k, one line per strategy, with the 95% intervals as bands."""
-    import matplotlib
+    from ramo.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ramo.plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
     for strategy in dict.fromkeys(row.strategy for row in rows):
         mine = sorted((row for row in rows if row.strategy == strategy), key=lambda x: x.k)
         ks = [row.k for row in mine]
