@@ -55,13 +55,14 @@ def apply_adapter(adapter, judge, pairs: Sequence[Pair], rules: Sequence[Rule], 
     adapter forward pass.
 
     Each response is rated on its pair's k rules only (those not in the store, when there is
-    one), through the one rating loop (`ramo.rate.rate_units`). The label comes from
+    one), through the one rating loop (`ramo.judge.rating_loop.rate_units`). The label comes from
     `select_rules` over the k columns with the adapter's logits as relevance and no
     discrepancy term, so the selections list the rules in the adapter's order and sum the
     scores in it.
     """
     from ramo.io.selections import selections_from
-    from ramo.rate import bind, rate_units
+    from ramo.judge.rating_loop import rate_units
+    from ramo.rate import bind
     from ramo.ratings import rule_rows
 
     adapter.check_rules(rules)

@@ -293,7 +293,7 @@ class RuleJudge:
     def rate(self, pairs: Sequence, rules: Sequence) -> Ratings:
         """Ratings of every pair on every rule, in memory (`ramo.rate.rate` rates into a
         store, resumably)."""
-        from ramo.rate import rate_units
+        from ramo.judge.rating_loop import rate_units
 
         pairs, rules = as_pairs(pairs), as_rules(rules)
         n, r = len(pairs), len(rules)
