@@ -35,7 +35,7 @@ CUDA_SOURCES = ["csrc/cuda/select_rules.cpp", "kernels/cuda/select_rules.cu",
 def loaded_libstdcxx() -> list[str]:
     """The C++ runtime torch runs with (Linux), to link ramo._C against by path.
 
-    A compiler that links libstdc++ statically (the g++ of one GPU machine image did) gives
+    A compiler whose wrapper links libstdc++ statically (some CUDA build images ship one) gives
     ramo._C a second copy of the C++ runtime beside torch's; the first error message that
     formats a number then crashes the process inside the copy's stream code. Naming the
     shared library that torch loaded resolves those symbols there, whatever the compiler's

@@ -4,6 +4,7 @@ judge rates k rules per side instead of all R.
   model.py    RuleAdapter (load, logits, top-k prediction) and the pair's text
   train.py    train_adapter and `ramo adapter train`
   apply.py    apply_adapter and `ramo adapter apply`: rate the k rules, label the pair
+  evaluate.py the adapter-evaluate step: the metrics on pairs it was not trained on
   metrics.py  agreement of the adapter's rules with the full selection, against random rules
 """
 
