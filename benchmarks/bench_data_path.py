@@ -152,7 +152,7 @@ def run(args) -> dict:
         if "rows_per_s" in by_step[base] and "rows_per_s" in by_step["store"]:
             by_step["store"][f"x {base}"] = (by_step["store"]["rows_per_s"]
                                              / by_step[base]["rows_per_s"])
-    command = " ".join(["python", "benchmarks/bench_data_path.py", *sys.argv[1:]])
+    command = common.command_line(__file__)
     return {"command": command, "machine": common.machine(), "pairs": args.pairs,
             "rules": args.rules, "reps": args.reps, "mem_cap_gb": args.mem_cap_gb,
             "build": record, "dense_gib": args.pairs * 2 * args.rules * 5 * 4 / 2 ** 30,
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
                         help="address-space cap of every child process, GiB")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the steps")
     parser.add_argument("--read", choices=READS, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
+    parser.add_argument("--out", type=Path, default=common.RESULTS,
                         help="folder for the JSON and markdown results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -207,9 +207,7 @@ def main(argv=None) -> int:
         stem += "_quick"
     elif (args.pairs, args.rules) != (parser.get_default("pairs"), parser.get_default("rules")):
         stem += f"_{args.pairs}x{args.rules}"
-    written = common.save_results(args.out, stem, result, markdown)
-    print("\n" + markdown)
-    print("\nwrote " + ", ".join(map(str, written)))
+    common.save_and_print(args.out, stem, result, markdown)
     failed = sum(row["failed"] for row in result["rows"])
     return 1 if failed else 0
 

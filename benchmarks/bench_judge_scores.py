@@ -37,7 +37,6 @@ Peak extra memory:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -100,21 +99,10 @@ def max_error(out, want: torch.Tensor) -> float:
 
 # --- memory ---------------------------------------------------------------------------------
 
-def cpu_peak_extra_mb(method: str, b: int, d: int, v: int, threads: int | None,
-                      with_bias: bool, dtype: str) -> float:
-    """Peak extra resident memory of one call, measured in a fresh process (module doc)."""
-    cmd = [__file__, "--memory-child", method, str(b), str(d), str(v), "--dtype", dtype]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    if with_bias:
-        cmd.append("--bias")
-    return common.run_memory_child(cmd)["extra_mb"]
-
-
 def memory_child(method: str, b: int, d: int, v: int, with_bias: bool, dtype: str) -> None:
-    hidden, weight, bias = make_inputs(b, d, v, torch.device("cpu"), with_bias, DTYPES[dtype])
-    fn = methods(torch.device("cpu"))[method]
-    print(json.dumps({"extra_mb": common.hwm_extra_mb(fn, hidden, weight, bias)}))
+    """One call's peak extra memory, for common.cpu_peak_extra_mb (the module doc)."""
+    inputs = make_inputs(b, d, v, torch.device("cpu"), with_bias, DTYPES[dtype])
+    common.memory_child_report(methods(torch.device("cpu"))[method], *inputs)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -149,8 +137,10 @@ def run_shape(device, b, d, v, min_time_s, threads, with_bias, dtype="float32") 
                                                                 bias)
     del hidden, weight, bias
     if device.type == "cpu":  # after freeing this process's copy of the inputs
+        child_flags = ["--dtype", dtype] + (["--bias"] if with_bias else [])
         for name in fns:
-            row[f"{name} peak MB"] = cpu_peak_extra_mb(name, b, d, v, threads, with_bias, dtype)
+            row[f"{name} peak MB"] = common.cpu_peak_extra_mb(__file__, name, (b, d, v),
+                                                               threads, *child_flags)
     for name in fns:
         row[f"{name} peak / logits"] = row[f"{name} peak MB"] / logits_mb
     return row
@@ -204,9 +194,7 @@ def to_markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for the CPU run (default: torch's choice)")
+    common.add_run_flags(parser)
     parser.add_argument("--quick", action="store_true", help="only B=256, D=4096, V=128256")
     parser.add_argument("--bias", action="store_true",
                         help="give the LM head a bias (the baseline then adds it to [B, V])")
@@ -214,8 +202,6 @@ def main(argv=None) -> int:
                         help="of hidden and weight (and of the baseline's arithmetic)")
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of timed calls per method and shape (at least 5 calls)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="folder for the JSON and markdown results")
     parser.add_argument("--memory-child", nargs=4, metavar=("METHOD", "B", "D", "V"),
                         help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     args = parser.parse_args(argv)
@@ -229,13 +215,10 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     result = run(device, QUICK_SHAPES if args.quick else FULL_SHAPES, args.min_time, args.threads,
                  args.bias, args.dtype)
-    markdown = to_markdown(result)
     stem = (f"judge_scores_{device.type}" + ("_bias" if args.bias else "")
             + ("" if args.dtype == "float32" else f"_{args.dtype}")
             + ("_quick" if args.quick else ""))
-    written = common.save_results(args.out, stem, result, markdown)
-    print("\n" + markdown)
-    print("\nwrote " + ", ".join(str(p) for p in written))
+    common.save_and_print(args.out, stem, result, to_markdown(result))
     return 0
 
 

@@ -32,16 +32,18 @@ Shapes: N in {4096, 16384, 65536}, D in {768, 4096}, R in {100, 1024}, k = 5, fp
 [R]. A shape is skipped (and the output says so) when the baseline's step would need more than
 --max-gb of memory or, from the GEMM rate measured first, more than --max-step-s per step.
 
-    python benchmarks/bench_rule_heads.py --threads 2           # all shapes, this machine's CPU
-    python benchmarks/bench_rule_heads.py --threads 2 --quick   # N=16384, D=768, R=100 only
-    python benchmarks/bench_rule_heads.py --device cuda         # eager, cuda, triton
+    python benchmarks/bench_rule_head_select.py --threads 2          # all shapes, this CPU
+    python benchmarks/bench_rule_head_select.py --threads 2 --quick  # N=16384, D=768, R=100 only
+    python benchmarks/bench_rule_head_select.py --device cuda        # eager, cuda, triton
+
+Results: rule_heads_<device>[_quick | _NxDxR].{json,md} in --out (the prefix of the results of
+earlier runs, made when this script was bench_rule_heads.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -57,6 +59,10 @@ FULL_SHAPES = list(itertools.product((4096, 16384, 65536), (768, 4096), (100, 10
 QUICK_SHAPES = [(16384, 768, 100)]
 K = 5
 GEMM_N = 2048  # the square fp32 GEMM whose GFLOP/s is the compute ceiling
+# The results' file names start with the name this script had before it was named after its
+# op: new results sit beside the earlier ones (benchmarks/results/rule_heads_*), which the
+# README cites.
+RESULTS_PREFIX = "rule_heads"
 
 
 def make_inputs(n: int, d: int, r: int, device: torch.device):
@@ -94,17 +100,10 @@ def forward_only(forward, inputs):
 
 # --- memory ---------------------------------------------------------------------------------
 
-def cpu_peak_extra_mb(method: str, n: int, d: int, r: int, threads: int | None) -> float:
-    cmd = [__file__, "--memory-child", method, str(n), str(d), str(r)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    return common.run_memory_child(cmd)["extra_mb"]
-
-
 def memory_child(method: str, n: int, d: int, r: int) -> None:
+    """One step's peak extra memory, for common.cpu_peak_extra_mb (the module doc)."""
     inputs = make_inputs(n, d, r, torch.device("cpu"))
-    forward = methods(torch.device("cpu"))[method]
-    print(json.dumps({"extra_mb": common.hwm_extra_mb(train_step, forward, inputs)}))
+    common.memory_child_report(train_step, methods(torch.device("cpu"))[method], inputs)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ def run_shape(device, n, d, r, min_time_s, threads) -> dict:
     del inputs
     if device.type == "cpu":  # after freeing this process's copy of the inputs
         for name in fns:
-            row[f"{name} peak MB"] = cpu_peak_extra_mb(name, n, d, r, threads)
+            row[f"{name} peak MB"] = common.cpu_peak_extra_mb(__file__, name, (n, d, r), threads)
     return row
 
 
@@ -240,12 +239,10 @@ def to_markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for the CPU run (default: torch's choice)")
+    common.add_run_flags(parser)
     parser.add_argument("--quick", action="store_true", help="only N=16384, D=768, R=100")
     parser.add_argument("--shape", metavar="N,D,R", default=None,
-                        help="only this shape (results named rule_heads_<device>_NxDxR)")
+                        help=f"only this shape (results named {RESULTS_PREFIX}_<device>_NxDxR)")
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="seconds of timed calls per method and shape (at least 5 calls; "
                         "default 3: the first calls of a fresh process pay for growing its "
@@ -255,8 +252,6 @@ def main(argv=None) -> int:
                         help="skip shapes whose baseline step needs more memory than this")
     parser.add_argument("--max-step-s", type=float, default=4.5,
                         help="skip shapes whose baseline step would take longer than this")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="folder for the JSON and markdown results")
     parser.add_argument("--memory-child", nargs=4, metavar=("METHOD", "N", "D", "R"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -271,12 +266,9 @@ def main(argv=None) -> int:
     shapes = [shape] if shape else QUICK_SHAPES if args.quick else FULL_SHAPES
     result = run(device, shapes, args.min_time,
                  args.threads, args.max_gb, args.max_step_s)
-    markdown = to_markdown(result)
-    stem = f"rule_heads_{device.type}" + (f"_{args.shape.replace(',', 'x')}" if shape else
-                                          "_quick" if args.quick else "")
-    written = common.save_results(args.out, stem, result, markdown)
-    print("\n" + markdown)
-    print("\nwrote " + ", ".join(str(p) for p in written))
+    stem = f"{RESULTS_PREFIX}_{device.type}" + (f"_{args.shape.replace(',', 'x')}" if shape
+                                                else "_quick" if args.quick else "")
+    common.save_and_print(args.out, stem, result, to_markdown(result))
     return 0
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ramo  # noqa: E402
 from benchmarks import common  # noqa: E402
 from python_tests.baselines import select_rules_compiled, select_rules_eager  # noqa: E402
+from ramo.plots import pyplot, save_figure  # noqa: E402
 
 FULL_N = (4096, 65536, 262144)
 QUICK_N = (65536,)
@@ -46,6 +47,15 @@ def bytes_moved(n: int, r: int, k: int, element_size: int = 4) -> int:
     reads = 2 * n * r * element_size + r * 4
     writes = n * k * (8 + 4) + n * (3 * 4 + 1)  # indices, criterion; rewards, margin, preference
     return reads + writes
+
+
+def make_inputs(n: int, r: int, device: torch.device):
+    """scores_a, scores_b [N, R] in [-1, 1) and relevance [R] in [0, 1)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.rand(n, r, device=device, generator=gen) * 2 - 1
+    b = torch.rand(n, r, device=device, generator=gen) * 2 - 1
+    rel = torch.rand(r, device=device, generator=gen)
+    return a, b, rel
 
 
 def methods(device: torch.device) -> dict:
@@ -61,10 +71,7 @@ def run(device: torch.device, n_values, min_time_s: float) -> dict:
     print(f"# select_rules on {device} ({common.machine()})", flush=True)
     rows = []
     for n, r, k in itertools.product(n_values, R_VALUES, K_VALUES):
-        gen = torch.Generator(device=device).manual_seed(0)
-        a = torch.rand(n, r, device=device, generator=gen) * 2 - 1
-        b = torch.rand(n, r, device=device, generator=gen) * 2 - 1
-        rel = torch.rand(r, device=device, generator=gen)
+        a, b, rel = make_inputs(n, r, device)
         torch._dynamo.reset()  # a fresh compile per shape, clear of the recompile limit
         nbytes = bytes_moved(n, r, k)
         row = {"N": n, "R": r, "k": k, "MB": nbytes / 1e6}
@@ -111,11 +118,9 @@ def to_markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path | None:
+    """The speedups as a bar chart, a PNG at `path`; None without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         return None
     fast = [m for m in methods(torch.device(result["device"])) if m.startswith("ramo")]
@@ -130,34 +135,23 @@ def plot(result: dict, path: Path) -> Path | None:
     ax.set_ylabel("speedup over eager PyTorch")
     ax.set_title(f"select_rules on {result['device']}")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads for the CPU run (default: torch's choice)")
+    common.add_run_flags(parser, out_help="folder for the JSON, markdown and PNG results")
     parser.add_argument("--quick", action="store_true", help="only N = 65536")
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of timed calls per method and shape (at least 5 calls)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="folder for the JSON, markdown and PNG results")
     args = parser.parse_args(argv)
     device = common.parse_device(parser, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(device, QUICK_N if args.quick else FULL_N, args.min_time)
-    markdown = to_markdown(result)
     stem = f"select_rules_{device.type}" + ("_quick" if args.quick else "")
-    written = common.save_results(args.out, stem, result, markdown)
     png = plot(result, args.out / f"{stem}.png")
-    print("\n" + markdown)
-    print("\nwrote " + ", ".join(str(p) for p in written + ([png] if png else [])))
+    common.save_and_print(args.out, stem, result, to_markdown(result), also=[png] if png else [])
     return 0
 
 

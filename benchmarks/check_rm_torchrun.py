@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -27,12 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common  # noqa: E402
 
-DATA = ROOT / "ramo" / "data" / "demo" / "eval.jsonl"
-RESULTS = ROOT / "benchmarks" / "results"
+DATA = common.ROOT / "ramo" / "data" / "demo" / "eval.jsonl"
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -50,9 +47,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _launch(command: list[str], threads: int) -> tuple[float, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(common.ROOT)}
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=common.ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
         raise SystemExit(f"failed ({done.returncode}): {shlex.join(command)}")
@@ -121,7 +118,7 @@ def main() -> int:
         f"--tolerance {args.tolerance}`",
         "",
         "settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()),
-        f"machine: {platform.platform()}, {common.processor_name()}",
+        f"machine: {common.describe_machine()}",
         f"wall time: one process {one_s:.1f} s, torchrun {two_s:.1f} s (including start-up)",
         "",
         "| step | loss, one process | loss, torchrun x2 | abs diff |",
@@ -136,10 +133,11 @@ def main() -> int:
     print(text)
     from ramo.io.atomic import write_json, write_text
 
-    write_json(RESULTS / "rm_torchrun_cpu.json", {
-        "settings": settings, "steps": rows, "max_abs_diff": worst, "tolerance": args.tolerance,
-        "passed": passed, "wall_s": {"one_process": one_s, "torchrun": two_s}})
-    write_text(RESULTS / "rm_torchrun_cpu.md", text)
+    write_json(common.RESULTS / "rm_torchrun_cpu.json", {
+        "settings": settings, "machine": common.machine(), "steps": rows,
+        "max_abs_diff": worst, "tolerance": args.tolerance, "passed": passed,
+        "wall_s": {"one_process": one_s, "torchrun": two_s}})
+    write_text(common.RESULTS / "rm_torchrun_cpu.md", text)
     return 0 if passed else 1
 
 

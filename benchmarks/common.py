@@ -1,5 +1,6 @@
-"""Timing and reporting shared by the benchmarks: medians, the machine's copy bandwidth
-measured in the same run, and JSON + markdown (+ PNG when matplotlib is there) output."""
+"""What the benchmarks and studies share: where the repository, its results and the HH-RLHF
+data are; timing (medians, the machine's copy bandwidth and GEMM rate measured in the same
+run); peak memory; the machine's description; and JSON + markdown output."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -16,6 +18,52 @@ from pathlib import Path
 import torch
 
 from ramo.io.atomic import write_text
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+RESULTS = ROOT / "benchmarks" / "results"  # where the scripts write unless told otherwise
+
+# Anthropic's HH-RLHF, harmless-base subset, test split: JSONL, gzip, one {"chosen",
+# "rejected"} pair of transcripts a line (2,312 pairs). ramo does not ship it: the scripts
+# that read it take --data, whose default is $RAMO_HH_RLHF where set, else this path,
+# relative to the repository's root.
+HH_RLHF_ENV = "RAMO_HH_RLHF"
+HH_RLHF_DEFAULT = "../shared/data/hh-rlhf-harmless-test.jsonl.gz"
+
+
+def hh_rlhf_path() -> Path:
+    """The HH-RLHF harmless-base test split: $RAMO_HH_RLHF if set, else HH_RLHF_DEFAULT
+    (from the repository's root)."""
+    path = os.environ.get(HH_RLHF_ENV)
+    return Path(path) if path else Path(os.path.normpath(ROOT / HH_RLHF_DEFAULT))
+
+
+def add_hh_rlhf_flag(parser: argparse.ArgumentParser) -> None:
+    """--data: the HH-RLHF file the script reads (default hh_rlhf_path())."""
+    parser.add_argument("--data", type=Path, default=hh_rlhf_path(), metavar="FILE",
+                        help="Anthropic's HH-RLHF harmless-base test split (JSONL, gzip); "
+                        f"default: ${HH_RLHF_ENV} if set, else {HH_RLHF_DEFAULT} from the "
+                        "repository's root (now %(default)s)")
+
+
+def hh_rlhf_absent(path: Path) -> str:
+    """What a script says when the HH-RLHF file is not at `path`."""
+    return (f"no HH-RLHF file at {path} (Anthropic's harmless-base test split, JSONL, gzip, "
+            f"which ramo does not ship): give its path with --data or ${HH_RLHF_ENV}")
+
+
+def skip_without_hh_rlhf(path: Path) -> bool:
+    """True, having said the study is skipped, when the HH-RLHF file is not at `path` (the
+    studies then exit 0)."""
+    if path.is_file():
+        return False
+    print(f"skipped: {hh_rlhf_absent(path)}")
+    return True
+
+
+def command_line(script: str) -> str:
+    """`python benchmarks/<script's name> <this process's arguments>`: the command a results
+    file records."""
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *sys.argv[1:]])
 
 
 def sync(device: torch.device) -> None:
@@ -86,6 +134,21 @@ def machine() -> dict:
     return info
 
 
+def describe_machine(info: dict | None = None) -> str:
+    """'<platform>, <processor>[, <GPU>]' of machine()'s dict (by default this machine's)."""
+    m = info or machine()
+    return ", ".join([m["platform"], m["processor"], *([m["gpu"]] if "gpu" in m else [])])
+
+
+def add_run_flags(parser: argparse.ArgumentParser,
+                  out_help: str = "folder for the JSON and markdown results") -> None:
+    """--device, --threads and --out, as every kernel benchmark takes them."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the CPU run (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=out_help)
+
+
 def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
     """torch.device(name); the parser's error if that is CUDA and there is no CUDA device."""
     device = torch.device(name)
@@ -115,6 +178,16 @@ def save_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> list
     write_text(json_path, json.dumps(payload, indent=2) + "\n")
     write_text(md_path, markdown + "\n")
     return [json_path, md_path]
+
+
+def save_and_print(out_dir: Path, stem: str, payload: dict, markdown: str,
+                   also: list[Path] | tuple = ()) -> list[Path]:
+    """save_results, then the markdown and the paths written (with `also`, files the caller
+    wrote beside them) printed: how a benchmark ends."""
+    written = save_results(out_dir, stem, payload, markdown) + list(also)
+    print("\n" + markdown)
+    print("\nwrote " + ", ".join(map(str, written)))
+    return written
 
 
 def gemm_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
@@ -197,6 +270,24 @@ def run_memory_child(argv: list) -> dict:
     out = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True,
                          check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_peak_extra_mb(script: str, method: str, shape, threads: int | None,
+                      *extra: str) -> float:
+    """Peak extra resident memory in MiB of one call of a benchmark's `method` at `shape`,
+    measured in a fresh process (run_memory_child) that runs `script --memory-child METHOD
+    *shape *extra [--threads T]`: the script makes its inputs there and passes the call to
+    memory_child_report."""
+    argv = [str(script), "--memory-child", method, *map(str, shape), *extra]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return run_memory_child(argv)["extra_mb"]
+
+
+def memory_child_report(fn, *args) -> None:
+    """The memory child's side of cpu_peak_extra_mb: prints hwm_extra_mb(fn, *args) as the
+    JSON line run_memory_child reads."""
+    print(json.dumps({"extra_mb": hwm_extra_mb(fn, *args)}))
 
 
 def cuda_peak_extra_mb(device: torch.device, fn, *args) -> float:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared check for a lent GPU machine, run as one call inside a time budget
+# The one prepared check for a GPU machine, run as one call inside a time budget
 # (BUDGET seconds, 540 unless set; each stage gets the smaller of its own limit and what is
 # left, so the check ends in time and keeps what it has):
 #   1. build ramo._C with CUDA against the machine's torch (editable install; if the CUDA build
@@ -16,8 +16,8 @@
 #
 #   bash benchmarks/gpu_check.sh
 #   RESULTS_DIR=/tmp/gpu BUDGET=420 bash benchmarks/gpu_check.sh
-# Through the device tool, whose $OUT takes at most 8 files: run it with RESULTS_DIR=/tmp/gpu,
-# then `tar czf $OUT/gpu.tgz -C /tmp/gpu .`, with a timeout_s about 40 s above BUDGET.
+#   tar czf gpu.tgz -C /tmp/gpu .      # the logs and results in one file, to copy back
+# Under an outer time limit, set it about 40 s above BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS="${RESULTS_DIR:-benchmarks/results/gpu}"
@@ -34,7 +34,7 @@ toolkit="$(nvcc --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ T
 export CUDA_HOME="${CUDA_HOME:-$(readlink -f "${toolkit:-$(dirname "$(readlink -f "$NVCC")")/..}")}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}" PYTHONUNBUFFERED=1
-# A GPU machine lent here reaches no package index: pip must not wait for one.
+# The GPU machine may have no network: pip must not wait for a package index.
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # stage NAME LIMIT LOG COMMAND...: runs COMMAND for at most LIMIT seconds or the time left,
@@ -73,8 +73,8 @@ TAIL=25 stage "op tests" 200 pytest.log \
   "$PY" -m pytest "${op_tests[@]}" -q -p no:cacheprovider "${parallel[@]}" --tb=short -rfE --durations=10
 
 cuda=(--device cuda --out "$RESULTS")
-TAIL=8 stage "rule_head_select, N 16384 D 4096 R 100" 60 bench_rule_heads_4096.log \
-  "$PY" benchmarks/bench_rule_heads.py "${cuda[@]}" --shape 16384,4096,100 --min-time 1
+TAIL=8 stage "rule_head_select, N 16384 D 4096 R 100" 60 bench_rule_head_select_4096.log \
+  "$PY" benchmarks/bench_rule_head_select.py "${cuda[@]}" --shape 16384,4096,100 --min-time 1
 TAIL=14 stage "where the time goes (torch.profiler)" 90 profile_ops.log \
   "$PY" benchmarks/profile_ops.py "${cuda[@]}"
 TAIL=14 stage "select_rules, all shapes" 170 bench_select_rules.log \
@@ -82,8 +82,8 @@ TAIL=14 stage "select_rules, all shapes" 170 bench_select_rules.log \
 TAIL=8 stage "memcheck of the cuda tests" 90 memcheck.log \
   compute-sanitizer --tool memcheck --error-exitcode 1 \
   "$PY" -m pytest "${op_tests[@]}" -q -p no:cacheprovider -k "cuda and not compile and not opcheck" -x
-TAIL=16 stage "rule_head_select, all shapes" 100 bench_rule_heads.log \
-  "$PY" benchmarks/bench_rule_heads.py "${cuda[@]}" --min-time 0.3
+TAIL=16 stage "rule_head_select, all shapes" 100 bench_rule_head_select.log \
+  "$PY" benchmarks/bench_rule_head_select.py "${cuda[@]}" --min-time 0.3
 TAIL=6 stage "judge_scores, all shapes" 60 bench_judge_scores.log \
   "$PY" benchmarks/bench_judge_scores.py "${cuda[@]}" --min-time 0.2
 TAIL=6 stage "judge_scores, bf16" 40 bench_judge_scores_bf16.log \

@@ -31,7 +31,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_judge_scores, bench_rule_heads, bench_select_rules, common  # noqa: E402
+from benchmarks import (bench_judge_scores, bench_rule_head_select,  # noqa: E402
+                        bench_select_rules, common)
 
 TOP_KERNELS = 3
 
@@ -39,18 +40,15 @@ TOP_KERNELS = 3
 def cases(device: torch.device):
     """(op, shape, {method: fn}, bytes the op must move or None)."""
     n, r, k = 262144, 100, 5
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.rand(n, r, device=device, generator=gen) * 2 - 1
-    b = torch.rand(n, r, device=device, generator=gen) * 2 - 1
-    rel = torch.rand(r, device=device, generator=gen)
+    a, b, rel = bench_select_rules.make_inputs(n, r, device)
     yield ("select_rules", f"N {n} R {r} k {k}",
            {m: (lambda f=f: f(a, b, rel, k)) for m, f in bench_select_rules.methods(device).items()
             if m != "compile"}, bench_select_rules.bytes_moved(n, r, k))
 
-    inputs = bench_rule_heads.make_inputs(16384, 4096, 100, device)
+    inputs = bench_rule_head_select.make_inputs(16384, 4096, 100, device)
     yield ("rule_head_select", "N 16384 D 4096 R 100 k 5, fwd+bwd",
-           {m: (lambda f=f: bench_rule_heads.train_step(f, inputs))
-            for m, f in bench_rule_heads.methods(device).items()}, None)
+           {m: (lambda f=f: bench_rule_head_select.train_step(f, inputs))
+            for m, f in bench_rule_head_select.methods(device).items()}, None)
 
     h, w, bias = bench_judge_scores.make_inputs(256, 4096, 128256, device, with_bias=False)
     yield ("judge_scores", "B 256 D 4096 V 128256",
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="seconds of timed calls per method for the wall time")
     parser.add_argument("--reps", type=int, default=10, help="profiled calls per method")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
+    parser.add_argument("--out", type=Path, default=common.RESULTS,
                         help="folder for profile_<device>.json and .md")
     args = parser.parse_args(argv)
     device = common.parse_device(parser, args.device)

@@ -5,7 +5,7 @@ slow the next):
 
   select_rules      bench_select_rules.py --quick        N = 65536, R in {100, 1024}, k in {5, 16}
   judge_scores      bench_judge_scores.py --quick        B = 256, D = 4096, V = 128256
-  rule_head_select  bench_rule_heads.py --quick          N = 16384, D = 768, R = 100
+  rule_head_select  bench_rule_head_select.py --quick    N = 16384, D = 768, R = 100
   judge             bench_judge.py (CPU only)            100 rules x 2 responses, SmolLM2
   data_path         bench_data_path.py --quick (CPU)     N = 10^4 pairs, R = 100: ramo select,
                                                          ramo label, the store's read rate
@@ -16,6 +16,8 @@ hardware ceiling measured in the same run (copy bandwidth, GEMM FLOP/s, for rule
 the floor of a training step: its two GEMMs and one pass over the hidden states), so that a
 regression shows in one table. Each benchmark's own JSON and markdown stay in DIR. A
 benchmark that fails is listed as failed, the others still run; the exit code is then 1.
+judge rates HH-RLHF conversations from its --data default ($RAMO_HH_RLHF, see
+benchmarks/common.py).
 
     python benchmarks/run_all.py                      # CPU, into benchmarks/results/run_all
     python benchmarks/run_all.py --device cuda        # GPU: cuda and triton backends
@@ -34,14 +36,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.common import markdown_table  # noqa: E402
+from benchmarks.common import RESULTS, command_line, markdown_table  # noqa: E402
 from ramo.io.atomic import write_text  # noqa: E402
 
-# name -> (script, quick arguments, JSON stem without the device, CPU only)
+# name -> (script, quick arguments, JSON stem without the device, CPU only). rule_head_select's
+# results keep the prefix rule_heads of its benchmark's former name (bench_rule_heads.py).
 BENCHMARKS = {
     "select_rules": ("bench_select_rules.py", ["--quick"], "select_rules_{device}_quick", False),
     "judge_scores": ("bench_judge_scores.py", ["--quick"], "judge_scores_{device}_quick", False),
-    "rule_head_select": ("bench_rule_heads.py", ["--quick"], "rule_heads_{device}_quick", False),
+    "rule_head_select": ("bench_rule_head_select.py", ["--quick"], "rule_heads_{device}_quick",
+                         False),
     "judge": ("bench_judge.py", ["--responses", "2", "--naive-rules", "4", "--batched-rules", "8"],
               "judge_{device}", True),
     "data_path": ("bench_data_path.py", ["--quick"], "data_path_{device}_quick", True),
@@ -107,7 +111,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for every CPU benchmark")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "run_all")
+    parser.add_argument("--out", type=Path, default=RESULTS / "run_all")
     args = parser.parse_args()
 
     rows, failed, seconds = [], [], {}
@@ -135,7 +139,7 @@ def main() -> int:
                                   ("method", "method", "s"), ("x baseline", "vs baselines", "s"),
                                   ("% ceiling", "% of ceiling", ".0f"),
                                   ("ceiling", "ceiling (same run)", "s")])
-    command = " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
+    command = command_line(__file__)
     header = (f"# ramo benchmarks, quick mode, {args.device}\n\n`{command}`\n\nRatios are "
               "against the baselines timed in the same run, and each ceiling was measured in "
               "the same run. Each benchmark's full table is beside this file.\n")

@@ -1,11 +1,11 @@
 """Study: ramo's reward-model trainer on human labels, HH-RLHF harmless-base (test split).
 
 Trains the default backbone (all-MiniLM-L6-v2 with a new one-score head) with
-`ramo.reward.train_reward_model` on the first 1,500 pairs of
-../shared/data/hh-rlhf-harmless-test.jsonl.gz, labelled as the humans labelled them (chosen
-is chosen), and scores the remaining 812 pairs with `ramo.evaluation.evaluate` (one subset,
-"hh-rlhf-harmless"). The untrained model (the same backbone and seed, so the same random
-head the training starts from) is the baseline row.
+`ramo.reward.train_reward_model` on the first 1,500 pairs of --data, Anthropic's HH-RLHF
+harmless-base test split (JSONL, gzip; default: benchmarks/common.py's hh_rlhf_path()),
+labelled as the humans labelled them (chosen is chosen), and scores the remaining 812 pairs
+with `ramo.evaluation.evaluate` (one subset, "hh-rlhf-harmless"). The untrained model (the same
+backbone and seed, so the same random head the training starts from) is the baseline row.
 
 This is a check that the trainer learns from real preference data on a CPU in minutes, not a
 benchmark of the method: a 22M-parameter sentence encoder, one epoch, 128 tokens.
@@ -14,27 +14,21 @@ benchmark of the method: a 22M-parameter sentence encoder, one epoch, 128 tokens
     python benchmarks/study_hh_rlhf_rm.py --heads rules    # RuleHeadRewardModel, 100 heads, k 5
 
 Output: benchmarks/results/hh_rlhf_rm_cpu.{json,md} (hh_rlhf_rm_rule_heads_cpu.* with
---heads rules). Skips (exit 0) when ../shared/data is
-not there: it is this workspace's data folder, not part of ramo.
+--heads rules). Skips (exit 0) when the data file is not there: ramo does not ship it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import common  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
-RESULTS = ROOT / "benchmarks" / "results"
 SUBSET = "hh-rlhf-harmless"
 
 
@@ -53,11 +47,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
+    common.add_hh_rlhf_flag(parser)
     args = parser.parse_args()
-    command = shlex.join(["python", "benchmarks/study_hh_rlhf_rm.py", *sys.argv[1:]])
-    if not DATA.is_file():
-        print(f"skipped: {DATA} is not there (the workspace's ../shared/data folder holds the "
-              f"HH-RLHF file this study reads; ramo itself does not ship it)")
+    command = common.command_line(__file__)
+    if common.skip_without_hh_rlhf(args.data):
         return 0
 
     import torch
@@ -70,7 +63,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pairs = load_pairs(DATA, allow_empty_responses=True)
+    pairs = load_pairs(args.data, allow_empty_responses=True)
     train, test = pairs[:args.train_pairs], pairs[args.train_pairs:]
     test = [dataclasses.replace(p, extra={**p.extra, "subset": SUBSET}) for p in test]
     heads = ("one score head" if args.heads == "single"
@@ -80,7 +73,7 @@ def main() -> int:
                 "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
                 "schedule": "AdamW, linear decay, no warmup", "dropout": "off",
                 "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "machine": f"{platform.platform()}, {common.processor_name()}"}
+                "machine": common.describe_machine()}
     print(command)
     print("settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
     progress = not args.no_progress
@@ -141,11 +134,11 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     name = "hh_rlhf_rm_cpu" if args.heads == "single" else "hh_rlhf_rm_rule_heads_cpu"
-    write_json(RESULTS / f"{name}.json", {
-        "command": command, "settings": settings, "results": rows,
+    write_json(common.RESULTS / f"{name}.json", {
+        "command": command, "settings": settings, "machine": common.machine(), "results": rows,
         "train_seconds": train_s, "loss_history": summary["loss_history"],
         "untrained": before, "trained": after})
-    write_text(RESULTS / f"{name}.md", text)
+    write_text(common.RESULTS / f"{name}.md", text)
     return 0
 
 

@@ -1,10 +1,11 @@
 """Study: how much signal each offline judge's rule scores carry about human safety preferences.
 
-Data: a seeded sample of HH-RLHF harmless-base pairs from ../shared/data (test split, from
-pair 1,500 on, the pairs the reward-model study holds out), response sides swapped at random
-so that "A is better" is no answer; the first half is the dev split (to choose a
-calibration on), the second half the test split (the bar). Also ramo's demo pairs, with the
-default judge's shipped ratings, where given (--demo-run).
+Data: a seeded sample of the pairs of --data, Anthropic's HH-RLHF harmless-base test split
+(JSONL, gzip; default: benchmarks/common.py's hh_rlhf_path()), from pair 1,500 on (the pairs
+the reward-model study holds out), response sides swapped at random so that "A is better" is
+no answer; the first half is the dev split (to choose a calibration on), the second half the
+test split (the bar). Also ramo's demo pairs, with the default judge's shipped ratings, where
+given (--demo-run).
 
 For each judge (rated here with `ramo.rate.rate` into --work, resumably) and each score
 calibration (ramo.study.CALIBRATIONS), on each split: single-rule agreement (mean and best
@@ -18,7 +19,7 @@ Ratings per second are measured in the same run on --speed-pairs fresh pairs.
 A judge is `smollm2` (ramo's default) or `name=folder[@template]` (any causal LM folder, or
 "default" for the default judge's weights; a ramo template such as few-shot; the answer
 "Irrelevant" is read from the first token of either spelling, as for the default judge).
-Output: benchmarks/results/judges_cpu.{json,md}. Skips (exit 0) when ../shared/data is not
+Output: benchmarks/results/judges_cpu.{json,md}. Skips (exit 0) when the data file is not
 there.
 """
 
@@ -26,26 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402
 
 
-def sample_pairs(count: int, seed: int):
+def sample_pairs(data: Path, count: int, seed: int):
     """`count` pairs from the held-out part (pair 1,500 on), shuffled, sides swapped at random."""
     import dataclasses
 
     from ramo.io import load_pairs
 
-    pool = [p for p in load_pairs(DATA, allow_empty_responses=True)[1500:]
+    pool = [p for p in load_pairs(data, allow_empty_responses=True)[1500:]
             if p.response_a.strip() and p.response_b.strip()]
     rng = random.Random(seed)
     rng.shuffle(pool)
@@ -158,10 +156,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", action="store_true",
                         help="rate what the stores lack (else: study the completed pairs)")
+    common.add_hh_rlhf_flag(parser)
     args = parser.parse_args()
-    command = shlex.join(["python", "benchmarks/study_judges.py", *sys.argv[1:]])
-    if not DATA.is_file():
-        print(f"skipped: {DATA} is not there (the workspace's ../shared/data folder)")
+    command = common.command_line(__file__)
+    if common.skip_without_hh_rlhf(args.data):
         return 0
 
     import torch
@@ -173,7 +171,7 @@ def main() -> int:
 
     rules = load_rules("default")
     rule_ids = [r.id for r in rules]
-    pairs = sample_pairs(args.pairs, args.seed)
+    pairs = sample_pairs(args.data, args.pairs, args.seed)
     splits = {"HH-RLHF dev": pairs[:len(pairs) // 2], "HH-RLHF test": pairs[len(pairs) // 2:]}
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -205,12 +203,12 @@ def main() -> int:
         print(json.dumps({name: {s: v["none"] for s, v in entry["splits"].items()}}, indent=1))
     settings = {"pairs": args.pairs, "seed": args.seed, "samples": args.samples,
                 "speed_pairs": args.speed_pairs, "threads": torch.get_num_threads(),
-                "torch": torch.__version__, "machine": platform.machine()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "judges_cpu.json", {"command": command, "settings": settings,
-                                              "results": results})
-    write_text(RESULTS / "judges_cpu.md", markdown(results, command, settings))
-    print(f"wrote {RESULTS / 'judges_cpu.md'}")
+                "torch": torch.__version__, "machine": common.describe_machine()}
+    out = common.RESULTS
+    write_json(out / "judges_cpu.json", {"command": command, "settings": settings,
+                                         "results": results})
+    write_text(out / "judges_cpu.md", markdown(results, command, settings))
+    print(f"wrote {out / 'judges_cpu.md'}")
     return 0
 
 

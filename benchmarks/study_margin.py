@@ -1,11 +1,12 @@
 """Study: the reward model with and without the label margin, HH-RLHF harmless-base (test split).
 
 The method's path on real pairs: the default judge rates the first --train-pairs pairs of
-../shared/data/hh-rlhf-harmless-test.jsonl.gz on every --every-th rule of the default pool
-(CPU time: all 100 rules would take hours here), `ramo select` keeps k rules per pair (max
+--data, Anthropic's HH-RLHF harmless-base test split (JSONL, gzip; default:
+benchmarks/common.py's hh_rlhf_path()), on every --every-th rule of the default pool (CPU
+time: all 100 rules would take hours here), `ramo select` keeps k rules per pair (max
 discrepancy + the judge's relevance; pairs with a blank response are left out: the judge
-rates text), `ramo label` labels the pairs and writes each pair's
-margin (the summed score gap on its k rules), and the default reward model (MiniLM, one
+rates text), `ramo label` labels the pairs and writes each pair's margin (the summed score
+gap on its k rules), and the default reward model (MiniLM, one
 score head) is trained on those labels twice, with `margin="none"` (ramo's default, the
 paper's loss) and `margin="raw"` (TRL's use of a margin column), same seed and settings. A
 third row trains on the same pairs' human labels, for scale. All are scored on the last
@@ -14,22 +15,20 @@ third row trains on the same pairs' human labels, for scale. All are scored on t
     python benchmarks/study_margin.py [--train-pairs 400] [--every 5] [--epochs 3]
 
 The ratings go to a store under --work (reused by a rerun). Output:
-benchmarks/results/margin_hh_rlhf_cpu.{json,md}. Skips (exit 0) when ../shared/data is not
+benchmarks/results/margin_hh_rlhf_cpu.{json,md}. Skips (exit 0) when the data file is not
 there.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402
 
 
 def main() -> int:
@@ -45,10 +44,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "ramo-margin")
     parser.add_argument("--no-progress", action="store_true")
+    common.add_hh_rlhf_flag(parser)
     args = parser.parse_args()
-    command = shlex.join(["python", "benchmarks/study_margin.py", *sys.argv[1:]])
-    if not DATA.is_file():
-        print(f"skipped: {DATA} is not there (the workspace's ../shared/data folder)")
+    command = common.command_line(__file__)
+    if common.skip_without_hh_rlhf(args.data):
         return 0
 
     import torch
@@ -65,7 +64,7 @@ def main() -> int:
     from ramo.study import bootstrap
 
     progress = not args.no_progress
-    pairs = load_pairs(DATA, allow_empty_responses=True)
+    pairs = load_pairs(args.data, allow_empty_responses=True)
     # The judge rates a response only when it has text; HH has a few blank replies.
     train = [p for p in pairs[:args.train_pairs] if p.response_a.strip() and p.response_b.strip()]
     test = pairs[-args.test_pairs:]
@@ -135,10 +134,10 @@ def main() -> int:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_json(RESULTS / "margin_hh_rlhf_cpu.json",
+    write_json(common.RESULTS / "margin_hh_rlhf_cpu.json",
                {"command": command, "settings": settings, "rows": rows,
                 "label_agreement": sum(agree) / len(agree), "rate_seconds": rate_s})
-    write_text(RESULTS / "margin_hh_rlhf_cpu.md", text)
+    write_text(common.RESULTS / "margin_hh_rlhf_cpu.md", text)
     return 0
 
 

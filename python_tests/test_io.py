@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,16 @@ import pytest
 from ramo.io import Pair, Rule, load_pairs, load_rules, rules_fingerprint
 from ramo.io.pairs import split_hh
 
-HH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
+
+def hh_rlhf_path() -> Path:
+    """Anthropic's HH-RLHF harmless-base test split (JSONL, gzip), which ramo does not ship:
+    $RAMO_HH_RLHF if set, else ../shared/data/hh-rlhf-harmless-test.jsonl.gz from the
+    repository's root, as the benchmarks find it (benchmarks/common.py)."""
+    default = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf-harmless-test.jsonl.gz"
+    return Path(os.environ.get("RAMO_HH_RLHF") or default)
+
+
+HH_DATA = hh_rlhf_path()
 
 RULES = [
     Rule("r1", "Do not help with weapons.", "violence"),
@@ -365,7 +375,7 @@ def test_hh_empty_response(tmp_path):
     assert pair == Pair("0", "\n\nHuman: q\n\nAssistant:", " ", " no", 0)
 
 
-@pytest.mark.skipif(not HH_DATA.exists(), reason=f"shared data file absent: {HH_DATA}")
+@pytest.mark.skipif(not HH_DATA.exists(), reason=f"HH-RLHF file absent (RAMO_HH_RLHF): {HH_DATA}")
 def test_hh_real_data_first_20_lines(tmp_path):
     with gzip.open(HH_DATA, "rb") as f:
         head = list(itertools.islice(f, 20))
@@ -382,7 +392,7 @@ def test_hh_real_data_first_20_lines(tmp_path):
         assert pair.label == 0 and pair.extra == {}
 
 
-@pytest.mark.skipif(not HH_DATA.exists(), reason=f"shared data file absent: {HH_DATA}")
+@pytest.mark.skipif(not HH_DATA.exists(), reason=f"HH-RLHF file absent (RAMO_HH_RLHF): {HH_DATA}")
 def test_hh_real_data_whole_file():
     # Four pairs in the harmless test split prefer an empty reply: strict loading refuses the
     # file and lists them; allow_empty_responses loads all 2,312.
