@@ -73,7 +73,9 @@ void check_ids(const at::Tensor& ids, int64_t n_yes, int64_t n_no, int64_t vocab
   const int64_t n = ids.size(0);
   TORCH_CHECK_VALUE(n_yes >= 1, "judge_scores: yes_ids must not be empty");
   TORCH_CHECK_VALUE(n_no >= 1, "judge_scores: no_ids must not be empty");
-  TORCH_CHECK_VALUE(n_yes + n_no <= n, "judge_scores: n_yes + n_no exceeds the ", n, " ids");
+  // n_yes + n_no could overflow: both are positive here, so compare without the sum.
+  TORCH_CHECK_VALUE(n_yes <= n && n_no <= n - n_yes, "judge_scores: n_yes + n_no exceeds the ",
+                    n, " ids");
   const at::Tensor host = ids.to(at::kCPU).contiguous();
   const int64_t* v = host.data_ptr<int64_t>();
   const char* names[3] = {"yes_ids", "no_ids", "other_ids"};
@@ -116,7 +118,8 @@ int64_t first_non_finite(const at::Tensor& hidden) {
   return bad.any().item<bool>() ? bad.nonzero()[0][0].item<int64_t>() : -1;
 }
 
-// The value checks of ramo/reference/judge_scores.py (check_values), with its messages.
+// The value checks of ramo/reference/judge_scores.py (check_values), with its messages: bias
+// is checked in the accumulation dtype, as the op adds it.
 void check_values(const at::Tensor& hidden, const std::optional<at::Tensor>& bias,
                   const at::Tensor& ids, bool choices) {
   const int64_t bad = first_non_finite(hidden);
@@ -126,16 +129,17 @@ void check_values(const at::Tensor& hidden, const std::optional<at::Tensor>& bia
                       ", column ", bad % d, ")");
   }
   if (!bias.has_value()) return;
+  const char* dtype = bias->scalar_type() == at::kDouble ? "float64" : "float32";
   const at::Tensor bad_bias = at::isnan(*bias).logical_or(bias->eq(INFINITY));
   if (bad_bias.any().item<bool>()) {
     TORCH_CHECK_VALUE(false, "judge_scores: bias holds NaN or +inf (token ",
-                      bad_bias.nonzero()[0][0].item<int64_t>(),
-                      "); only -inf (a masked token) is allowed");
+                      bad_bias.nonzero()[0][0].item<int64_t>(), ", as ", dtype,
+                      ", the dtype the op computes in); only -inf (a masked token) is allowed");
   }
   const at::Tensor pool = choices ? bias->index_select(0, ids) : *bias;
   TORCH_CHECK_VALUE(pool.gt(-INFINITY).any().item<bool>(), "judge_scores: bias masks (-inf) ",
-                    choices ? "every listed id" : "every token",
-                    ": there is nothing to normalise over in '",
+                    choices ? "every listed id" : "every token", " (as ", dtype,
+                    ", the dtype the op computes in): there is nothing to normalise over in '",
                     choices ? "choices" : "vocab", "' mode");
 }
 

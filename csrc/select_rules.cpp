@@ -1,5 +1,8 @@
 #include "select_rules.h"
 
+#include <cmath>
+#include <utility>
+
 #include "../kernels/common/select_rules.h"
 
 namespace ramo {
@@ -27,6 +30,7 @@ std::optional<at::Tensor> prepare_row_broadcast(const std::optional<at::Tensor>&
 SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Tensor& scores_b,
                                        const std::optional<at::Tensor>& relevance,
                                        const std::optional<at::Tensor>& valid, int64_t k,
+                                       double discrepancy_weight, double relevance_weight,
                                        double tie_tolerance) {
   TORCH_CHECK_VALUE(scores_a.dim() == 2, "select_rules: scores_a must be [N, R], got ",
                     scores_a.sizes());
@@ -46,7 +50,17 @@ SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Ten
   TORCH_CHECK_VALUE(k >= 1 && k <= r, "select_rules: k must be in [1, R=", r, "], got ", k);
   TORCH_CHECK_VALUE(k <= kMaxFastK, "select_rules: the compiled kernels take k <= ", kMaxFastK,
                     ", got ", k, " (ramo.ops.select_rules uses the reference for larger k)");
-  TORCH_CHECK_VALUE(tie_tolerance >= 0, "select_rules: tie_tolerance must be >= 0");
+  // ramo.ops.select_rules checks the weights too, except under torch.compile, where they may
+  // be traced as symbols whose values only the op sees.
+  const std::pair<const char*, double> weights[] = {{"discrepancy_weight", discrepancy_weight},
+                                                    {"relevance_weight", relevance_weight},
+                                                    {"tie_tolerance", tie_tolerance}};
+  for (const auto& [name, w] : weights) {
+    TORCH_CHECK_VALUE(std::isfinite(w), "select_rules: ", name,
+                      " must be a finite Python int or float, got ", w);
+  }
+  TORCH_CHECK_VALUE(tie_tolerance >= 0, "select_rules: tie_tolerance must be >= 0, got ",
+                    tie_tolerance);
 
   SelectRulesInputs in;
   in.acc_type = dtype == at::kDouble ? at::kDouble : at::kFloat;
@@ -86,6 +100,7 @@ SelectRulesResult empty_select_rules_outputs(const SelectRulesInputs& in, int64_
 
 void raise_non_finite(const SelectRulesInputs& in, int64_t row) {
   const int64_t r = in.scores_a.size(1);
+  const char* dtype = in.acc_type == at::kDouble ? "float64" : "float32";
   auto row_of = [&](const at::Tensor& t, int64_t stride) {
     return (stride == 0 ? t : t[row]).to(at::kCPU).to(at::kDouble).reshape({r});
   };
@@ -101,11 +116,11 @@ void raise_non_finite(const SelectRulesInputs& in, int64_t row) {
     if (bad.any().item<bool>()) {
       TORCH_CHECK_VALUE(false, "select_rules: ", name, " has a non-finite value in a valid ",
                         "position (row ", row, ", rule ", bad.nonzero()[0][0].item<int64_t>(),
-                        ")");
+                        ") as ", dtype, ", the dtype the op computes in");
     }
   }
   TORCH_CHECK_VALUE(false, "select_rules: a non-finite value in a valid position (row ", row,
-                    ")");
+                    ") as ", dtype, ", the dtype the op computes in");
 }
 
 }  // namespace ramo

@@ -22,9 +22,13 @@ struct SelectRulesInputs {
   at::ScalarType acc_type;
 };
 
+// Checks the op's arguments (ValueError, with ramo.ops.select_rules' messages): shapes,
+// dtypes, devices, k, and the weights, which the Python function does not check under
+// torch.compile.
 SelectRulesInputs prepare_select_rules(const at::Tensor& scores_a, const at::Tensor& scores_b,
                                        const std::optional<at::Tensor>& relevance,
                                        const std::optional<at::Tensor>& valid, int64_t k,
+                                       double discrepancy_weight, double relevance_weight,
                                        double tie_tolerance);
 
 // The first row (n if none) in which a shared [R] relevance has a non-finite value in a
@@ -60,9 +64,10 @@ void fill_select_rules_args(SelectRulesArgs<acc_t>& p, const SelectRulesInputs& 
   p.preference = std::get<5>(out).data_ptr<int8_t>();
 }
 
-// Raises the ValueError for a row that holds a non-finite value in a valid position,
-// naming the first tensor of scores_a, scores_b, relevance bad in that row and its first
-// bad rule. Callers pass the first such row, which gives every backend's message.
+// Raises the ValueError for a row that holds a non-finite value in a valid position (in the
+// accumulation dtype, which relevance is already cast to), naming the first tensor of
+// scores_a, scores_b, relevance bad in that row and its first bad rule. Callers pass the
+// first such row, which gives every backend's message.
 [[noreturn]] void raise_non_finite(const SelectRulesInputs& in, int64_t row);
 
 }  // namespace ramo

@@ -321,6 +321,71 @@ def test_non_finite_weight_reaches_vocab_outputs_as_in_softmax(backend, bad):
     torch.testing.assert_close(out.relevance.cpu().double(), listed.relevance, atol=1e-5, rtol=0)
 
 
+# The Triton interpreter's numpy warns on the max of a segment of NaN.
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("layout", ["nan_rows", "nan_in_masked_rows"])
+def test_nan_logits_in_a_chunk_of_their_own_reach_vocab_outputs(backend, layout):
+    """A NaN logit makes the row's "vocab" outputs NaN, as in torch.softmax, also when every
+    other logit of its CPU chunk (256 columns here) and CUDA / Triton segment (1024) is NaN
+    or masked (-inf): that chunk's max is -inf, and it must not be skipped as masked."""
+    device = device_for(backend)
+    hidden, weight, _ = make_case(23, 3, 6, 3000)
+    bias = None
+    if layout == "nan_rows":
+        weight[1024:2048, 0] = float("nan")
+    else:
+        bias = torch.zeros(3000)
+        bias[1024:2048] = float("-inf")
+        weight[1500, 0] = float("nan")
+    out = run(backend, hidden.to(device), weight.to(device),
+              None if bias is None else bias.to(device))
+    for f in FIELDS[:4]:
+        assert getattr(out, f).isnan().all(), f
+    listed = truth(hidden, weight, bias, YES, NO, OTHER, "choices")
+    torch.testing.assert_close(out.relevance.cpu().double(), listed.relevance, atol=1e-5, rtol=0)
+
+
+# The Triton interpreter's numpy warns on the intended 0 / 0.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("normalize", ["vocab", "choices"])
+def test_every_logit_overflowing_to_minus_inf_is_nan(backend, normalize):
+    """Finite inputs whose every logit overflows to -inf in float32 (the host refuses only a
+    bias that masks every token): torch.softmax's 0 / 0, NaN, in every backend as in the
+    reference; the relevance of such a row is 0, every listed id having probability 0."""
+    device = device_for(backend)
+    hidden = torch.tensor([[-1e20], [1.0]], device=device)
+    weight = torch.full((5, 1), 1e20, device=device)
+    out = judge_scores(hidden, weight, [0], [1], [2, 4], normalize=normalize, backend=backend)
+    want = judge_scores(hidden.cpu(), weight.cpu(), [0], [1], [2, 4], normalize=normalize,
+                        backend="reference")
+    assert want.p_yes[0].isnan() and want.relevance[0] == 0
+    for f in FIELDS:
+        torch.testing.assert_close(getattr(out, f).cpu(), getattr(want, f), equal_nan=True,
+                                   msg=f)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_bias_is_checked_in_the_accumulation_dtype(backend):
+    """A float64 bias beside float32 hidden states is checked as the op adds it, in float32,
+    by every backend and the reference: 1e300 is +inf there, and -1e300 everywhere masks
+    every token; -1e300 on one token masks it."""
+    device = device_for(backend)
+    hidden, weight, _ = make_case(24, 2, 4, 50, device=device)
+    bias = torch.zeros(50, dtype=torch.float64, device=device)
+    bias[5] = 1e300
+    with pytest.raises(ValueError, match=r"bias holds NaN or \+inf \(token 5, as float32, the "
+                                         r"dtype the op computes in\)"):
+        run(backend, hidden, weight, bias)
+    with pytest.raises(ValueError, match=r"bias masks \(-inf\) every token \(as float32, the "
+                                         r"dtype the op computes in\)"):
+        run(backend, hidden, weight, torch.full_like(bias, -1e300))
+    bias[5] = -1e300
+    want = truth(hidden, weight, bias.float(), YES, NO, OTHER)
+    assert max_error(run(backend, hidden, weight, bias), want) <= 1e-5
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 def _bad_inputs():
@@ -384,6 +449,8 @@ def test_bad_input_raises_value_error(backend, match, args, kwargs):
     (torch.rand(2, 4), torch.rand(9, 3), None, torch.tensor([1, 2]), 1, 1, "vocab"),
     (torch.rand(2, 4), torch.rand(9, 4), torch.rand(8), torch.tensor([1, 2]), 1, 1, "vocab"),
     (torch.rand(2, 4), torch.rand(9, 4), None, torch.tensor([1, 2]), 1, 1, "all"),
+    # n_yes + n_no overflows int64.
+    (torch.rand(2, 4), torch.rand(9, 4), None, torch.tensor([1, 2]), 2 ** 62, 2 ** 62, "vocab"),
 ])
 def test_compiled_op_checks_its_own_input(args):
     """torch.ops.ramo.judge_scores called directly (bypassing the Python checks) still raises."""

@@ -296,6 +296,30 @@ def test_padding_contributes_nothing(backend):
     torch.testing.assert_close(gw.double(), want_w, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_inf_or_nan_reward_gradient_of_a_row_that_selects_nothing(backend):
+    """A row that selects nothing does not reach the rewards: its hidden gradients are 0, as
+    in autograd of the reference, whatever its reward gradient (not g * 0 = NaN for an inf or
+    NaN one), and it adds nothing to weight or bias."""
+    device = device_for(backend)
+    case = make_case(8, 4, 5, 6, torch.float32, device=device)
+    valid = torch.ones(4, 6, dtype=torch.bool, device=device)
+    valid[[1, 3]] = False
+    grad_reward_a = torch.tensor([1.0, float("inf"), -0.5, float("nan")], device=device)
+    grad_margin = torch.tensor([0.25, float("nan"), 2.0, float("-inf")], device=device)
+    grads = {}
+    for bk in (backend, "reference"):
+        params = [t.clone().requires_grad_() for t in case[:4]]
+        out = ramo.rule_head_select(*params, valid=valid, k=2, backend=bk)
+        torch.autograd.backward((out.reward_a, out.margin), (grad_reward_a, grad_margin))
+        grads[bk] = [t.grad for t in params]
+    for name, got, want in zip(PARAMS, grads[backend], grads["reference"]):
+        assert got.isfinite().all(), name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    for grad_hidden in grads[backend][:2]:
+        assert not grad_hidden[[1, 3]].any()
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_gradcheck_fp64(backend):
     device = device_for(backend)
@@ -442,6 +466,39 @@ def test_torch_compile_fullgraph(backend):
         torch.testing.assert_close(x, y)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_torch_compile_fullgraph_symbolic_weights(backend):
+    """Float arguments become symbols under torch.compile (dynamic=True, or by default once a
+    second call passes another value): the forward and backward still trace as one graph and
+    give the eager results, and a non-finite weight is still a ValueError."""
+    device = device_for(backend)
+    ha, hb, w, b, rel, _ = make_case(11, 8, 12, 30, torch.float32, relevance="shared",
+                                     device=device)
+    params = [t.clone().requires_grad_() for t in (ha, hb, w, b)]
+
+    def loss_fn(ha, hb, w, b, rel, wd, tol):
+        out = ramo.rule_head_select(ha, hb, w, b, rel, k=4, discrepancy_weight=wd,
+                                    tie_tolerance=tol, backend=backend)
+        return -torch.nn.functional.logsigmoid(out.margin).sum(), out.indices, out.preference
+
+    for dynamic in (True, None):
+        torch._dynamo.reset()
+        compiled = torch.compile(loss_fn, fullgraph=True, dynamic=dynamic)
+        for wd, tol in ((0.5, 0.0), (2.0, 0.25)):
+            loss, indices, preference = compiled(*params, rel, wd, tol)
+            grads = torch.autograd.grad(loss, params)
+            want_loss, want_indices, want_preference = loss_fn(*params, rel, wd, tol)
+            want_grads = torch.autograd.grad(want_loss, params)
+            assert torch.equal(indices, want_indices)
+            assert torch.equal(preference, want_preference)
+            torch.testing.assert_close(loss, want_loss)
+            for x, y in zip(grads, want_grads):
+                torch.testing.assert_close(x, y)
+        with pytest.raises(ValueError, match="rule_head_select: discrepancy_weight must be a "
+                                             "finite"):
+            compiled(*params, rel, float("inf"), 0.0)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 def _bad_inputs():
@@ -452,6 +509,8 @@ def _bad_inputs():
     inf_w[5, 0] = float("inf")
     bad_rel = torch.rand(6)
     bad_rel[5] = float("inf")
+    big_rel = torch.rand(6, dtype=torch.float64)
+    big_rel[5] = 1e300
     return [
         (r"scores_a \(hidden_a @ weight.T \+ bias\) has a non-finite value .*row 2",
          (nan_h, hb, w, b), {}),
@@ -474,6 +533,12 @@ def _bad_inputs():
         ("is on meta", (ha, hb, w.to("meta"), b), {}),
         ("tie_tolerance", (ha, hb, w, b), {"tie_tolerance": -1.0}),
         ("discrepancy_weight", (ha, hb, w, b), {"discrepancy_weight": float("inf")}),
+        # Ints beyond every float: no OverflowError from the check.
+        ("discrepancy_weight must be a finite", (ha, hb, w, b), {"discrepancy_weight": 10 ** 400}),
+        ("tie_tolerance must be a finite", (ha, hb, w, b), {"tie_tolerance": 10 ** 400}),
+        # Finite in float64, inf in float32: checked as the op computes with it.
+        (r"relevance has a non-finite value in a valid position \(row 0, rule 5\) as float32, "
+         r"the dtype the op computes in", (ha, hb, w, b, big_rel), {}),
     ]
 
 

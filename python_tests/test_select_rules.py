@@ -298,6 +298,30 @@ def test_backward_matches_reference_autograd(backend, dtype):
         torch.testing.assert_close(got.float(), want.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS + [pytest.param("reference", id="reference")])
+def test_inf_or_nan_reward_gradient_reaches_only_the_selected_rules(backend):
+    """As in autograd of the reference: padding slots (index -1) and rows that select
+    nothing get 0 from an inf or NaN reward gradient, not g * 0 = NaN."""
+    device = device_for(backend)
+    a, b = torch.rand(3, 4, device=device), torch.rand(3, 4, device=device)
+    valid = torch.tensor([[False, True, False, False], [False] * 4, [True] * 4], device=device)
+    grad_reward_a = torch.tensor([float("inf"), float("nan"), 1.0], device=device)
+    grad_margin = torch.tensor([1.0, float("inf"), 2.0], device=device)
+    grads = {}
+    for bk in (backend, "reference"):
+        a_, b_ = a.clone().requires_grad_(), b.clone().requires_grad_()
+        out = ramo.select_rules(a_, b_, k=2, valid=valid, backend=bk)
+        torch.autograd.backward((out.reward_a, out.margin), (grad_reward_a, grad_margin))
+        grads[bk] = (out.indices, a_.grad, b_.grad)
+    indices, grad_a, grad_b = grads[backend]
+    assert indices[:2].tolist() == [[1, -1], [-1, -1]]
+    assert grad_a[0, 1] == float("inf") and grad_b[0, 1] == -1.0
+    for g in (grad_a, grad_b):
+        assert not g[0, [0, 2, 3]].any() and not g[1].any()
+    for got, want in zip(grads[backend], grads["reference"]):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
 def test_criterion_is_not_differentiable():
     a = torch.rand(3, 8, requires_grad=True)
     out = ramo.select_rules(a, torch.rand(3, 8), k=2, backend="cpu")
@@ -343,6 +367,53 @@ def test_torch_compile_fullgraph(backend):
     torch.testing.assert_close(grad, want_grad)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_torch_compile_fullgraph_symbolic_weights(backend):
+    """Float arguments become symbols under torch.compile: with dynamic=True, and by default
+    once a second call passes another value (automatic dynamic). The call still traces as one
+    graph, gives the eager bits, and a non-finite weight is still a ValueError (the op checks
+    the values it is given)."""
+    device = device_for(backend)
+    a, b, rel, valid = make_case(12, 6, 20, torch.float32, relevance="shared",
+                                 valid="per_row", device=device)
+
+    def select(a, b, rel, valid, wd, wr, tol):
+        out = ramo.select_rules(a, b, rel, k=3, valid=valid, discrepancy_weight=wd,
+                                relevance_weight=wr, tie_tolerance=tol, backend=backend)
+        return out.indices, out.criterion, out.margin, out.preference
+
+    for dynamic in (True, None):
+        torch._dynamo.reset()
+        compiled = torch.compile(select, fullgraph=True, dynamic=dynamic)
+        for weights in ((0.5, 1.0, 0.0), (0.25, 2.0, 0.125), (3, 1, 0.5)):
+            got = compiled(a, b, rel, valid, *weights)
+            want = select(a, b, rel, valid, *weights)
+            for x, y in zip(got, want):
+                torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
+        for weights, name in (((float("inf"), 1.0, 0.0), "discrepancy_weight"),
+                              ((0.5, float("nan"), 0.0), "relevance_weight"),
+                              ((0.5, 1.0, float("nan")), "tie_tolerance")):
+            with pytest.raises(ValueError, match=f"select_rules: {name} must be a finite"):
+                compiled(a, b, rel, valid, *weights)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_torch_compile_fullgraph_rule_count_marked_dynamic(backend):
+    """R of the scores traced as a symbol beside the relevance's R, a plain number: the
+    shape check still finds them equal."""
+    device = device_for(backend)
+    a, b, rel, _ = make_case(13, 5, 20, torch.float32, relevance="shared", device=device)
+
+    def margin(a, b, rel):
+        return ramo.select_rules(a, b, rel, k=3, backend=backend).margin
+
+    torch._dynamo.reset()
+    for t in (a, b):
+        torch._dynamo.maybe_mark_dynamic(t, 1)
+    got = torch.compile(margin, fullgraph=True)(a, b, rel)
+    torch.testing.assert_close(got, margin(a, b, rel), rtol=0, atol=0)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 def _bad_inputs():
@@ -373,6 +444,10 @@ def _bad_inputs():
         ("is on meta", (a, b, torch.rand(6, device="meta")), {}),
         ("tie_tolerance", (a, b), {"tie_tolerance": -1.0}),
         ("discrepancy_weight", (a, b), {"discrepancy_weight": float("nan")}),
+        # Ints beyond every float: no OverflowError from the check.
+        ("discrepancy_weight must be a finite", (a, b), {"discrepancy_weight": 10 ** 400}),
+        ("relevance_weight must be a finite", (a, b), {"relevance_weight": -10 ** 400}),
+        ("tie_tolerance must be a finite", (a, b), {"tie_tolerance": 10 ** 400}),
     ]
 
 
@@ -414,7 +489,7 @@ def _several_bad_cases():
     rule."""
     def msg(name, row, rule):
         return (f"select_rules: {name} has a non-finite value in a valid position "
-                f"(row {row}, rule {rule})")
+                f"(row {row}, rule {rule}) as float32, the dtype the op computes in")
 
     nan, inf = float("nan"), float("inf")
     cases = []
@@ -480,6 +555,27 @@ def test_bad_input_raises_value_error(backend, match, args, kwargs):
         ramo.select_rules(*args, backend=backend, **kwargs)
 
 
+@pytest.mark.parametrize("backend", FAST_BACKENDS + [pytest.param("reference", id="reference")])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_row"])
+def test_relevance_is_checked_in_the_accumulation_dtype(backend, shared):
+    """Every backend, the reference included, checks values as the op computes with them: a
+    float64 relevance of 1e300 is finite, but inf in float32 beside float32 scores, and the
+    message says so; beside float64 scores it is finite and selected."""
+    device = device_for(backend)
+    rel = torch.zeros(2, 3, dtype=torch.float64)
+    rel[:, 1] = 1.0
+    rel[1, 2] = 1e300
+    rel = (rel[1] if shared else rel).to(device)
+    a, b = torch.zeros(2, 3, device=device), torch.zeros(2, 3, device=device)
+    with pytest.raises(ValueError) as caught:
+        ramo.select_rules(a, b, rel, k=2, backend=backend)
+    assert str(caught.value).splitlines()[0] == (
+        f"select_rules: relevance has a non-finite value in a valid position (row "
+        f"{0 if shared else 1}, rule 2) as float32, the dtype the op computes in")
+    out = ramo.select_rules(a.double(), b.double(), rel, k=2, backend=backend)
+    assert out.indices[1].tolist() == [2, 1]
+
+
 def test_non_finite_error_names_row_and_rule():
     a = torch.rand(5, 9)
     a[3, 4] = float("inf")
@@ -508,6 +604,22 @@ def test_compiled_op_checks_its_own_input(kwargs):
     """torch.ops.ramo.select_rules called directly (bypassing the Python checks) still raises."""
     with pytest.raises(ValueError):
         torch.ops.ramo.select_rules(*kwargs["args"])
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("weights,match", [
+    ((float("inf"), 1.0, 0.0), "discrepancy_weight must be a finite Python int or float, got inf"),
+    ((0.5, float("-inf"), 0.0), "relevance_weight must be a finite Python int or float, got -inf"),
+    ((0.5, 1.0, float("nan")), "tie_tolerance must be a finite Python int or float, got nan"),
+    ((0.5, 1.0, -0.5), "tie_tolerance must be >= 0"),
+])
+def test_raw_ops_check_their_weights(backend, weights, match):
+    """The ops check the weights themselves (the Python function does not under
+    torch.compile), with the Python function's messages."""
+    device = device_for(backend)
+    a = torch.rand(3, 4, device=device)
+    with pytest.raises(ValueError, match=f"select_rules: {match}"):
+        _op_for(backend)(a, a, None, None, 2, *weights)
 
 
 # --- dispatch and fallbacks ---------------------------------------------------------------

@@ -72,6 +72,14 @@ inline acc_t add_bias_and_max(acc_t* x, const acc_t* bias, int64_t c) {
   return m;
 }
 
+template <typename acc_t>
+inline bool has_nan(const acc_t* x, int64_t c) {
+  for (int64_t j = 0; j < c; ++j) {
+    if (x[j] != x[j]) return true;
+  }
+  return false;
+}
+
 // Sum of exp(x[j] - m) over one row (m >= every x[j], finite).
 inline float sum_exp(const float* x, int64_t c, float m) {
   float s = 0.0f;
@@ -97,7 +105,15 @@ RAMO_JUDGE_CLONES void lse_update_rows(acc_t* logits, const acc_t* bias, int64_t
   for (int64_t row = begin; row < end; ++row) {
     acc_t* x = logits + row * c;
     const acc_t m = add_bias_and_max(x, bias, c);
-    if (m == judge::neg_inf<acc_t>()) continue;  // every token of the chunk masked
+    if (m == judge::neg_inf<acc_t>()) {
+      // Every logit of the chunk is -inf (masked) or NaN, which the max skips: the chunk
+      // adds nothing, unless a NaN must make the row NaN. Rare, so a second pass is cheap.
+      if (has_nan(x, c)) {
+        state[row] = judge::lse_merge(
+            state[row], judge::LseState<acc_t>{m, judge::quiet_nan<acc_t>()});
+      }
+      continue;
+    }
     state[row] = judge::lse_merge(state[row], judge::LseState<acc_t>{m, sum_exp(x, c, m)});
   }
 }

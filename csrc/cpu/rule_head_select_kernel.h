@@ -7,7 +7,8 @@
 // result is bitwise the same for any number of threads.
 //
 // With g_a, g_b the reward gradients and idx the selected rules (-1: padding, skipped):
-//   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]        (sum in selection order)
+//   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]        (sum in selection order;
+//                      0 when row n selected nothing)
 //   grad_weight[r]  += g_a[n] * hidden_a[n] + g_b[n] * hidden_b[n]   for each idx[n, j] = r
 //   grad_bias[r]    += g_a[n] + g_b[n]                               for each idx[n, j] = r
 // Each operation is rounded on its own (the project compiles with -ffp-contract=off).
@@ -76,8 +77,10 @@ RAMO_RULE_HEAD_CLONES void backward_rows(const RuleHeadBackwardArgs<scalar_t, ac
       term[c] = ga * static_cast<acc_t>(ha[c]) + gb * static_cast<acc_t>(hb[c]);
     }
     const acc_t g_bias = ga + gb;
+    bool selected = false;
     for (int64_t j = 0; j < p.k; ++j) {
       if (idx[j] < 0) continue;
+      selected = true;
       const scalar_t* __restrict__ w = p.weight + idx[j] * d;
       acc_t* __restrict__ gw = grad_weight + idx[j] * d;
       for (int64_t c = 0; c < d; ++c) {
@@ -85,6 +88,13 @@ RAMO_RULE_HEAD_CLONES void backward_rows(const RuleHeadBackwardArgs<scalar_t, ac
         gw[c] += term[c];
       }
       grad_bias[idx[j]] += g_bias;
+    }
+    if (!selected) {
+      // No rule selected: the row's rewards do not depend on its hidden states, so their
+      // gradient is 0 as in autograd, not g * 0 (NaN for an inf or NaN g).
+      std::fill(out_a, out_a + d, static_cast<scalar_t>(acc_t(0)));
+      std::fill(out_b, out_b + d, static_cast<scalar_t>(acc_t(0)));
+      continue;
     }
     for (int64_t c = 0; c < d; ++c) {
       out_a[c] = static_cast<scalar_t>(ga * sum[c]);

@@ -20,7 +20,8 @@ SelectRulesResult select_rules_cpu(const at::Tensor& scores_a, const at::Tensor&
                                    double discrepancy_weight, double relevance_weight,
                                    double tie_tolerance) {
   const SelectRulesInputs in =
-      prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
+      prepare_select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight,
+                           relevance_weight, tie_tolerance);
   // The kernel skips a shared relevance in every row; its first bad row joins the kernel's.
   const int64_t shared_bad = check_shared_relevance(in);
   SelectRulesResult out = empty_select_rules_outputs(in, k);

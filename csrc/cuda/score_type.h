@@ -1,10 +1,10 @@
 // The torch dtype of scores / hidden states as the enum the CUDA launchers take
-// (kernels/cuda/select_rules.cuh), for every CUDA glue file that launches on those dtypes.
+// (kernels/cuda/acc_types.h), for every CUDA glue file that launches on those dtypes.
 #pragma once
 
 #include <ATen/core/ScalarType.h>
 
-#include "../../kernels/cuda/select_rules.cuh"
+#include "../../kernels/cuda/acc_types.h"
 
 namespace ramo {
 

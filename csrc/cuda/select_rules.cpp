@@ -35,7 +35,8 @@ SelectRulesResult select_rules_cuda(const at::Tensor& scores_a, const at::Tensor
   // each row's valid) with the scores, so bad_row is already the first row bad in any input,
   // and the flag read below is the op's one synchronisation.
   const SelectRulesInputs in =
-      prepare_select_rules(scores_a, scores_b, relevance, valid, k, tie_tolerance);
+      prepare_select_rules(scores_a, scores_b, relevance, valid, k, discrepancy_weight,
+                           relevance_weight, tie_tolerance);
   SelectRulesResult out = empty_select_rules_outputs(in, k);
   const int64_t n = in.scores_a.size(0);
   if (n == 0) return out;

@@ -233,40 +233,91 @@ void test_cuda(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t chunk
   check_outputs(what, t, out[0], out[1], out[2], out[3], out[4], tol);
 }
 
-// A NaN or +inf logit (a non-finite weight; hidden and bias are checked before) makes the
-// row's vocabulary probabilities NaN, as the reference's softmax does, whichever lanes and
-// segments see it; the relevance, from the listed logits only, stays finite. -inf masks.
-void test_cuda_non_finite_logits() {
-  const int64_t b = 4, v = 3000, segments = fold::segments_of(v);
-  std::vector<float> logits(b * v);
-  for (int64_t i = 0; i < b * v; ++i) logits[i] = std::sin(0.37f * static_cast<float>(i));
-  logits[0 * v + 2500] = NAN;
-  logits[1 * v + 10] = INFINITY;
-  logits[2 * v + 1030] = NAN;
-  logits[2 * v + 1031] = INFINITY;
-  logits[3 * v + 7] = -INFINITY;  // row 3: finite outputs
-  std::vector<float> part_max(segments * b), part_sum(segments * b);
-  const fold::FoldParams<float> f{logits.data(), nullptr, b, v, 0, part_max.data(), part_sum.data()};
-  CHECK(ramo::cuda::launch_judge_scores_fold(f, nullptr) == cudaSuccess, "fold launch failed");
-  const std::vector<int64_t> ids = {1, 2, 3, 4};
-  std::vector<float> listed(b * 4);
-  for (int64_t r = 0; r < b; ++r) {
-    for (int64_t j = 0; j < 4; ++j) listed[r * 4 + j] = logits[r * v + ids[j]];
+// Logits with non-finite values. A NaN or +inf logit (a non-finite weight; hidden and bias
+// are checked before) makes the row's vocabulary probabilities NaN, as the reference's softmax
+// does, whichever chunks, lanes and segments see it: also a chunk or segment of nothing but
+// NaN, or of NaN and masked (-inf) logits, whose max is -inf. So does a row whose every logit
+// is -inf (finite inputs can overflow to it), softmax's 0 / 0. The relevance, from the listed
+// logits only, stays finite (0 where every listed logit is -inf). -inf alone masks.
+struct NonFiniteCase {
+  static constexpr int64_t b = 7, v = 3000;
+  std::vector<float> logits;                 // [b, v]
+  std::vector<int64_t> ids = {1, 2, 3, 4};   // 2 yes, 1 no, 1 other
+  bool nan_probabilities[b] = {true, true, true, false, true, true, true};
+
+  NonFiniteCase() : logits(b * v) {
+    for (int64_t i = 0; i < b * v; ++i) logits[i] = std::sin(0.37f * static_cast<float>(i));
+    logits[0 * v + 2500] = NAN;
+    logits[1 * v + 10] = INFINITY;
+    logits[2 * v + 1030] = NAN;
+    logits[2 * v + 1031] = INFINITY;
+    logits[3 * v + 7] = -INFINITY;  // row 3: finite outputs
+    // Columns [1024, 2048): whole CPU chunks of 256 and a whole CUDA segment.
+    std::fill(&logits[4 * v + 1024], &logits[4 * v + 2048], NAN);
+    std::fill(&logits[5 * v + 1024], &logits[5 * v + 2048], -INFINITY);
+    logits[5 * v + 1500] = NAN;
+    std::fill(&logits[6 * v], &logits[7 * v], -INFINITY);
   }
+
+  std::vector<float> listed() const {
+    const int64_t n = static_cast<int64_t>(ids.size());
+    std::vector<float> out(b * n);
+    for (int64_t r = 0; r < b; ++r) {
+      for (int64_t j = 0; j < n; ++j) out[r * n + j] = logits[r * v + ids[j]];
+    }
+    return out;
+  }
+
+  void check(const char* what, const std::vector<float> (&out)[5]) const {
+    for (int64_t r = 0; r < b; ++r) {
+      for (int i = 0; i < 4; ++i) {
+        CHECK(std::isnan(out[i][r]) == nan_probabilities[r], "%s: row %lld output %d is %g",
+              what, static_cast<long long>(r), i, out[i][r]);
+      }
+      const bool listed_masked = r == 6;
+      CHECK(listed_masked ? out[4][r] == 0.0f : std::isfinite(out[4][r]) && out[4][r] > 0,
+            "%s: row %lld relevance %g", what, static_cast<long long>(r), out[4][r]);
+    }
+  }
+};
+
+void test_cpu_non_finite_logits() {
+  const NonFiniteCase c;
+  const int64_t b = c.b, v = c.v, chunk = 256;  // the glue's chunk for this vocabulary
+  std::vector<LseState<float>> state(b, ramo::judge::lse_empty<float>());
+  std::vector<float> block;
+  for (int64_t v0 = 0; v0 < v; v0 += chunk) {
+    const int64_t n = std::min(chunk, v - v0);
+    block.assign(b * n, 0);
+    for (int64_t r = 0; r < b; ++r) {
+      for (int64_t j = 0; j < n; ++j) block[r * n + j] = c.logits[r * v + v0 + j];
+    }
+    ramo::cpu::lse_update_rows<float>(block.data(), nullptr, n, 0, b, state.data());
+  }
+  const std::vector<float> listed = c.listed();
+  std::vector<float> out[5];
+  for (auto& o : out) o.assign(b, 12345.0f);
+  ramo::cpu::finish_rows<float>(listed.data(), 2, 1, 4, state.data(), false, 0, b,
+                                out[0].data(), out[1].data(), out[2].data(), out[3].data(),
+                                out[4].data());
+  c.check("cpu non-finite logits", out);
+}
+
+void test_cuda_non_finite_logits() {
+  NonFiniteCase c;
+  const int64_t b = c.b, v = c.v, segments = fold::segments_of(v);
+  std::vector<float> part_max(segments * b), part_sum(segments * b);
+  const fold::FoldParams<float> f{c.logits.data(), nullptr, b, v, 0, part_max.data(),
+                                  part_sum.data()};
+  CHECK(ramo::cuda::launch_judge_scores_fold(f, nullptr) == cudaSuccess, "fold launch failed");
+  const std::vector<float> listed = c.listed();
   std::vector<float> out[5];
   for (auto& o : out) o.assign(b, 12345.0f);
   const fold::FinishParams<float> p{listed.data(), b, 4, 2, 1, false, segments,
                                     part_max.data(), part_sum.data(), out[0].data(),
                                     out[1].data(), out[2].data(), out[3].data(), out[4].data()};
   CHECK(ramo::cuda::launch_judge_scores_finish(p, nullptr) == cudaSuccess, "finish launch failed");
-  for (int64_t r = 0; r < b; ++r) {
-    for (int i = 0; i < 4; ++i) {
-      CHECK(std::isnan(out[i][r]) == (r < 3), "non-finite logits: row %lld output %d is %g",
-            static_cast<long long>(r), i, out[i][r]);
-    }
-    CHECK(std::isfinite(out[4][r]) && out[4][r] > 0, "non-finite logits: row %lld relevance %g",
-          static_cast<long long>(r), out[4][r]);
-  }
+  c.check("cuda non-finite logits", out);
 }
 
 // fold::chunk_columns: within the vocabulary, whole segments unless it is all of V (so the
@@ -303,6 +354,7 @@ int main() {
   std::mt19937 rng(1234);
   test_exp_nonpositive();
   test_cuda_chunk_columns();
+  test_cpu_non_finite_logits();
   test_cuda_non_finite_logits();
   for (bool with_bias : {false, true}) {
     for (bool choices : {false, true}) {

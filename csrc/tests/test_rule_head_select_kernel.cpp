@@ -313,16 +313,25 @@ void test_row_order_sum() {
   }
 }
 
-// Rows of padding only: zero hidden gradients, nothing added to weight or bias.
+// Rows of padding only: zero hidden gradients, even for an inf or NaN reward gradient (which
+// autograd never multiplies in: the rewards do not depend on such a row), nothing added to
+// weight or bias; on the CPU and in CUDA.
 void test_all_padding() {
   std::mt19937 g(3);
   Case<double> c = random_case<double>(g, 6, 5, 4, 3);
   for (auto& i : c.idx) i = -1;
-  const Grads<double> got = run_kernels(c, 2);
-  for (double v : got.gha) CHECK(v == 0, "grad_hidden_a %g", v);
-  for (double v : got.ghb) CHECK(v == 0, "grad_hidden_b %g", v);
-  for (double v : got.gw) CHECK(v == 0, "grad_weight %g", v);
-  for (double v : got.gbias) CHECK(v == 0, "grad_bias %g", v);
+  c.ga[1] = INFINITY;
+  c.gb[2] = NAN;
+  c.ga[4] = -INFINITY;
+  for (bool cuda : {false, true}) {
+    const char* where = cuda ? "cuda" : "cpu";
+    const Grads<double> got =
+        cuda ? run_cuda(c, Schedule{simt::Order::kForward, 0xff}) : run_kernels(c, 2);
+    for (double v : got.gha) CHECK(v == 0, "%s: grad_hidden_a %g", where, v);
+    for (double v : got.ghb) CHECK(v == 0, "%s: grad_hidden_b %g", where, v);
+    for (double v : got.gw) CHECK(v == 0, "%s: grad_weight %g", where, v);
+    for (double v : got.gbias) CHECK(v == 0, "%s: grad_bias %g", where, v);
+  }
 }
 
 }  // namespace

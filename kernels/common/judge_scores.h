@@ -8,13 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef RAMO_HD
-#if defined(__CUDACC__)
-#define RAMO_HD __host__ __device__ __forceinline__
-#else
-#define RAMO_HD inline
-#endif
-#endif
+#include "arith.h"  // RAMO_HD
 
 namespace ramo {
 namespace judge {
@@ -24,12 +18,19 @@ RAMO_HD acc_t neg_inf() {
   return -static_cast<acc_t>(INFINITY);
 }
 
+template <typename acc_t>
+RAMO_HD acc_t quiet_nan() {
+  return static_cast<acc_t>(NAN);
+}
+
 RAMO_HD float exp_acc(float x) { return expf(x); }
 RAMO_HD double exp_acc(double x) { return exp(x); }
 
 // Running softmax normaliser of a row: sum of exp(logit - max) over the logits seen so far.
 // The empty state, and a state that has seen only -inf logits (masked tokens), is
-// (max -inf, sum 0).
+// (max -inf, sum 0). A NaN logit (only a non-finite weight makes one) makes the sum NaN, as it
+// makes torch.softmax's row NaN; the max skips NaN, so a chunk of only NaN and -inf logits
+// is (max -inf, sum NaN).
 template <typename acc_t>
 struct LseState {
   acc_t max;
@@ -42,7 +43,9 @@ RAMO_HD LseState<acc_t> lse_empty() {
 }
 
 // Combines two states. The larger max survives and the other sum is rescaled by
-// exp(its max - new max); a -inf max means "nothing yet" and must not reach exp(-inf + inf).
+// exp(its max - new max); a -inf max with sum 0 means "nothing yet" and must not reach
+// exp(-inf + inf). A NaN sum survives every merge: its NaN times any factor stays NaN, and
+// it is never the state that a merge drops.
 template <typename acc_t>
 RAMO_HD LseState<acc_t> lse_merge(LseState<acc_t> a, LseState<acc_t> b) {
   if (a.max < b.max) {
@@ -50,7 +53,7 @@ RAMO_HD LseState<acc_t> lse_merge(LseState<acc_t> a, LseState<acc_t> b) {
     a = b;
     b = t;
   }
-  if (b.max == neg_inf<acc_t>()) return a;  // also covers both empty
+  if (b.max == neg_inf<acc_t>() && b.sum == acc_t(0)) return a;  // also covers both empty
   return {a.max, a.sum + b.sum * exp_acc(b.max - a.max)};
 }
 
@@ -104,8 +107,9 @@ RAMO_HD RowScores<acc_t> row_scores(const acc_t* listed, int64_t n_yes, int64_t 
     out.p_no = rel_no / total;
     out.p_other = rel_other / total;
   } else if (vocab.max == neg_inf<acc_t>()) {
-    // Every token masked: refused by the host checks; 0, not 0 / 0, all the same.
-    out.p_yes = out.p_no = out.p_other = acc_t(0);
+    // Every logit -inf (the host refuses a bias that masks every token, but finite inputs
+    // can overflow to -inf), or only NaN besides them: torch.softmax gives the row NaN.
+    out.p_yes = out.p_no = out.p_other = quiet_nan<acc_t>();
   } else {
     out.p_yes = vocab_yes / vocab.sum;
     out.p_no = vocab_no / vocab.sum;

@@ -1,10 +1,11 @@
-// Conversions between the storage dtype of scores / hidden states (fp16, bf16, fp32, fp64) and
-// the accumulation dtype (fp32, or fp64 for fp64), shared by the CUDA kernels and their steps
-// headers. The fp16 / bf16 overloads need CUDA's fp16 / bf16 headers: nvcc's, or the host
-// emulation's (csrc/tests/simt, where the C++ unit tests run the kernels).
+// The storage dtype of scores / hidden states (fp16, bf16, fp32, fp64) as the launchers of every
+// op take it (ScoreType), and conversions between it and the accumulation dtype (fp32, or fp64
+// for fp64), shared by the CUDA kernels and their steps headers. The fp16 / bf16 overloads
+// need CUDA's fp16 / bf16 headers: nvcc's, or the host emulation's (csrc/tests/simt, where the
+// C++ unit tests run the kernels).
 #pragma once
 
-#include "../common/select_rules.h"  // RAMO_HD
+#include "../common/arith.h"  // RAMO_HD
 
 #if defined(__CUDACC__) || defined(RAMO_HOST_SIMT)
 #define RAMO_HALF_TYPES 1
@@ -14,6 +15,8 @@
 
 namespace ramo {
 namespace cuda {
+
+enum class ScoreType { kFloat16, kBFloat16, kFloat32, kFloat64 };
 
 RAMO_HD float to_acc(float x) { return x; }
 RAMO_HD double to_acc(double x) { return x; }

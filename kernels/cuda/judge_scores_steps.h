@@ -81,13 +81,21 @@ RAMO_HD acc_t lane_max(const FoldParams<acc_t>& f, int64_t row, int64_t seg, int
 }
 
 // Step 2, given the segment's max m (the warp's max of step 1): the lane's sum of
-// exp(logit - m). A segment of masked (-inf) tokens only has m = -inf and sum 0.
+// exp(logit - m). A segment of masked (-inf) tokens only has m = -inf and sum 0; the max
+// skips NaN, so with m = -inf a NaN logit makes the sum NaN instead (as it makes
+// torch.softmax's row NaN).
 template <typename acc_t>
 RAMO_HD acc_t lane_sum(const FoldParams<acc_t>& f, int64_t row, int64_t seg, int lane,
                        acc_t m) {
-  if (m == judge::neg_inf<acc_t>()) return acc_t(0);
   const int64_t end = (seg + 1) * kSegmentCols < f.c ? (seg + 1) * kSegmentCols : f.c;
   acc_t s = 0;
+  if (m == judge::neg_inf<acc_t>()) {
+    for (int64_t col = seg * kSegmentCols + lane; col < end; col += kLanes) {
+      const acc_t x = logit(f, row, col);
+      if (x != x) s = x;
+    }
+    return s;
+  }
   for (int64_t col = seg * kSegmentCols + lane; col < end; col += kLanes) {
     s += judge::exp_acc(logit(f, row, col) - m);
   }

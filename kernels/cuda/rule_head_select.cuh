@@ -9,8 +9,8 @@
 
 #include <cstdint>
 
+#include "acc_types.h"               // ScoreType
 #include "rule_head_select_steps.h"  // RuleHeadBackwardParams
-#include "select_rules.cuh"            // ScoreType
 
 namespace ramo {
 namespace cuda {

@@ -1,6 +1,6 @@
 // The per-thread steps of the CUDA kernels of rule_head_select's sparse backward
 // (kernels/cuda/rule_head_select.cu; docs/architecture.md, "rule_head_select"):
-//   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]               (selection order)
+//   grad_hidden_x[n] = g_x[n] * sum_j weight[idx[n, j]]   (selection order; 0 if none)
 //   grad_weight[r]  += g_a[n] * hidden_a[n] + g_b[n] * hidden_b[n]    for each idx[n, j] = r
 //   grad_bias[r]    += g_a[n] + g_b[n]                                for each idx[n, j] = r
 // Every thread owns one column of its block's tile. Every product and sum is a separately
@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "../common/select_rules.h"  // mul_rn, add_rn, RAMO_HD
+#include "../common/arith.h"  // mul_rn, add_rn, RAMO_HD, RAMO_UNROLL
 #include "acc_types.h"
 
 namespace ramo {
@@ -81,6 +81,7 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
   const acc_t g_bias = add_rn(v.ga, v.gb);
   const scalar_t* w = static_cast<const scalar_t*>(p.weight);
   acc_t sum = 0;
+  bool selected = false;
   for (int j0 = 0; j0 < p.k; j0 += kRuleBatch) {
     int64_t rule[kRuleBatch];
     acc_t weight[kRuleBatch];
@@ -95,6 +96,7 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
     RAMO_UNROLL
     for (int u = 0; u < kRuleBatch; ++u) {  // in selection order, as the reference sums
       if (rule[u] < 0) continue;
+      selected = true;
       if (in_cols) {
         sum = add_rn(sum, weight[u]);
         add(rule[u], term);
@@ -103,8 +105,12 @@ RAMO_HD void backward_row(const RuleHeadBackwardParams<acc_t>& p, int64_t row, i
     }
   }
   if (in_cols) {
-    store_rn(static_cast<scalar_t*>(p.grad_hidden_a) + row * p.d + col, mul_rn(v.ga, sum));
-    store_rn(static_cast<scalar_t*>(p.grad_hidden_b) + row * p.d + col, mul_rn(v.gb, sum));
+    // A row that selected nothing gets 0 as in autograd, not g * 0 (NaN for an inf or NaN g).
+    const acc_t zero = 0;
+    store_rn(static_cast<scalar_t*>(p.grad_hidden_a) + row * p.d + col,
+             selected ? mul_rn(v.ga, sum) : zero);
+    store_rn(static_cast<scalar_t*>(p.grad_hidden_b) + row * p.d + col,
+             selected ? mul_rn(v.gb, sum) : zero);
   }
 }
 

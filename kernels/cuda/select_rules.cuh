@@ -7,12 +7,11 @@
 
 #include <cstdint>
 
+#include "acc_types.h"           // ScoreType
 #include "select_rules_steps.h"  // SelectRulesParams
 
 namespace ramo {
 namespace cuda {
-
-enum class ScoreType { kFloat16, kBFloat16, kFloat32, kFloat64 };
 
 // Which kernel the launcher takes (select_rules.cu says how each works):
 // A thread per row from here on (up to kWarpPathMaxR rules): at 4096 rows that is only 32

@@ -106,11 +106,13 @@ def _finish_kernel(listed_ptr, max_ptr, sum_ptr, yes_ptr, no_ptr, other_ptr, sco
             run_sum = run_sum * tl.exp(run_max - safe) + sm * tl.exp(m - safe)
             run_max = new_max
         # exp(logit - max) / sum, as torch.softmax: one log-sum-exp max + log(sum) would be
-        # rounded to the ulp of the max (2e-3 for fp32 logits near 16384). Rows past B (state
-        # (-inf, 0)) never reach a store; finite stand-ins keep inf / NaN out all the same.
+        # rounded to the ulp of the max (2e-3 for fp32 logits near 16384). A row whose every
+        # logit is -inf (the host refuses a bias that masks every token, but finite inputs can
+        # overflow to -inf) is NaN, as torch.softmax's 0 / 0; so are rows past B (state
+        # (-inf, 0)), which never reach a store.
         empty = run_max == float("-inf")
         p = tl.exp(listed - tl.where(empty, 0.0, run_max)[:, None])
-        z = tl.where(empty, 1.0, run_sum)
+        z = tl.where(empty, float("nan"), run_sum)
         p_yes = tl.sum(tl.where(in_yes[None, :], p, 0.0), axis=1) / z
         p_no = tl.sum(tl.where(in_no[None, :], p, 0.0), axis=1) / z
         p_other = tl.sum(tl.where(in_other[None, :], p, 0.0), axis=1) / z

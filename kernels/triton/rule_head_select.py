@@ -5,7 +5,8 @@ ramo/ops/rule_head_select.py).
 Three kernels, no atomics, so the gradients are the same bits from run to run:
   * ``_grad_hidden_kernel``: one program per (block of BLOCK_N rows, block of BLOCK_D
     columns) sums the k selected weight rows weight[idx[n, j], cols] in selection order and
-    writes grad_hidden_x = g_x[n] * sum. Padding (index -1) is skipped.
+    writes grad_hidden_x = g_x[n] * sum. Padding (index -1) is skipped; a row that selected
+    nothing gets 0.
   * ``_piece_kernel``: the rows are first grouped by the rule they selected (a stable sort of
     the [N, k] indices; per rule its rows in row order), and each rule's rows cut into pieces
     of at most 256 rows, so that a popular rule is many programs, not one long one. One
@@ -51,14 +52,19 @@ def _grad_hidden_kernel(ga_ptr, gb_ptr, idx_ptr, w_ptr, gha_ptr, ghb_ptr, N, D, 
     ga = tl.load(ga_ptr + rows64, mask=row_mask, other=0.0)
     gb = tl.load(gb_ptr + rows64, mask=row_mask, other=0.0)
     total = tl.zeros([BLOCK_N, BLOCK_D], ga.dtype)
+    selected = tl.zeros([BLOCK_N], tl.int1)
     for j in range(K):
         rule = tl.load(idx_ptr + rows64 * K + j, mask=row_mask, other=-1)
         sel = row_mask & (rule >= 0)
+        selected = selected | sel
         rule64 = tl.where(sel, rule, 0).to(tl.int64)
         # Narrow float types are upcast at once (the interpreter's bf16 arithmetic is not exact).
         w = tl.load(w_ptr + rule64[:, None] * D + cols[None, :],
                     mask=sel[:, None] & col_mask[None, :], other=0.0).to(ga.dtype)
         total = total + w
+    # A row that selected nothing gets 0 as in autograd, not g * 0 (NaN for an inf or NaN g).
+    ga = tl.where(selected, ga, 0.0)
+    gb = tl.where(selected, gb, 0.0)
     offs = rows64[:, None] * D + cols[None, :]
     tl.store(gha_ptr + offs, (ga[:, None] * total).to(gha_ptr.dtype.element_ty), mask=inb)
     tl.store(ghb_ptr + offs, (gb[:, None] * total).to(ghb_ptr.dtype.element_ty), mask=inb)

@@ -244,7 +244,9 @@ def _block_sizes(n: int, r: int, interpreted: bool) -> tuple[int, int, int]:
 
 def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -> None:
     """Builds the reference's message from the per-row bit masks: the first bad row; in it
-    the first tensor in the order scores_a, scores_b, relevance; in that its first rule."""
+    the first tensor in the order scores_a, scores_b, relevance; in that its first rule.
+    relevance is in the accumulation dtype, as the kernels read it."""
+    acc = str(accumulation_dtype(scores_a.dtype)).removeprefix("torch.")
     row = int(torch.nonzero(bad).flatten()[0])
     bits = int(bad[row])
     for bit, name, t in ((_BAD_A.value, "scores_a", scores_a),
@@ -259,9 +261,10 @@ def _raise_non_finite(bad: torch.Tensor, scores_a, scores_b, relevance, valid) -
         rule = int(torch.nonzero(mask).flatten()[0])
         raise ValueError(
             f"select_rules: {name} has a non-finite value in a valid position "
-            f"(row {row}, rule {rule})"
+            f"(row {row}, rule {rule}) as {acc}, the dtype the op computes in"
         )
-    raise ValueError("select_rules: non-finite value in a valid position (row unknown)")
+    raise ValueError(f"select_rules: non-finite value in a valid position (row unknown) as "
+                     f"{acc}, the dtype the op computes in")
 
 
 @functools.lru_cache(maxsize=64)

@@ -220,11 +220,11 @@ def _judge_scores_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from ramo.triton_kernels.judge_scores import judge_scores as triton_judge_scores
 
-    check_values(hidden, bias, ids, normalize)
     acc = accumulation_dtype(hidden.dtype)
-    return triton_judge_scores(hidden.contiguous(), weight.contiguous(),
-                               None if bias is None else bias.to(acc).contiguous(),
-                               ids.contiguous(), n_yes, n_no, normalize)
+    bias = None if bias is None else bias.to(acc).contiguous()
+    check_values(hidden, bias, ids, normalize)
+    return triton_judge_scores(hidden.contiguous(), weight.contiguous(), bias, ids.contiguous(),
+                               n_yes, n_no, normalize)
 
 
 def _register(op_name: str) -> None:

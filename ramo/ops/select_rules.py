@@ -117,19 +117,42 @@ def check_selection_arguments(op: str, n: int, r: int, device, device_of: str, r
         if t.dtype not in dtypes:
             raise ValueError(f"{op}: {name} must be "
                              f"{'bool' if name == 'valid' else 'a float tensor'}, got {t.dtype}")
-        if tuple(t.shape) not in ((r,), (n, r)):
+        # Size by size: under torch.compile sizes may be symbols, and a tuple of them `in` a
+        # tuple of tuples came out False for equal sizes (a size marked dynamic against one
+        # that is not).
+        if not (t.dim() == 1 and t.shape[0] == r
+                or t.dim() == 2 and t.shape[0] == n and t.shape[1] == r):
             raise ValueError(f"{op}: {name} must have shape [{r}] or [{n}, {r}], "
                              f"got {tuple(t.shape)}")
         if t.device != device:
             raise ValueError(f"{op}: {device_of} is on {device} but {name} is on {t.device}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
         raise ValueError(f"{op}: k must be a Python int in [1, R={r}], got {k!r}")
+    check_weights(op, discrepancy_weight, relevance_weight, tie_tolerance)
+
+
+def check_weights(op: str, discrepancy_weight, relevance_weight, tie_tolerance) -> None:
+    """ValueError unless the three weights are finite Python ints or floats (finite as floats:
+    the ops take them as such) and tie_tolerance >= 0.
+
+    Under torch.compile a float argument may be traced as a symbol (dynamic=True, or automatic
+    dynamic once a call passes another value), which math.isfinite cannot take: there only
+    the types are checked, and the ops check the values when they run, with these messages
+    (the compiled op in C++, the Triton op by calling this)."""
     for name, w in (("discrepancy_weight", discrepancy_weight),
                     ("relevance_weight", relevance_weight), ("tie_tolerance", tie_tolerance)):
-        if not isinstance(w, (int, float)) or not math.isfinite(w):
+        if not isinstance(w, (int, float)) or (not torch.compiler.is_compiling()
+                                                and not _finite_as_float(w)):
             raise ValueError(f"{op}: {name} must be a finite Python int or float, got {w!r}")
     if tie_tolerance < 0:
         raise ValueError(f"{op}: tie_tolerance must be >= 0, got {tie_tolerance}")
+
+
+def _finite_as_float(w: int | float) -> bool:
+    try:
+        return math.isfinite(w)
+    except OverflowError:  # an int beyond the largest float
+        return False
 
 
 # --- torch.library registrations shared by the compiled and Triton ops -------------------
@@ -158,7 +181,9 @@ def _setup_context(ctx, inputs, output):
 
 def _scatter_selected(indices, grad, shape, dtype):
     """[N, R] gradient: grad[n] at each selected rule of row n, 0 elsewhere."""
-    values = (grad.unsqueeze(1) * (indices >= 0)).to(dtype)  # 0 at padding (index -1)
+    # 0 at padding (index -1), which adds nothing to rule 0. Selected, not multiplied by the
+    # mask: an inf or NaN grad times 0 would be NaN, where autograd of the reference gives 0.
+    values = torch.where(indices >= 0, grad.unsqueeze(1), 0.0).to(dtype)
     out = torch.zeros(shape, dtype=dtype, device=indices.device)
     return out.scatter_add(1, indices.clamp_min(0), values)
 
@@ -191,6 +216,7 @@ def _select_rules_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from ramo.triton_kernels.select_rules import select_rules as triton_select_rules
 
+    check_weights("select_rules", discrepancy_weight, relevance_weight, tie_tolerance)
     acc = accumulation_dtype(scores_a.dtype)
     indices, criterion, reward_a, reward_b, margin, preference = triton_select_rules(
         scores_a.contiguous(), scores_b.contiguous(),

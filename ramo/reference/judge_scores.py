@@ -27,7 +27,8 @@ def check_values(hidden: torch.Tensor, bias: torch.Tensor | None, ids: torch.Ten
 
     hidden must be finite. bias may hold -inf (a masked token: probability 0) but not NaN
     or +inf, and must leave something to normalise over: some token in "vocab" mode, some
-    listed id in "choices" mode.
+    listed id in "choices" mode. bias is checked as the op adds it, in the accumulation
+    dtype: a float64 bias beyond float32's range is +-inf for float32 hidden states.
     """
     if not bool(torch.isfinite(hidden).all()):
         row, col = (int(i) for i in (~torch.isfinite(hidden)).nonzero()[0])
@@ -35,15 +36,19 @@ def check_values(hidden: torch.Tensor, bias: torch.Tensor | None, ids: torch.Ten
                          f"column {col})")
     if bias is None:
         return
+    acc = accumulation_dtype(hidden.dtype)
+    in_acc = f"as {str(acc).removeprefix('torch.')}, the dtype the op computes in"
+    bias = bias.to(acc)
     bad = torch.isnan(bias) | (bias == float("inf"))
     if bool(bad.any()):
         raise ValueError(f"judge_scores: bias holds NaN or +inf (token "
-                         f"{int(bad.nonzero()[0, 0])}); only -inf (a masked token) is allowed")
+                         f"{int(bad.nonzero()[0, 0])}, {in_acc}); only -inf (a masked token) "
+                         f"is allowed")
     pool = bias if normalize == "vocab" else bias[ids]
     if not bool((pool > float("-inf")).any()):
         what = "every token" if normalize == "vocab" else "every listed id"
-        raise ValueError(f"judge_scores: bias masks (-inf) {what}: there is nothing to "
-                         f"normalise over in {normalize!r} mode")
+        raise ValueError(f"judge_scores: bias masks (-inf) {what} ({in_acc}): there is "
+                         f"nothing to normalise over in {normalize!r} mode")
 
 
 def set_sums(probs: torch.Tensor, n_yes: int, n_no: int) -> tuple[torch.Tensor, ...]:

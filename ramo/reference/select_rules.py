@@ -49,14 +49,18 @@ def check_finite(
     """ValueError for NaN or inf in a valid position, naming one position by this rule: the
     first row holding such a value in any of scores_a, scores_b, relevance (a shared [R]
     relevance counts as present in every row, masked by that row's valid); within that row
-    the first of those tensors, in that order, that holds one; within it the first rule."""
+    the first of those tensors, in that order, that holds one; within it the first rule.
+
+    Values are checked in the accumulation dtype, which the criterion computes in: a
+    relevance finite in float64 but beyond float32's range is inf for float32 scores."""
     n = scores_a.shape[0]
+    acc = accumulation_dtype(scores_a.dtype)
     mask = None if valid is None else _row_broadcast(valid, n)
     named = []
     for name, t in (("scores_a", scores_a), ("scores_b", scores_b), ("relevance", relevance)):
         if t is None:
             continue
-        bad = ~torch.isfinite(_row_broadcast(t, n))
+        bad = ~torch.isfinite(_row_broadcast(t.to(acc), n))
         if mask is not None:
             bad = bad & mask
         named.append((name, bad))
@@ -69,7 +73,8 @@ def check_finite(
             rule = int(bad[row].nonzero()[0])
             raise ValueError(
                 f"select_rules: {name} has a non-finite value in a valid position "
-                f"(row {row}, rule {rule})"
+                f"(row {row}, rule {rule}) as {str(acc).removeprefix('torch.')}, the dtype "
+                f"the op computes in"
             )
 
 
