@@ -674,7 +674,8 @@ def test_compiled_limits_match_python():
 
 def test_triton_kernels_accumulate_like_the_reference():
     """kernels/triton restates the accumulation rule (it imports nothing from ramo)."""
-    from ramo.ops._common import FLOAT_DTYPES, accumulation_dtype
+    from ramo.ops._common import FLOAT_DTYPES
+    from ramo.reference.select_rules import accumulation_dtype
     from ramo.triton_kernels import _dtypes
 
     for dtype in FLOAT_DTYPES:

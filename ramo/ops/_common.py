@@ -10,7 +10,6 @@ from typing import NamedTuple
 import torch
 
 from ramo import backends
-from ramo.reference.select_rules import accumulation_dtype  # noqa: F401  (the spec's rule)
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -24,7 +24,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from ramo import backends, reference
-from ramo.ops._common import FLOAT_DTYPES, OPS, accumulation_dtype
+from ramo.ops._common import FLOAT_DTYPES, OPS
+from ramo.reference.select_rules import accumulation_dtype
 from ramo.reference.judge_scores import NORMALIZE_MODES, check_values
 
 # A build of ramo._C from before this op lacks it: then the compiled and Triton backends fall

@@ -40,7 +40,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from ramo import backends, reference
-from ramo.ops._common import FLOAT_DTYPES, OPS, accumulation_dtype, beyond_fast_paths
+from ramo.ops._common import FLOAT_DTYPES, OPS, beyond_fast_paths
+from ramo.reference.select_rules import accumulation_dtype
 from ramo.ops.select_rules import check_selection_arguments
 from ramo.reference.rule_head_select import rename_select_rules_error
 

@@ -16,7 +16,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from ramo import backends, reference
-from ramo.ops._common import FLOAT_DTYPES, accumulation_dtype, beyond_fast_paths
+from ramo.ops._common import FLOAT_DTYPES, beyond_fast_paths
+from ramo.reference.select_rules import accumulation_dtype
 
 
 class RuleSelection(NamedTuple):
