@@ -22,9 +22,9 @@ LAYERS = [
      "study"},
     {"models"},
     {"judge"},
-    {"tokenization", "encoders", "relevance", "progress", "plots", "device", "checks"},
+    {"tokenization", "encoders", "relevance", "progress", "plots", "device"},
     {"ratings"},
-    {"io"},
+    {"io", "checks"},
     {"__init__", "ops", "reference", "backends", "triton_kernels", "_C"},
 ]
 # Nothing imports these but `python -m ramo`, the CLI and the demo.

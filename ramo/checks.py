@@ -1,5 +1,6 @@
-"""The checks of a Python API's numeric arguments, one ValueError naming the argument: the
-trainers' (reward model, Rule Adapter, RL) and the pipeline's, which runs them up front.
+"""The checks of the Python API's numeric arguments, one ValueError naming the argument: the
+trainers' (reward model, Rule Adapter, RL), which the pipeline runs up front, the rating
+loop's, the store's and the adapter's. Nothing of ramo below it.
 
 Finite numbers only: NaN and the infinities pass a comparison silently (NaN < 0 is False) and
 then reach the outputs' JSON, which cannot hold them, after the work.

@@ -219,15 +219,13 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int | None = None
     else:
         net, tokenizer = _load(model)
     from ramo.models import RuleHeadRewardModel
-    from ramo.tokenization import check_max_length, count_truncated, input_limit
+    from ramo.tokenization import count_truncated, input_limit
 
     prompts = [p.model_prompt for p in pairs]
     subsets = [p.extra["subset"] for p in pairs]
     responses = [p.response_a for p in pairs] + [p.response_b for p in pairs]
-    if max_length is None:
+    if max_length is None:  # a given one is checked against the model by the scoring
         max_length = input_limit(net, tokenizer)
-    else:
-        check_max_length(net, max_length)
     truncation = {"max_length": max_length, "sequences": len(responses),
                   "truncated": count_truncated(tokenizer, prompts + prompts, responses,
                                                max_length)}

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ramo.io import Pair, Rule
-from ramo.judge.rating_loop import COMMIT_EVERY, check_commit_every, rate_units
+from ramo.checks import positive_integer
+from ramo.judge.rating_loop import COMMIT_EVERY, rate_units
 
 
 def open_store(path, judge, *, single_writer: bool = False):
@@ -54,7 +55,7 @@ def rate(judge, pairs: Sequence[Pair], rules: Sequence[Rule], store, *,
     """
     from ramo.ratings import rule_rows
 
-    check_commit_every(commit_every)  # before the store is bound to anything
+    positive_integer("commit_every", commit_every)  # before the store is bound to anything
     rank, world = share
     if not 0 <= rank < world:
         raise ValueError(f"share must be (rank, world size) with 0 <= rank < world, got {share}")

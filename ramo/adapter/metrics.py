@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ramo.checks import positive_integer
 from ramo.ops import select_rules
 
 _SET_METRICS = ("precision_at_k", "recall_at_k", "exact_set")
@@ -154,8 +155,7 @@ def _check(predicted, target, scores_a, scores_b, k, random_trials) -> tuple[int
     n, r = scores_a.shape
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
         raise ValueError(f"k must be an integer in [1, R = {r}], got {k!r}")
-    if isinstance(random_trials, bool) or not isinstance(random_trials, int) or random_trials < 1:
-        raise ValueError(f"random_trials must be a positive integer, got {random_trials!r}")
+    positive_integer("random_trials", random_trials)
     for name, t, low in (("predicted", predicted, 0), ("target", target, -1)):
         if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.dtype != torch.int64:
             raise ValueError(f"{name} must be an int64 tensor [N, width]")

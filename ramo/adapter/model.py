@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ramo.checks import positive_integer
 from ramo.io import as_pairs
 from ramo.ops import select_rules
 
@@ -222,8 +223,7 @@ class RuleAdapter:
     def resolve_k(self, k: int | None) -> int:
         """k, or the adapter's own when None; ValueError unless 1 <= k <= R."""
         k = self.k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        positive_integer("k", k)
         if k > self.num_rules:
             raise ValueError(f"k = {k} is more than the adapter's R = {self.num_rules} rules")
         return k
@@ -253,8 +253,7 @@ class RuleAdapter:
     @torch.inference_mode()
     def logits(self, pairs: Sequence, batch_size: int = 32) -> torch.Tensor:
         """float32 [N, R] on the CPU: one logit per (pair, rule)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        positive_integer("batch_size", batch_size)
         out = torch.empty(len(pairs), self.num_rules, dtype=torch.float32)
         if not len(pairs):  # before the tokenizer, which refuses an empty batch
             return out

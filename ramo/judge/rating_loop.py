@@ -11,18 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from ramo.checks import positive_integer
 from ramo.io import Pair, Rule
 
 
 # Units (responses) per store transaction: a kill loses at most this many responses' work,
 # and a transaction per response would cost a disk sync each.
 COMMIT_EVERY = 4
-
-
-def check_commit_every(commit_every) -> None:
-    """ValueError unless commit_every (units per transaction) is a positive integer."""
-    if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
-        raise ValueError(f"commit_every must be a positive integer, got {commit_every!r}")
 
 
 def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Sequence[Rule]]], *,
@@ -39,7 +34,7 @@ def rate_units(judge, pairs: Sequence[Pair], units: Sequence[tuple[int, int, Seq
     from ramo.progress import rating_bar
     from ramo.ratings import response_rows
 
-    check_commit_every(commit_every)
+    positive_integer("commit_every", commit_every)
     per_unit = max((len(rules) for _, _, rules in units), default=0)
     bar = rating_bar(done + len(units), per_unit, progress, initial=done)
     pending, cuts, in_pending = [], [], 0

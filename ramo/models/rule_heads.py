@@ -202,9 +202,10 @@ class RuleHeadRewardModel(torch.nn.Module):
                     if isinstance(rules, torch.Tensor) else type(rules).__name__)
             raise ValueError(f"rules must be an integer tensor of shape [{rows}, k] (k >= 1, "
                              f"one row of rule indices per input row), got {what}")
-        if rules.numel() and (int(rules.min()) < 0 or int(rules.max()) >= n_rules):
-            raise ValueError(f"rules holds an index outside [0, {n_rules}): "
-                             f"{int(rules.min())}..{int(rules.max())}")
+        if rules.numel():
+            low, high = (int(x) for x in rules.aminmax())
+            if low < 0 or high >= n_rules:
+                raise ValueError(f"rules holds an index outside [0, {n_rules}): {low}..{high}")
         return rules.long()
 
     def select(self, hidden_a: torch.Tensor, hidden_b: torch.Tensor):
@@ -230,10 +231,7 @@ class RuleHeadRewardModel(torch.nn.Module):
                         for p, r in zip(prompts[start:start + batch_size],
                                         side[start:start + batch_size])]
                 batch = {k: v.to(device) for k, v in pad(rows, tokenizer).items()}
-                hidden = self.pool(**batch)
-                half = hidden.shape[0] // 2
-                sel = self.select(hidden[:half], hidden[half:].contiguous())
-                parts.append([t.cpu() for t in sel])
+                parts.append([t.cpu() for t in self(**batch, pairs=True)])
         from ramo.ops.rule_head_select import RuleHeadSelection
 
         return RuleHeadSelection(*(torch.cat(fields) for fields in zip(*parts)))

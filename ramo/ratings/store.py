@@ -55,6 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ramo.checks import positive_integer
 from ramo.ratings.export import export_rows
 from ramo.ratings.ratings import FIELDS, Rating, Ratings, response_key, rule_rows
 from ramo.ratings.rows import (BATCH_ROWS, DuplicateRatingError, check_fingerprint,
@@ -652,8 +653,8 @@ class RatingStore:
         rows, rule_ids = _checked_rules(rules)
         if block_pairs is None:
             block_pairs = max(1, _BLOCK_RATINGS // (2 * len(rule_ids)))
-        elif isinstance(block_pairs, bool) or not isinstance(block_pairs, int) or block_pairs < 1:
-            raise ValueError(f"block_pairs must be a positive integer, got {block_pairs!r}")
+        else:
+            positive_integer("block_pairs", block_pairs)
         return self._blocks(pairs, pair_ids, rows, rule_ids, block_pairs)
 
     def _blocks(self, pairs: list, pair_ids: list[str], rule_keys: list[tuple[str, str]],
@@ -987,9 +988,8 @@ def _check_cut(i: int, row: Sequence, key: str = "pair_id") -> tuple:
     key="response", checked."""
     try:
         *ids, tokens, kept = row
-        for name, value in (("tokens", tokens), ("kept", kept)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_integer("tokens", tokens)
+        positive_integer("kept", kept)
         if key == "response":
             (response,) = ids
             return check_id("response", response), tokens, kept
