@@ -78,6 +78,10 @@ def test_score_responses_keeps_input_order_across_batches(tokenizer):
                               batch_size=batch_size, max_length=10)
         assert got.tolist() == expected
     assert max(expected) == 10  # truncation is the training encoding's
+    for batch_size in (0, 2.5, True):  # 2.5 used to slice with a float, True to pass
+        with pytest.raises(ValueError, match="batch_size must be a positive integer, got"):
+            score_responses(LengthScorer(), tokenizer, prompts, responses,
+                            batch_size=batch_size, max_length=10)
 
 
 def test_score_responses_equals_the_training_forward(model_dir, tokenizer):

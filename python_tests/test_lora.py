@@ -96,7 +96,7 @@ def test_bad_rank_is_refused_before_anything_is_written(tmp_path, rank):
     from ramo.reward import train_reward_model
 
     data = write_jsonl(tmp_path / "train.jsonl", many_rows(4))
-    with pytest.raises(ValueError, match="lora must be a positive integer rank"):
+    with pytest.raises(ValueError, match="lora must be a positive integer, got"):
         train_reward_model(data, tmp_path / "rm", model=tmp_path / "absent", lora=rank,
                            progress=False)
     assert not (tmp_path / "rm").exists()

@@ -22,6 +22,12 @@ def positive_integer(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def optional_positive_integer(name: str, value: Any) -> None:
+    """None (the option's "no limit" or "the default"), or a positive integer."""
+    if value is not None:
+        positive_integer(name, value)
+
+
 def positive_number(name: str, value: Any) -> None:
     if not _number(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

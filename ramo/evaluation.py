@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from ramo.checks import optional_positive_integer, positive_integer
+
 SECTIONS: dict[str, tuple[str, ...]] = {
     "chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
              "mt-bench-med"),
@@ -113,8 +115,7 @@ def score_responses(model, tokenizer, prompts: Sequence, responses: Sequence[str
     check_max_length(model, max_length)
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    positive_integer("batch_size", batch_size)
     unique: dict[tuple, int] = {}
     rows, where = [], []
     for p, r in zip(prompts, responses):
@@ -201,9 +202,7 @@ def evaluate(model, data, *, batch_size: int = 32, max_length: int | None = None
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                   or max_length < 1):
-        raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
+    optional_positive_integer("max_length", max_length)
     if isinstance(data, (str, os.PathLike)):
         pairs = load_eval_pairs(data)
     else:

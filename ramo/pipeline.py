@@ -64,6 +64,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ramo.checks import optional_positive_integer, positive_integer
+
 STEPS = ("rate", "select", "adapter-train", "adapter-apply", "label", "rm-train", "eval", "report")
 RM_SETTINGS = ("model", "epochs", "learning_rate", "batch_size", "max_length",
                "center_rewards_coefficient", "margin", "bf16", "gradient_checkpointing", "seed",
@@ -471,10 +473,8 @@ class Pipeline:
             if evaluation["weights"] not in WEIGHTS:
                 raise ValueError(f"weights must be one of {WEIGHTS}, not "
                                  f"{evaluation['weights']!r}")
-            for key in ("batch_size", "max_length"):
-                value = evaluation[key]
-                if value is not None and value < 1:
-                    raise ValueError(f"{key} must be a positive integer, got {value!r}")
+            positive_integer("batch_size", evaluation["batch_size"])
+            optional_positive_integer("max_length", evaluation["max_length"])
 
     # ---- running -------------------------------------------------------------------------
 

@@ -297,9 +297,7 @@ def _read_meta(path: Path) -> dict:
             or not all(isinstance(r, str) and r for r in rule_ids)):
         raise ValueError(f"{path}: 'rule_ids' must be a non-empty list of strings")
     for name in ("k", "max_length"):
-        value = meta.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{path}: {name!r} must be a positive integer, got {value!r}")
+        positive_integer(f"{path}: {name!r}", meta.get(name))
     if not isinstance(meta.get("rules_fingerprint"), str):
         raise ValueError(f"{path}: 'rules_fingerprint' must be a string")
     return meta

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import torch
 
+from ramo.checks import optional_positive_integer, positive_integer
 from ramo.io import as_pairs, as_rules
 from ramo.judge import answers as _answers
 from ramo.judge import prefix_attention
@@ -48,11 +49,8 @@ def check_options(*, normalize: str = "vocab", batch_size: int = 16,
     _answers.check_answers(answer_words, answer_ids)
     if normalize not in ("vocab", "choices"):
         raise ValueError(f"normalize must be 'vocab' or 'choices', not {normalize!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
-    if max_length is not None and (isinstance(max_length, bool)
-                                   or not isinstance(max_length, int) or max_length < 1):
-        raise ValueError(f"max_length must be a positive integer, not {max_length!r}")
+    positive_integer("batch_size", batch_size)
+    optional_positive_integer("max_length", max_length)
     if on_overflow not in ("truncate", "error"):
         raise ValueError(f"on_overflow must be 'truncate' or 'error', not {on_overflow!r}")
 

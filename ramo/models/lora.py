@@ -10,11 +10,12 @@ loads without peft, in the same format as a fully fine-tuned one.
 
 from __future__ import annotations
 
+from ramo.checks import optional_positive_integer
+
 
 def check_rank(rank) -> None:
     """None (no LoRA) or a positive integer rank."""
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"lora must be a positive integer rank or None, got {rank!r}")
+    optional_positive_integer("lora", rank)
 
 
 def add_lora(model, rank: int, *, classifier: bool):
