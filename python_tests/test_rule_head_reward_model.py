@@ -83,6 +83,13 @@ def test_compare_is_the_training_selection(model):
                                 backend="reference")
     assert torch.equal(sel.indices, want.indices)
     assert torch.allclose(sel.margin, want.margin, atol=1e-5)
+    with pytest.raises(ValueError, match="3 prompts, 3 responses a and 2 responses b"):
+        net.compare(tok, prompts, a, b[:2])
+    for batch_size in (0, 1.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            net.compare(tok, prompts, a, b, batch_size=batch_size)
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            net.score(tok, prompts, a, batch_size=batch_size)
 
 
 def test_pairs_and_responses_are_scored_in_eval_mode(backbone):

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import torch
 
+from ramo.checks import positive_integer
 from ramo.models.eval_mode import evaluating
 
 CONFIG_FILE = "ramo_rule_heads.json"
@@ -222,6 +223,11 @@ class RuleHeadRewardModel(torch.nn.Module):
         from ramo.tokenization import check_max_length, encode, pad
 
         check_max_length(self, max_length)
+        positive_integer("batch_size", batch_size)
+        if not len(prompts) == len(responses_a) == len(responses_b):
+            # zip would pair what is there and drop the rest
+            raise ValueError(f"{len(prompts)} prompts, {len(responses_a)} responses a and "
+                             f"{len(responses_b)} responses b: they must match")
         device = next(self.parameters()).device
         parts = []
         with evaluating(self):
@@ -245,6 +251,7 @@ class RuleHeadRewardModel(torch.nn.Module):
         from ramo.tokenization import check_max_length, encode, pad
 
         check_max_length(self, max_length)
+        positive_integer("batch_size", batch_size)
         if len(prompts) != len(responses) or (rules is not None and len(rules) != len(prompts)):
             raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses and "
                              f"{'no' if rules is None else len(rules)} rule rows: they must match")
