@@ -16,7 +16,7 @@ from python_tests.encoder_models import tiny_encoder_dir
 from python_tests.test_reward import write_jsonl
 
 from ramo.cli import main
-from ramo.models import RuleHeadRewardModel
+from ramo.models import RuleHeadRewardModel, is_rule_head_folder
 from ramo.ops import rule_head_select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +121,29 @@ def test_save_and_reload(tmp_path, model):
     config.write_text(json.dumps({**json.loads(config.read_text()), "discrepancy_weight": 0.5,
                                   "relevance_weight": 1.0}))
     assert RuleHeadRewardModel.from_pretrained(tmp_path / "m")[0].k == 3
+
+
+def test_a_save_killed_halfway_leaves_no_rule_head_folder(tmp_path, model, monkeypatch):
+    """Saved again over a complete folder, dying after the backbone: the old config must not
+    make the new backbone and the old heads load as one model."""
+    import safetensors.torch
+
+    from ramo.models import load_any_reward_model
+
+    net, tok = model
+    net.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill would stop it, after the backbone's files
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        net.save_pretrained(tmp_path / "m")
+    assert not is_rule_head_folder(tmp_path / "m")
+    with pytest.raises(ValueError, match="not a reward model"):
+        load_any_reward_model(tmp_path / "m")
+    assert [p.name for p in (tmp_path / "m").iterdir() if p.name.startswith(".")] == []
 
 
 def test_bad_construction(model):

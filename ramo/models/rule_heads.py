@@ -111,18 +111,25 @@ class RuleHeadRewardModel(torch.nn.Module):
         return cls(backbone, rule_ids, **kwargs), tokenizer
 
     def save_pretrained(self, folder: str | os.PathLike, **kwargs) -> None:
+        """Writes in place (a Trainer's output folder holds its checkpoints beside the model,
+        so it cannot be replaced whole): the config that makes the folder a rule-head model
+        (`is_rule_head_folder`) is removed first and written last, so a save killed halfway
+        leaves no folder that loads as one with another save's heads or backbone."""
         from safetensors.torch import save_file
+
+        from ramo.io.atomic import atomic_path, write_text
 
         if hasattr(self.backbone, "peft_config"):
             raise ValueError("the backbone carries LoRA adapters: merge them first "
                              "(ramo.models.lora.merge_lora), or from_pretrained cannot read it")
         folder = Path(folder)
+        (folder / CONFIG_FILE).unlink(missing_ok=True)
         self.backbone.save_pretrained(folder, **kwargs)
-        save_file({"weight": self.heads.weight.detach().contiguous(),
-                   "bias": self.heads.bias.detach().contiguous()}, str(folder / HEADS_FILE))
-        (folder / CONFIG_FILE).write_text(json.dumps({
-            "rule_ids": self.rule_ids, "pooling": self.pooling, "k": self.k}, indent=2) + "\n",
-            encoding="utf-8")
+        with atomic_path(folder / HEADS_FILE) as tmp:
+            save_file({"weight": self.heads.weight.detach().contiguous(),
+                       "bias": self.heads.bias.detach().contiguous()}, str(tmp))
+        write_text(folder / CONFIG_FILE, json.dumps({
+            "rule_ids": self.rule_ids, "pooling": self.pooling, "k": self.k}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, *, dtype: torch.dtype | None = None):
