@@ -110,6 +110,39 @@ def test_a_folder_output_never_replaces_a_file(tmp_path, files, capsys):
         "keep.jsonl", "pairs.jsonl", "rules.jsonl", "sel.jsonl"]
 
 
+def test_a_folder_output_never_holds_an_input(tmp_path, files, capsys):
+    """A folder output is replaced whole when its step ends: an input inside it (the training
+    data copied into the output folder, say) would be deleted with the old folder. Refused
+    before any work, for adapter train, rm train and rl train; nothing is written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    inside = {name: out / Path(path).name for name, path in files.items()}
+    for name, path in files.items():
+        inside[name].write_bytes(Path(path).read_bytes())
+    data = _jsonl(out / "labeled.jsonl", [{"prompt": "hi", "chosen": "no", "rejected": "sure"}])
+    prompts = _jsonl(out / "prompts.jsonl", [{"prompt": "hi"}])
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    cases = [
+        (["adapter", "train", "--pairs", str(inside["pairs"]), "--rules", files["rules"],
+          "--selections", files["selections"], "--backbone", str(tmp_path / "none"),
+          "--out", str(out), "--no-progress"], "--pairs"),
+        (["adapter", "train", "--pairs", files["pairs"], "--rules", files["rules"],
+          "--selections", str(inside["selections"]), "--backbone", str(tmp_path / "none"),
+          "--out", str(out), "--no-progress"], "--selections"),
+        (["rm", "train", "--data", str(data), "--model", str(tmp_path / "none"),
+          "--out", str(out), "--no-progress"], "train_file"),
+        (["rm", "train", "--data", files["pairs"], "--model", str(tmp_path / "none"),
+          "--heads", "rules", "--rules", str(inside["rules"]), "--out", str(out),
+          "--no-progress"], "rules"),
+        (["rl", "train", "--policy", str(tmp_path), "--reward", str(tmp_path),
+          "--prompts", str(prompts), "--out", str(out), "--no-progress"], "prompts")]
+    for argv, name in cases:
+        assert main(argv) == 2, argv
+        line = _one_error_line(capsys, " ".join(argv[:2]))
+        assert f"{name} " in line and f"lies inside the output folder {out}" in line, line
+    assert {p: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_eval_never_writes_over_its_data(tmp_path, capsys):
     data = _jsonl(tmp_path / "ev.jsonl", [{"prompt": "hi", "chosen": "no", "rejected": "sure",
                                            "subset": "donotanswer"}])

@@ -124,7 +124,8 @@ def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
             raise FileNotFoundError(f"{a[name]}: no such {name} folder")
     if a["adapter"] is not None and not Path(a["adapter"]).is_dir():
         raise FileNotFoundError(f"{a['adapter']}: no such adapter folder")
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, {name: a[name]
+                               for name in ("policy", "reward", "prompts", "adapter")})
 
 
 # Held-out prompts are of two kinds: a safe policy refuses the first and answers the second.

@@ -62,8 +62,12 @@ def train(args: argparse.Namespace) -> int:
     from ramo.adapter.metrics import metrics_markdown
     from ramo.adapter.train import adapter_step
     from ramo.io import load_pairs, load_rules, load_selections
+    from ramo.io.atomic import check_output_dir
 
     # Every input is read and checked before the backbone is loaded or anything is written.
+    check_output_dir(args.out, {"--pairs": args.pairs, "--rules": args.rules,
+                                "--selections": args.selections, "--ratings": args.ratings,
+                                "--backbone": args.backbone})
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
     selections = load_selections(args.selections)

@@ -88,11 +88,33 @@ def _raise_for_target(exc: BaseException, tmp: Path, target: Path) -> None:
         raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
 
 
-def check_output_dir(target: str | os.PathLike) -> None:
-    """ValueError when an output folder's path is a file: the folder would take its place (a
-    user's data moved aside under a hidden name). For the steps to call before their work."""
+def check_output_dir(target: str | os.PathLike,
+                     inputs: Mapping[str, str | os.PathLike | Iterable | None] = {}) -> None:
+    """ValueError when an output folder's path is a file (the folder would take its place: a
+    user's data moved aside under a hidden name), or when one of the step's `inputs` (name ->
+    path or paths) lies inside it: `atomic_dir` replaces the folder whole, so the input would
+    be deleted with the old folder. The folder itself may be an input (a model trained
+    further and saved over itself: it is read before the folder is replaced). For the steps
+    to call before their work."""
     if Path(target).exists() and not Path(target).is_dir():
         raise ValueError(f"{os.fspath(target)}: exists and is not a folder; give a folder name")
+    folder = Path(target).resolve()
+    for name, path in _input_paths(inputs):
+        if path.exists() and folder in path.resolve().parents:
+            raise ValueError(f"{name} {path} lies inside the output folder {os.fspath(target)}, "
+                             "which is replaced whole when the step ends: move it out, or give "
+                             "another output folder")
+
+
+def _input_paths(inputs: Mapping[str, str | os.PathLike | Iterable | None]
+                 ) -> Iterator[tuple[str, Path]]:
+    """(name, path) of each input path given; an input given as data, not as a path, has none."""
+    for name, paths in inputs.items():
+        if paths is None:
+            continue
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+            if isinstance(path, (str, os.PathLike)):
+                yield name, Path(path)
 
 
 @contextmanager
@@ -173,14 +195,11 @@ def check_output(target: str | os.PathLike, flag: str,
     if jsonl and not target.name.lower().endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"{flag} {target}: the file name must end in .jsonl or .jsonl.gz "
                          "(JSON lines are written, and readers take the format from the name)")
-    for name, paths in inputs.items():
-        if paths is None:
-            continue
-        for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
-            # An input that is not a file ("default": ramo's own pool) cannot be replaced.
-            if Path(path).is_file() and same_file(target, path):
-                raise ValueError(f"{flag} {target} is also {name}: writing it would replace "
-                                 "that input; give another name")
+    for name, path in _input_paths(inputs):
+        # An input that is not a file ("default": ramo's own pool) cannot be replaced.
+        if path.is_file() and same_file(target, path):
+            raise ValueError(f"{flag} {target} is also {name}: writing it would replace "
+                             "that input; give another name")
 
 
 def _fsync_file(path: Path) -> None:

@@ -116,7 +116,7 @@ def train_reward_model(train_file: str | os.PathLike | Sequence[Any], out_dir: s
     }
     if heads not in ("single", "rules"):
         raise ValueError(f"heads must be 'single' or 'rules', not {heads!r}")
-    check_training_arguments(arguments, out_dir)
+    check_training_arguments(arguments, out_dir, rules)
 
     # Everything about the input is checked before the model is loaded.
     if from_file:
@@ -284,9 +284,9 @@ def _with_margins(preferences: list, margin: str, source: str) -> list:
     return preferences
 
 
-def check_training_arguments(a: dict, out_dir: str | os.PathLike) -> None:
-    """`train_reward_model`'s arguments `a` (ValueError naming the argument): by it, and by
-    the pipeline before its first step writes anything."""
+def check_training_arguments(a: dict, out_dir: str | os.PathLike, rules=None) -> None:
+    """`train_reward_model`'s arguments `a` and its rules (ValueError naming the argument): by
+    it, and by the pipeline before its first step writes anything."""
     from ramo.checks import non_negative_number, positive_integer, positive_number
     from ramo.io.atomic import check_output_dir
     from ramo.models.lora import check_rank
@@ -304,4 +304,5 @@ def check_training_arguments(a: dict, out_dir: str | os.PathLike) -> None:
         non_negative_number("center_rewards_coefficient", a["center_rewards_coefficient"])
     # A negative weight would train the heads away from the judge's scores.
     non_negative_number("regression_weight", a["regression_weight"])
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, {name: a.get(name) for name in ("train_file", "model", "ratings")}
+                     | {"rules": rules})
