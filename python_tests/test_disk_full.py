@@ -70,3 +70,49 @@ def test_ratings_store_on_a_full_disk_resumes(tmp_path, small_disk, judge_dir): 
     code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, store, "--commit-every", "1"))
     assert code == 0, err
     assert _table(store) == _table(reference)
+
+
+def _fill(disk: Path) -> None:
+    """Takes every free block of the disk."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_a_store_that_cannot_be_written_is_an_os_error_naming_it(tmp_path, small_disk):
+    """sqlite's own errors about the file (a full disk at creation or at BEGIN, a read-only
+    file system, a reader that cannot create its -shm file) come as the OSError any output
+    gives, naming the store, so the CLI prints one line instead of a traceback."""
+    from python_tests.test_ratings_store import _open, add, unit_rows
+    from ramo.ratings import RatingStore
+
+    disk, resize = small_disk
+    resize("1m")
+    with _open(disk / "old.sqlite") as store:  # a complete store, before the disk fills
+        add(store, unit_rows("p000", 0, ["r000"]))
+    _fill(disk)
+    with pytest.raises(OSError) as raised:
+        _open(disk / "new.sqlite")
+    assert raised.value.errno == errno.ENOSPC and "ratings store" in str(raised.value)
+    assert str(disk / "new.sqlite") in str(raised.value)
+    with pytest.raises(OSError) as raised:  # the writer's BEGIN on a full disk
+        with _open(disk / "old.sqlite") as store:
+            add(store, unit_rows("p001", 0, ["r000"]))
+    assert raised.value.errno in (errno.ENOSPC, errno.EIO), raised.value
+    assert str(disk / "old.sqlite") in str(raised.value)
+    with pytest.raises(OSError) as raised:  # a reader must create the -shm file
+        RatingStore.open_existing(disk / "old.sqlite").close()
+    assert str(disk / "old.sqlite") in str(raised.value)
+    (disk / "filler").unlink()
+    (disk / "new.sqlite").unlink(missing_ok=True)
+    resize("1m")
+    assert _mount(disk, "1m", "remount", "ro")
+    for make in (lambda: _open(disk / "new.sqlite"),
+                 lambda: add(_open(disk / "old.sqlite"), unit_rows("p001", 0, ["r000"]))):
+        with pytest.raises(OSError) as raised:
+            make()
+        assert raised.value.errno in (errno.EACCES, errno.EIO), raised.value
+        assert "ratings store" in str(raised.value)

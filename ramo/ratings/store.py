@@ -143,13 +143,14 @@ class RatingStore:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; every one is explicit (see _write).
-        self._con: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None)
+        self._con: sqlite3.Connection | None = None
         try:
+            # isolation_level=None: no implicit transactions; every one is explicit (_write).
+            self._con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._meta = self._open(wanted, timeout)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            _raise_as_os_error(exc, self.path)
             raise
 
     @classmethod
@@ -188,8 +189,9 @@ class RatingStore:
         try:
             store._con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
             store._meta = store._read_meta()
-        except BaseException:
+        except BaseException as exc:
             store.close()
+            _raise_as_os_error(exc, path)
             raise
         return store
 
@@ -542,20 +544,20 @@ class RatingStore:
     @contextmanager
     def _write(self) -> Iterator[None]:
         con = self._db
-        # IMMEDIATE takes the write lock up front, where the busy timeout applies; a deferred
-        # transaction that upgrades from reading to writing can fail at once with SQLITE_BUSY.
-        con.execute("BEGIN IMMEDIATE")
         try:
-            yield
-            con.execute("COMMIT")
+            # IMMEDIATE takes the write lock up front, where the busy timeout applies; a
+            # deferred transaction that upgrades from reading to writing can fail at once
+            # with SQLITE_BUSY. Inside the try: on a full disk BEGIN itself can fail.
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:  # a failed COMMIT can leave it open
+                    con.execute("ROLLBACK")
+                raise
         except BaseException as exc:
-            if con.in_transaction:  # a failed COMMIT can leave it open
-                con.execute("ROLLBACK")
-            if _disk_full(exc):  # an OSError, as a full disk is for every other output
-                raise OSError(errno.ENOSPC, f"ratings store {self.path}: the disk is full "
-                              "(sqlite: database or disk is full); the ratings committed "
-                              "before are kept: free space and run the same command to "
-                              "resume") from exc
+            _raise_as_os_error(exc, self.path)
             raise
 
     # ---- reading -----------------------------------------------------------------------------
@@ -896,10 +898,26 @@ def _check_schema(path: Path, meta: dict[str, str | None]) -> None:
                          f"this ramo reads {SCHEMA_VERSION!r}")
 
 
-def _disk_full(exc: BaseException) -> bool:
+def _raise_as_os_error(exc: BaseException, path: Path) -> None:
+    """sqlite's errors about the file itself (a full disk, a file or folder it may not write,
+    an I/O error) raised again as the OSError every other output gives, naming the store and
+    what to do; other errors are left to the caller to re-raise."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return
+    text = str(exc)
     # SQLITE_FULL is 13; sqlite_errorcode exists from Python 3.11, the message everywhere.
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc))
+    if getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in text:
+        raise OSError(errno.ENOSPC, f"ratings store {path}: the disk is full (sqlite: {text}); "
+                      "the ratings committed before are kept: free space and run the same "
+                      "command to resume") from exc
+    if "unable to open database file" in text or "readonly database" in text:
+        raise OSError(errno.EACCES, f"ratings store {path}: sqlite cannot "
+                      f"{'write' if 'readonly' in text else 'open'} it ({text}): the file and "
+                      "its folder must be writable (a reader too creates the -wal and -shm "
+                      "files beside it)") from exc
+    if "disk I/O error" in text:
+        raise OSError(errno.EIO, f"ratings store {path}: sqlite: {text} (a full disk, or a "
+                      "folder where it cannot create the -wal and -shm files)") from exc
 
 
 def refuse_shared_across_hosts(path: Path) -> None:
