@@ -188,6 +188,22 @@ def test_ranks_under_torchrun_one_killed_then_resumed(tmp_path, judge_dir, ranks
     assert not (tmp_path / "multi.db.shards").exists()
 
 
+def test_an_empty_shard_left_by_a_killed_rank_is_no_store(tmp_path, judge_dir):
+    """A rank killed between creating its shard file and writing the schema leaves an empty
+    file; the next run merges the other shards and carries on, instead of refusing the
+    empty one as 'not a ratings store' on every rerun."""
+    pairs = _write_jsonl(tmp_path / "p.jsonl", _pairs(6))
+    single = tmp_path / "single.db"
+    assert _finish(_rate(tmp_path, judge_dir, pairs, single))[0] == 0
+    out = tmp_path / "out.db"
+    shards = tmp_path / "out.db.shards"
+    shards.mkdir()
+    (shards / "rank-1.sqlite").write_bytes(b"")
+    code, _, err = _finish(_rate(tmp_path, judge_dir, pairs, out))
+    assert code == 0, err
+    assert _table(out) == _table(single) and not shards.exists()
+
+
 def test_a_shared_response_is_rated_once(tmp_path, judge_dir):
     """Four responses per prompt, paired every way (UltraFeedback-style): 6 pairs a prompt,
     12 pair sides, 4 responses rated."""

@@ -76,7 +76,9 @@ def rate(args: argparse.Namespace) -> int:
             rate_step(judge, pairs, rules, store, commit_every=args.commit_every,
                       progress=progress)
     else:
-        elsewhere = RatingStore.open_existing(args.out) if args.out.is_file() else None
+        # An empty OUT (its creation killed) has nothing rated elsewhere.
+        elsewhere = (RatingStore.open_existing(args.out)
+                     if args.out.is_file() and args.out.stat().st_size else None)
         try:
             if elsewhere is not None:
                 elsewhere.check_judge(judge.fingerprint(), judge.template_fingerprint())
@@ -135,9 +137,11 @@ def _merge_shards(out: Path, shards: Path, *, single_writer: bool) -> None:
     from ramo.ratings import merge_stores
 
     paths = sorted(shards.glob("rank-*.sqlite"))
-    if paths:
-        bound, written = merge_stores(out, paths, single_writer=single_writer)
-        print(f"merged {len(paths)} shards into {out}: {written} ratings, {bound} pair sides")
+    # A rank killed while it created its shard leaves an empty file, which holds nothing.
+    stores = [path for path in paths if path.stat().st_size > 0]
+    if stores:
+        bound, written = merge_stores(out, stores, single_writer=single_writer)
+        print(f"merged {len(stores)} shards into {out}: {written} ratings, {bound} pair sides")
     for path in paths:
         path.unlink()
     for leftover in shards.glob("rank-*.sqlite-journal"):  # only a killed writer leaves one
