@@ -116,3 +116,25 @@ def test_a_store_that_cannot_be_written_is_an_os_error_naming_it(tmp_path, small
             make()
         assert raised.value.errno in (errno.EACCES, errno.EIO), raised.value
         assert "ratings store" in str(raised.value)
+
+
+def test_a_folder_output_on_a_full_disk_is_an_os_error_naming_it(small_disk):
+    """safetensors reports a full disk as its own error ("No space left on device (os error
+    28)"), which reached the CLI as a traceback after a whole training run: inside atomic_dir
+    it is the ENOSPC OSError, naming the output; nothing is left behind."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ramo.io.atomic import atomic_dir, atomic_path
+
+    disk, _ = small_disk
+    with pytest.raises(OSError) as raised:
+        with atomic_dir(disk / "model") as tmp:
+            save_file({"w": torch.zeros(64, 1024)}, str(tmp / "model.safetensors"))  # 256 KB
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(disk / "model")
+    with pytest.raises(OSError) as raised:  # write() names no file: the target is named
+        with atomic_path(disk / "big.bin") as tmp, open(tmp, "wb", buffering=0) as f:
+            for _ in range(64):
+                f.write(b"\0" * 4096)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(disk / "big.bin")
+    assert list(disk.iterdir()) == []

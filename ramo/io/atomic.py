@@ -10,6 +10,7 @@ folder's lock).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -82,10 +83,25 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def _raise_for_target(exc: BaseException, tmp: Path, target: Path) -> None:
-    """An OSError about the hidden temporary (a read-only folder, a full disk) raised again
-    under the name the user gave: the temporary is an implementation detail, and gone."""
-    if isinstance(exc, OSError) and exc.filename == str(tmp) and exc.filename2 is None:
-        raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
+    """An error about the hidden temporary (a read-only folder, a full disk) raised again as
+    an OSError under the name the user gave: the temporary is an implementation detail, and
+    gone. A file inside a temporary folder is named inside the target; a write that names no
+    file (a full disk met by write()) names the target; a library's own error for a full disk
+    (safetensors' "No space left on device (os error 28)") becomes the OSError it stands for."""
+    if isinstance(exc, OSError):
+        if exc.filename2 is not None:
+            return
+        if exc.filename is None:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
+            return
+        path = Path(exc.filename)
+        if path == tmp or tmp in path.parents:
+            raise type(exc)(exc.errno, exc.strerror,
+                            str(target / path.relative_to(tmp))) from exc
+    elif isinstance(exc, Exception) and ("os error 28" in str(exc)
+                                         or "No space left on device" in str(exc)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
 
 
 def check_output_dir(target: str | os.PathLike,
@@ -144,8 +160,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_for_target(exc, tmp, target)
         raise
     _fsync_dir(target.parent)
 
