@@ -138,3 +138,34 @@ def test_a_folder_output_on_a_full_disk_is_an_os_error_naming_it(small_disk):
                 f.write(b"\0" * 4096)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(disk / "big.bin")
     assert list(disk.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, small_disk,
+                                                                      capsys):
+    """On a read-only file system (where even root may not write) an output is refused when
+    the command starts, naming it, not when the work is done: a file (label), a folder
+    (adapter train: refused before its backbone, which does not exist, is looked at) and one
+    in a folder still to be made."""
+    from python_tests.test_cli_errors import RULES, _jsonl, _one_error_line
+    from ramo.cli import main
+
+    disk, _ = small_disk
+    assert _mount(disk, "128k", "remount", "ro")
+    pairs = _jsonl(tmp_path / "pairs.jsonl", [
+        {"id": "p0", "prompt": "hi", "response_a": "sure", "response_b": "no"}])
+    selections = _jsonl(tmp_path / "sel.jsonl", [
+        {"id": "p0", "rule_ids": ["r1"], "reward_a": 1.0, "reward_b": 0.0, "margin": 1.0,
+         "preference": 1}])
+    rules = _jsonl(tmp_path / "rules.jsonl", RULES)
+    for out in (disk / "labeled.jsonl", disk / "new" / "labeled.jsonl"):
+        assert main(["label", "--pairs", str(pairs), "--selections", str(selections),
+                     "--out", str(out)]) == 2
+        assert _one_error_line(capsys, "label").endswith(f"{out}: Read-only file system")
+    assert main(["adapter", "train", "--pairs", str(pairs), "--rules", str(rules),
+                 "--selections", str(selections), "--backbone", str(tmp_path / "absent"),
+                 "--out", str(disk / "adapter"), "--no-progress"]) == 2
+    assert _one_error_line(capsys, "adapter train").endswith(
+        f"{disk / 'adapter'}: Read-only file system")
+    with pytest.raises(OSError) as raised:  # a write past the checks names the target too
+        write_jsonl(disk / "labeled.jsonl", [{"id": "p0"}])
+    assert raised.value.filename == str(disk / "labeled.jsonl")

@@ -18,8 +18,9 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         _fsync_file(tmp)  # the data must be on disk before the rename can expose it
         os.replace(tmp, target)
     except BaseException as exc:  # KeyboardInterrupt too: never leave the temporary behind
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only file system refuses even a missing one's unlink
+            tmp.unlink(missing_ok=True)
         _raise_for_target(exc, tmp, target)
         raise
     _fsync_dir(target.parent)  # makes the rename itself survive a crash
@@ -104,6 +106,23 @@ def _raise_for_target(exc: BaseException, tmp: Path, target: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from exc
 
 
+def check_writable(target: str | os.PathLike) -> None:
+    """The OSError a write of `target` would meet in a folder it may not write (permissions,
+    a read-only file system), raised now, naming the target, instead of after the work. The
+    nearest folder that exists is tried (a write creates the ones missing below it); a file
+    in the way is left to the write's own error."""
+    folder = Path(target).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, os.fspath(target)) from exc
+
+
 def check_output_dir(target: str | os.PathLike,
                      inputs: Mapping[str, str | os.PathLike | Iterable | None] = {}) -> None:
     """ValueError when an output folder's path is a file (the folder would take its place: a
@@ -115,6 +134,10 @@ def check_output_dir(target: str | os.PathLike,
     if Path(target).exists() and not Path(target).is_dir():
         raise ValueError(f"{os.fspath(target)}: exists and is not a folder; give a folder name")
     folder = Path(target).resolve()
+    if folder == Path.cwd() or folder in Path.cwd().parents:
+        raise ValueError(f"{os.fspath(target)}: the output folder would replace the folder this "
+                         "runs in; give a folder name")
+    check_writable(target)
     for name, path in _input_paths(inputs):
         if path.exists() and folder in path.resolve().parents:
             raise ValueError(f"{name} {path} lies inside the output folder {os.fspath(target)}, "
@@ -209,6 +232,7 @@ def check_output(target: str | os.PathLike, flag: str,
     target = Path(target)
     if target.is_dir():
         raise ValueError(f"{flag} {target}: is a folder; give a file name")
+    check_writable(target)
     if jsonl and not target.name.lower().endswith((".jsonl", ".jsonl.gz")):
         raise ValueError(f"{flag} {target}: the file name must end in .jsonl or .jsonl.gz "
                          "(JSON lines are written, and readers take the format from the name)")
