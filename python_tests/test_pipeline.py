@@ -154,6 +154,19 @@ def test_pipeline_end_to_end_then_resumes(tmp_path, models, capsys):
             "steps/report.json") in err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
 
+    # A step redone (its record deleted, a setting of its own changed) makes every later
+    # step run again: they read its outputs (the labels were made from the old selections).
+    (run / "steps" / "select.json").unlink()
+    changed = _config(tmp_path, models, select={"k": 2, "relevance": "none"})
+    assert main(["pipeline", "--config", str(changed), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[rate] done before: skipped" in out and "[select] done in" in out
+    for step in ("adapter-train", "adapter-apply", "label", "rm-train", "eval"):
+        assert f"[{step}] an earlier step ran again after it: redone" in out, step
+    assert main(["pipeline", "--config", str(changed), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"[{s}] done before: skipped" in out for s in STEPS if s != "report"), out
+
 
 def test_one_pipeline_at_a_time_in_a_run_folder(tmp_path, models, capsys):
     import fcntl

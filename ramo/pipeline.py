@@ -12,9 +12,11 @@ Steps, in order (each one a library function: ramo/steps.py):
   eval           RewardBench-style accuracy by subset, section   -> eval.json, eval.md
   report         report.md and plots/*.png from all of the above
 Each step writes its outputs atomically and then a record, steps/<step>.json (the config
-settings it used, the sha256 of the input files it read, counts, seconds); a step whose
-record exists is skipped, so a stopped run resumes where it stopped (and the rating inside
-the rate step resumes per response). The report is the exception: it is cheap, and rebuilt
+settings it used, the sha256 of the input files it read and of the earlier steps' records,
+counts, seconds); a step whose record exists is skipped, so a stopped run resumes where it
+stopped (and the rating inside the rate step resumes per response), unless an earlier step
+has run again since it ran (its record changed): then it read outputs that are gone, and
+runs again too. The report is the exception: it is cheap, and rebuilt
 from the run folder's files on every run that names it. `--steps` runs a subset, each step
 named once and in the order above (another order is refused: a step reads what the earlier
 ones wrote). A rerun whose config changed a setting that a done step used (say select.k),
@@ -366,6 +368,16 @@ class Pipeline:
             out[name] = self._digests[name]
         return out
 
+    def earlier_records(self, step: str) -> dict[str, str | None]:
+        """{each step before `step`: the sha256 of its record, None where it has none}, as
+        `step`'s record stores them: a step that ran again since rewrote its record and its
+        outputs, which the later steps read."""
+        out = {}
+        for earlier in STEPS[:STEPS.index(step)]:
+            path = self.record_path(earlier)
+            out[earlier] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return out
+
     def check_records(self, steps: tuple[str, ...]) -> None:
         """Refuses to skip a done step whose record holds other values of its settings than
         the config's, or other digests of its input files (records of ramo versions that
@@ -496,9 +508,13 @@ class Pipeline:
             self.log(f"removed {len(stale)} temporaries that a stopped run left in {self.dir}")
         write_json(self.path("config.json"), self.config.to_dict())
         for step in steps:
-            if self.record(step) is not None and step != "report":
-                self.log(f"[{step}] done before: skipped ({self.record_path(step)})")
-                continue
+            record = self.record(step)
+            if record is not None and step != "report":
+                # Records written before they stored the earlier ones' digests are trusted.
+                if record.get("earlier", self.earlier_records(step)) == self.earlier_records(step):
+                    self.log(f"[{step}] done before: skipped ({self.record_path(step)})")
+                    continue
+                self.log(f"[{step}] an earlier step ran again after it: redone")
             self.log(f"[{step}] ...")
             start = time.perf_counter()
             stats = getattr(self, "_" + step.replace("-", "_"))()
@@ -508,6 +524,7 @@ class Pipeline:
             stats["seconds"] = round(time.perf_counter() - start, 2)
             stats["config"] = self.step_settings(step)
             stats["inputs"] = self.input_digests(step)
+            stats["earlier"] = self.earlier_records(step)
             write_json(self.record_path(step), stats)
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 
