@@ -456,3 +456,30 @@ def test_no_progress_also_hides_the_libraries_own_bars(tmp_path, files, monkeypa
     # Not imported yet (and child processes): their environment switches.
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
     assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_a_folder_output_never_replaces_a_folder_it_did_not_write(tmp_path, files, capsys):
+    """`--out models` over a folder of the user's (another model beside, notes) would have
+    deleted all of it when training ended: refused before any work unless the folder is
+    empty or holds this step's own record (an earlier run's output, which it replaces)."""
+    mine = tmp_path / "models"
+    (mine / "other_rm").mkdir(parents=True)
+    (mine / "notes.txt").write_text("precious\n")
+    data = _jsonl(tmp_path / "labeled.jsonl", [{"prompt": "hi", "chosen": "no", "rejected": "sure"}])
+    cases = [
+        (["adapter", "train", "--pairs", files["pairs"], "--rules", files["rules"],
+          "--selections", files["selections"], "--backbone", str(tmp_path / "none"),
+          "--out", str(mine), "--no-progress"], "ramo_adapter.json"),
+        (["rm", "train", "--data", str(data), "--model", str(tmp_path / "none"),
+          "--out", str(mine), "--no-progress"], "ramo_training.json"),
+        (["rl", "train", "--policy", str(tmp_path), "--reward", str(tmp_path),
+          "--prompts", str(data), "--out", str(mine), "--no-progress"], "ramo_rl.json")]
+    for argv, marker in cases:
+        assert main(argv) == 2, argv
+        line = _one_error_line(capsys, " ".join(argv[:2]))
+        assert f"{mine}: a folder that holds other files (notes.txt, other_rm), not an output " \
+               f"of this step (no {marker})" in line, line
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "other_rm"]
+    (mine / "ramo_training.json").write_text("{}")  # an earlier rm train's: replaced
+    assert main(cases[1][0]) == 2
+    assert "no such" in _one_error_line(capsys, "rm train")  # past the check: the absent model

@@ -260,9 +260,10 @@ def test_train_failure_leaves_out_dir_untouched(model_dir, tmp_path, monkeypatch
     # An earlier model at out_dir survives a failed run whole.
     out.mkdir()
     (out / "config.json").write_text("{}")
+    (out / "ramo_training.json").write_text("{}")
     with pytest.raises(OSError, match="disk full"):
         train_reward_model(data, out, model=model_dir, batch_size=2, max_steps=1, progress=False)
-    assert [p.name for p in out.iterdir()] == ["config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "ramo_training.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm", "train.jsonl"]
 
 

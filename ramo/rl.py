@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# Written into every policy folder rl train makes, beside the model: its arguments and rewards.
+RECORD = "ramo_rl.json"
+
 
 def train_policy(policy: str | os.PathLike, reward: str | os.PathLike,
                  prompts: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -98,7 +101,7 @@ def train_policy(policy: str | os.PathLike, reward: str | os.PathLike,
     with atomic_dir(out_dir) as tmp:
         trained.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(Path(tmp) / "ramo_rl.json",
+        write_json(Path(tmp) / RECORD,
                    {"ramo": ramo.__version__, "arguments": arguments,
                     **{k: v for k, v in summary.items() if k != "out_dir"}})
     return summary
@@ -125,7 +128,8 @@ def _check_arguments(a: dict, out_dir: str | os.PathLike) -> None:
     if a["adapter"] is not None and not Path(a["adapter"]).is_dir():
         raise FileNotFoundError(f"{a['adapter']}: no such adapter folder")
     check_output_dir(out_dir, {name: a[name]
-                               for name in ("policy", "reward", "prompts", "adapter")})
+                               for name in ("policy", "reward", "prompts", "adapter")},
+                     marker=RECORD)
 
 
 # Held-out prompts are of two kinds: a safe policy refuses the first and answers the second.

@@ -58,7 +58,7 @@ def train_adapter(pairs: Sequence, targets: Sequence[Sequence[str]], rules: Sequ
     check_training_options(k=k, epochs=epochs, learning_rate=learning_rate,
                            batch_size=batch_size, max_length=max_length, n_rules=len(rules))
     check_rank(lora)
-    check_output_dir(out_dir, {"backbone": backbone})
+    check_output_dir(out_dir, {"backbone": backbone}, marker=ADAPTER_FILE)
     pairs = as_pairs(pairs)
     pair_ids = [p.id for p in pairs]
     if not pair_ids:

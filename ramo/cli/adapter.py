@@ -21,7 +21,9 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selections", required=True, type=Path,
                         help="selections JSONL (from `ramo select`): the targets; pairs "
                         "without a row are left out")
-    parser.add_argument("--out", required=True, type=Path, help="the adapter folder to write")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="the adapter folder to write (replaced whole when training "
+                        "succeeds; an existing folder must be empty or an earlier adapter's)")
     parser.add_argument("--ratings", type=Path, default=None,
                         help="ratings store with all R rules rated for the pairs: evaluate on "
                         "held-out pairs")
@@ -60,6 +62,7 @@ def train(args: argparse.Namespace) -> int:
     results go to DIR/metrics.json and DIR/metrics.md.
     """
     from ramo.adapter.metrics import metrics_markdown
+    from ramo.adapter.model import ADAPTER_FILE
     from ramo.adapter.train import adapter_step
     from ramo.io import load_pairs, load_rules, load_selections
     from ramo.io.atomic import check_output_dir
@@ -67,7 +70,7 @@ def train(args: argparse.Namespace) -> int:
     # Every input is read and checked before the backbone is loaded or anything is written.
     check_output_dir(args.out, {"--pairs": args.pairs, "--rules": args.rules,
                                 "--selections": args.selections, "--ratings": args.ratings,
-                                "--backbone": args.backbone})
+                                "--backbone": args.backbone}, marker=ADAPTER_FILE)
     pairs = load_pairs(args.pairs)
     rules = load_rules(args.rules)
     selections = load_selections(args.selections)

@@ -21,7 +21,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         "datasets / Parquet / Arrow folder")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder to save the trained model, tokenizer and "
-                        "ramo_training.json to (replaced whole when training succeeds)")
+                        "ramo_training.json to (replaced whole when training succeeds; an "
+                        "existing folder must be empty or an earlier rm train's)")
     parser.add_argument("--model", default=d["model"],
                         help="backbone: 'default' (all-MiniLM-L6-v2), a local folder or a hub id "
                         "(any AutoModelForSequenceClassification; an existing reward model works)")

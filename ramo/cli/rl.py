@@ -30,7 +30,8 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         "JSONL(.gz), Parquet, JSON, or a datasets / Parquet / Arrow folder")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for the trained policy (save_pretrained; replaced whole "
-                        "when training succeeds)")
+                        "when training succeeds; an existing folder must be empty or an earlier "
+                        "rl train's)")
     parser.add_argument("--steps", type=positive, default=d["steps"],
                         help=f"optimiser steps (default {d['steps']})")
     parser.add_argument("--num-generations", type=int, default=d["num_generations"],

@@ -124,13 +124,15 @@ def check_writable(target: str | os.PathLike) -> None:
 
 
 def check_output_dir(target: str | os.PathLike,
-                     inputs: Mapping[str, str | os.PathLike | Iterable | None] = {}) -> None:
+                     inputs: Mapping[str, str | os.PathLike | Iterable | None] = {},
+                     marker: str | None = None) -> None:
     """ValueError when an output folder's path is a file (the folder would take its place: a
-    user's data moved aside under a hidden name), or when one of the step's `inputs` (name ->
-    path or paths) lies inside it: `atomic_dir` replaces the folder whole, so the input would
-    be deleted with the old folder. The folder itself may be an input (a model trained
-    further and saved over itself: it is read before the folder is replaced). For the steps
-    to call before their work."""
+    user's data moved aside under a hidden name); when, with `marker` (the file the step
+    writes into every folder it makes), the folder exists, holds files and not that one (a
+    user's folder, whose files `atomic_dir` would delete with it); or when one of the step's
+    `inputs` (name -> path or paths) lies inside it (deleted with the old folder too). The
+    folder itself may be an input (a model trained further and saved over itself: it is read
+    before the folder is replaced). For the steps to call before their work."""
     if Path(target).exists() and not Path(target).is_dir():
         raise ValueError(f"{os.fspath(target)}: exists and is not a folder; give a folder name")
     folder = Path(target).resolve()
@@ -143,6 +145,13 @@ def check_output_dir(target: str | os.PathLike,
             raise ValueError(f"{name} {path} lies inside the output folder {os.fspath(target)}, "
                              "which is replaced whole when the step ends: move it out, or give "
                              "another output folder")
+    if marker is not None and Path(target).is_dir() and not (Path(target) / marker).is_file():
+        held = sorted(p.name for p in Path(target).iterdir())
+        if held:
+            raise ValueError(
+                f"{os.fspath(target)}: a folder that holds other files ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}), not an output of this step (no {marker}); "
+                "the output replaces its folder whole: give a new folder name, or empty it")
 
 
 def _input_paths(inputs: Mapping[str, str | os.PathLike | Iterable | None]

@@ -305,4 +305,4 @@ def check_training_arguments(a: dict, out_dir: str | os.PathLike, rules=None) ->
     # A negative weight would train the heads away from the judge's scores.
     non_negative_number("regression_weight", a["regression_weight"])
     check_output_dir(out_dir, {name: a.get(name) for name in ("train_file", "model", "ratings")}
-                     | {"rules": rules})
+                     | {"rules": rules}, marker=TRAINING_RECORD)
