@@ -312,6 +312,31 @@ def test_default_judge_answers(default_judge):
         RuleJudge(default_judge.model, tok)
 
 
+
+def test_the_users_answer_settings_win_over_the_default_judges_ids(default_judge):
+    """The default judge's own ids for "Irrelevant" (its first token) stand only for that
+    word: a user's word for the answer is read from the tokenizer (the prompt asked for NA
+    and the ids were Ir's), and a user's ids for another answer keep them (they were
+    dropped, and loading failed on the two-token word)."""
+    from ramo.judge.answers import with_judge_ids
+
+    tok = default_judge.tokenizer
+    own = default_judge.answer_token_ids("irrelevant")
+    na = sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in ("NA", " NA")})
+    assert with_judge_ids({"irrelevant": own}, {"irrelevant": "NA"}, None) is None
+    assert with_judge_ids({"irrelevant": own}, None, {"yes": [1]}) == {"irrelevant": own,
+                                                                        "yes": [1]}
+    assert with_judge_ids({"irrelevant": own}, {"irrelevant": "Irrelevant"}, None) == {
+        "irrelevant": own}
+    assert with_judge_ids({"irrelevant": own}, None, {"irrelevant": [5]}) == {"irrelevant": [5]}
+    words = RuleJudge.from_pretrained("default", progress=False,
+                                      answer_words={"irrelevant": "NA"})
+    assert words.answer_token_ids("irrelevant") == na != own
+    yes = default_judge.answer_token_ids("yes")
+    ids = RuleJudge.from_pretrained("default", progress=False, answer_ids={"yes": yes[:1]})
+    assert ids.answer_token_ids("yes") == yes[:1] and ids.answer_token_ids("irrelevant") == own
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("heads", [(4, 4), (6, 2), (3, 1)])
 def test_prefix_attention_equals_eager_attention(dtype, heads):

@@ -40,6 +40,20 @@ def answer_words(words: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+def with_judge_ids(judge_ids: dict[str, list[int]], words: dict | None,
+                   ids: dict | None) -> dict[str, list[int]] | None:
+    """The answer_ids a judge gets when its loader has ids of its own (`judge_ids`: the
+    embedded judge's for "Irrelevant", which its tokenizer splits) and the user gave `words`
+    and `ids`: the user's ids win for the answers they name, and an answer whose word the
+    user changed is read from that word, not from ids of the default word."""
+    check_answers(words, ids)
+    chosen = answer_words(words)
+    merged = {answer: list(given) for answer, given in judge_ids.items()
+              if chosen[answer] == DEFAULT_WORDS[answer]}
+    merged.update(ids or {})
+    return merged or None
+
+
 def resolve_answer_ids(tokenizer, words: dict[str, str],
                        overrides: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
     """{answer: sorted token ids}; `overrides` (checked by `check_answers`) replaces the lookup

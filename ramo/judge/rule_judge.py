@@ -150,6 +150,9 @@ class RuleJudge:
             raise ValueError(f"unknown judge engine {engine!r}; the engines are {ENGINES}")
         model, tokenizer, defaults = load_judge_model(name_or_path, dtype=dtype, device=device,
                                                       engine=engine, engine_options=engine_options)
+        if "answer_ids" in defaults:
+            kwargs["answer_ids"] = _answers.with_judge_ids(
+                defaults.pop("answer_ids"), kwargs.get("answer_words"), kwargs.get("answer_ids"))
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
         return cls(model, tokenizer, **kwargs)
