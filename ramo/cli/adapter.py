@@ -32,7 +32,7 @@ def train_arguments(parser: argparse.ArgumentParser) -> None:
                         f"default {DEFAULT_HOLDOUT} with --ratings)")
     parser.add_argument("--backbone", default=d["backbone"],
                         help="encoder folder or hub id; 'default' for the embedded MiniLM")
-    parser.add_argument("--k", type=positive, default=None,
+    parser.add_argument("-k", "--k", type=positive, default=None,
                         help="rules per pair to predict (default: as many as the selections hold)")
     parser.add_argument("--epochs", type=positive_number, default=d["epochs"],
                         help="passes over the training pairs (default %(default)s)")
@@ -112,7 +112,7 @@ def apply_arguments(parser: argparse.ArgumentParser) -> None:
     add_judge_arguments(parser, batch_size_flags=("--judge-batch-size",))
     parser.add_argument("--ratings", type=Path, default=None,
                         help="ratings store (sqlite) to reuse ratings from and add new ones to")
-    parser.add_argument("--k", type=positive, default=None,
+    parser.add_argument("-k", "--k", type=positive, default=None,
                         help="rules per pair (default: the adapter's)")
     parser.add_argument("--batch-size", type=positive,
                         default=defaults(apply_adapter)["batch_size"],
