@@ -508,10 +508,10 @@ class Pipeline:
             self.log(f"removed {len(stale)} temporaries that a stopped run left in {self.dir}")
         write_json(self.path("config.json"), self.config.to_dict())
         for step in steps:
-            record = self.record(step)
+            record, earlier = self.record(step), self.earlier_records(step)
             if record is not None and step != "report":
                 # Records written before they stored the earlier ones' digests are trusted.
-                if record.get("earlier", self.earlier_records(step)) == self.earlier_records(step):
+                if record.get("earlier", earlier) == earlier:
                     self.log(f"[{step}] done before: skipped ({self.record_path(step)})")
                     continue
                 self.log(f"[{step}] an earlier step ran again after it: redone")
@@ -524,7 +524,7 @@ class Pipeline:
             stats["seconds"] = round(time.perf_counter() - start, 2)
             stats["config"] = self.step_settings(step)
             stats["inputs"] = self.input_digests(step)
-            stats["earlier"] = self.earlier_records(step)
+            stats["earlier"] = earlier  # the step wrote no earlier step's record
             write_json(self.record_path(step), stats)
             self.log(f"[{step}] done in {stats['seconds']:.1f} s")
 

@@ -145,6 +145,17 @@ void test_exp_nonpositive() {
   CHECK(std::isnan(ramo::cpu::exp_nonpositive(NAN)), "exp(NaN) must be NaN");
 }
 
+// Columns v0 .. v0 + c of row-major [b, v] logits into `block` as row-major [b, c]: one
+// chunk, as the CPU glue hands it to lse_update_rows.
+template <typename T>
+void take_chunk(const std::vector<T>& logits, int64_t b, int64_t v, int64_t v0, int64_t c,
+                std::vector<T>& block) {
+  block.assign(b * c, 0);
+  for (int64_t r = 0; r < b; ++r) {
+    for (int64_t j = 0; j < c; ++j) block[r * c + j] = logits[r * v + v0 + j];
+  }
+}
+
 // The CPU path on given logits: chunks of `chunk` columns through lse_update_rows, then
 // finish_rows on the listed logits.
 template <typename acc_t>
@@ -157,10 +168,7 @@ void test_cpu_rows(std::mt19937& rng, int64_t b, int64_t v, int64_t d, int64_t c
   std::vector<acc_t> block;
   for (int64_t v0 = 0; v0 < v; v0 += chunk) {
     const int64_t c = std::min(chunk, v - v0);
-    block.assign(b * c, 0);
-    for (int64_t r = 0; r < b; ++r) {
-      for (int64_t j = 0; j < c; ++j) block[r * c + j] = logits[r * v + v0 + j];
-    }
+    take_chunk(logits, b, v, v0, c, block);
     // Two ranges, as at::parallel_for would split them.
     const acc_t* bias = with_bias ? p.bias.data() + v0 : nullptr;
     ramo::cpu::lse_update_rows<acc_t>(block.data(), bias, c, 0, b / 2, state.data());
@@ -288,10 +296,7 @@ void test_cpu_non_finite_logits() {
   std::vector<float> block;
   for (int64_t v0 = 0; v0 < v; v0 += chunk) {
     const int64_t n = std::min(chunk, v - v0);
-    block.assign(b * n, 0);
-    for (int64_t r = 0; r < b; ++r) {
-      for (int64_t j = 0; j < n; ++j) block[r * n + j] = c.logits[r * v + v0 + j];
-    }
+    take_chunk(c.logits, b, v, v0, n, block);
     ramo::cpu::lse_update_rows<float>(block.data(), nullptr, n, 0, b, state.data());
   }
   const std::vector<float> listed = c.listed();

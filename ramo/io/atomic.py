@@ -133,9 +133,10 @@ def check_output_dir(target: str | os.PathLike,
     `inputs` (name -> path or paths) lies inside it (deleted with the old folder too). The
     folder itself may be an input (a model trained further and saved over itself: it is read
     before the folder is replaced). For the steps to call before their work."""
-    if Path(target).exists() and not Path(target).is_dir():
+    given = Path(target)
+    if given.exists() and not given.is_dir():
         raise ValueError(f"{os.fspath(target)}: exists and is not a folder; give a folder name")
-    folder = Path(target).resolve()
+    folder = given.resolve()
     if folder == Path.cwd() or folder in Path.cwd().parents:
         raise ValueError(f"{os.fspath(target)}: the output folder would replace the folder this "
                          "runs in; give a folder name")
@@ -145,8 +146,8 @@ def check_output_dir(target: str | os.PathLike,
             raise ValueError(f"{name} {path} lies inside the output folder {os.fspath(target)}, "
                              "which is replaced whole when the step ends: move it out, or give "
                              "another output folder")
-    if marker is not None and Path(target).is_dir() and not (Path(target) / marker).is_file():
-        held = sorted(p.name for p in Path(target).iterdir())
+    if marker is not None and given.is_dir() and not (given / marker).is_file():
+        held = sorted(p.name for p in given.iterdir())
         if held:
             raise ValueError(
                 f"{os.fspath(target)}: a folder that holds other files ({', '.join(held[:3])}"
